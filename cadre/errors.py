@@ -1,0 +1,99 @@
+"""Every error Cadre raises, in one tree.
+
+    CadreError
+    ├── ContractError            a message or agent type is declared wrongly (at import time)
+    ├── ConfigurationError       a setting, adapter or extra is missing or invalid
+    ├── ConcurrencyConflict      a conditional write lost a race (stale etag); retry the step
+    ├── StoreError               a state store failed (I/O, connection); retry later
+    ├── TransportError           a transport failed to send or receive; retry later
+    ├── NotFound                 a dead letter, task or record that does not exist
+    └── DeliveryError            an envelope cannot be handled as it is: it goes to the dead letters
+        ├── EnvelopeInvalid      the bytes are not an envelope (bad JSON, missing fields)
+        ├── UnknownMessage       no contract is registered under that message name
+        ├── UnsupportedVersion   the message version is newer than this code knows
+        ├── PayloadInvalid       the payload does not validate against the contract
+        ├── UnknownAgentType     the recipient's agent type is not registered
+        └── NoHandler            the agent type has no handler for the message type
+
+A `DeliveryError` is permanent: retrying cannot help, so hosts dead-letter it at once.
+Any other exception raised by a handler is transient: hosts retry it with backoff, then
+dead-letter it when the attempts run out.
+"""
+
+from __future__ import annotations
+
+
+class CadreError(Exception):
+    """Base of every Cadre error."""
+
+
+class ContractError(CadreError):
+    """A message contract, agent type or handler is declared wrongly."""
+
+
+class ConfigurationError(CadreError):
+    """A setting, adapter or optional dependency is missing or invalid."""
+
+
+class ConcurrencyConflict(CadreError):
+    """A conditional write found a newer version than the one it read.
+
+    The step that raises it made no change; it is retried from the load.
+    """
+
+
+class StoreError(CadreError):
+    """A state store failed for a reason other than a conflict; the step can be retried."""
+
+
+class TransportError(CadreError):
+    """A transport failed to send or receive; the step can be retried."""
+
+
+class NotFound(CadreError):
+    """The thing asked for does not exist."""
+
+
+class DeliveryError(CadreError):
+    """An envelope cannot be handled as it is; it belongs in the dead letters.
+
+    `reason` is a short machine-readable code, the message says what happened and what to do.
+    """
+
+    reason = "delivery_error"
+
+
+class EnvelopeInvalid(DeliveryError):
+    """The bytes received are not a valid envelope."""
+
+    reason = "envelope_invalid"
+
+
+class UnknownMessage(DeliveryError):
+    """No message contract is registered under the envelope's message name."""
+
+    reason = "unknown_message"
+
+
+class UnsupportedVersion(DeliveryError):
+    """The envelope's message version is newer than the registered contract."""
+
+    reason = "unsupported_version"
+
+
+class PayloadInvalid(DeliveryError):
+    """The payload does not validate against the message contract."""
+
+    reason = "payload_invalid"
+
+
+class UnknownAgentType(DeliveryError):
+    """The recipient's agent type is not registered in this process."""
+
+    reason = "unknown_agent_type"
+
+
+class NoHandler(DeliveryError):
+    """The recipient agent type has no handler for the message type."""
+
+    reason = "no_handler"

@@ -1,0 +1,168 @@
+"""Around the step: parse, retry on conflicts and failures, dead-letter what cannot succeed.
+
+Every host calls `Processor.process` with the bytes (or envelope) it received and settles
+the delivery by the `Processed` it gets back:
+
+- ``HANDLED`` / ``DUPLICATE`` / ``DEAD_LETTERED``: acknowledge (complete) the delivery;
+- ``RETRY``: deliver it again after ``retry_after`` seconds (abandon / nack / re-enqueue).
+
+Nothing raises out of `process` for bad input or a failing handler; only a store or
+transport that cannot record a dead letter lets its error through (the host then leaves
+the delivery unacknowledged, and it comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import traceback
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .envelope import Envelope, utcnow
+from .errors import ConcurrencyConflict, DeliveryError, EnvelopeInvalid
+from .step import Outcome, Step, StepResult
+from .stores.base import DeadLetter
+
+log = logging.getLogger("cadre.processing")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a failing handler is retried before dead-lettering."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 60.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1``: exponential, capped, jittered."""
+        raw = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return raw * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+class Disposition(StrEnum):
+    """How the host settles a delivery."""
+
+    HANDLED = "handled"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """The disposition, with the step result, the retry delay or the dead letter."""
+
+    disposition: Disposition
+    envelope: Envelope | None = None
+    result: StepResult | None = None
+    retry_after: float | None = None
+    dead_letter: DeadLetter | None = None
+    error: str | None = None
+
+
+class Processor:
+    """Parses, steps, and turns every failure into a retry or a dead letter."""
+
+    def __init__(
+        self,
+        step: Step,
+        *,
+        policy: RetryPolicy | None = None,
+        conflict_retries: int = 50,
+    ) -> None:
+        self.step = step
+        self.store = step.store
+        self.policy = policy or RetryPolicy()
+        self.conflict_retries = conflict_retries
+
+    async def process(
+        self, body: bytes | str | Envelope, *, attempt: int | None = None
+    ) -> Processed:
+        """Handle one delivery. `attempt` overrides the envelope's (a broker's count)."""
+        if isinstance(body, Envelope):
+            envelope = body
+        else:
+            try:
+                envelope = Envelope.from_bytes(body)
+            except EnvelopeInvalid as exc:
+                raw = body.encode() if isinstance(body, str) else body
+                return await self._dead_letter(raw, None, exc.reason, str(exc), attempt or 1)
+        if attempt is not None and attempt != envelope.attempt:
+            envelope = envelope.model_copy(update={"attempt": attempt})
+        for _ in range(self.conflict_retries):
+            try:
+                result = await self.step(envelope)
+            except ConcurrencyConflict:
+                await asyncio.sleep(0)  # let the winner finish; then reload and redo
+                continue
+            except DeliveryError as exc:
+                return await self._dead_letter(
+                    envelope.to_bytes(), envelope, exc.reason, str(exc), envelope.attempt
+                )
+            except Exception as exc:
+                return await self._failed(envelope, exc)
+            disposition = (
+                Disposition.DUPLICATE
+                if result.outcome is Outcome.DUPLICATE
+                else Disposition.HANDLED
+            )
+            return Processed(disposition, envelope, result=result)
+        log.warning(
+            "envelope %s lost %d races in a row; retrying later", envelope.id, self.conflict_retries
+        )
+        return Processed(
+            Disposition.RETRY,
+            envelope,
+            retry_after=self.policy.delay(envelope.attempt),
+            error="concurrency conflicts",
+        )
+
+    async def _failed(self, envelope: Envelope, exc: Exception) -> Processed:
+        summary = f"{type(exc).__name__}: {exc}"
+        if envelope.attempt >= self.policy.max_attempts:
+            detail = f"handler failed {envelope.attempt} time(s); last error: {summary}"
+            tb = "".join(traceback.format_exception(exc))[-4000:]
+            return await self._dead_letter(
+                envelope.to_bytes(), envelope, "handler_failed", detail, envelope.attempt, tb
+            )
+        delay = self.policy.delay(envelope.attempt)
+        log.warning(
+            "handler for %s at %s failed (attempt %d of %d), retrying in %.2fs: %s",
+            envelope.message,
+            envelope.recipient,
+            envelope.attempt,
+            self.policy.max_attempts,
+            delay,
+            summary,
+        )
+        return Processed(Disposition.RETRY, envelope, retry_after=delay, error=summary)
+
+    async def _dead_letter(
+        self,
+        body: bytes,
+        envelope: Envelope | None,
+        reason: str,
+        detail: str,
+        attempts: int,
+        tb: str | None = None,
+    ) -> Processed:
+        letter = DeadLetter(
+            id=envelope.id if envelope else hashlib.blake2b(body, digest_size=16).hexdigest(),
+            body=body,
+            reason=reason,
+            detail=detail,
+            failed_at=utcnow(),
+            attempts=attempts,
+            agent=envelope.recipient if envelope else None,
+            message=envelope.message if envelope else None,
+            task_id=envelope.task_id if envelope else None,
+            extra={"traceback": tb} if tb else {},
+        )
+        await self.store.add_dead_letter(letter)
+        log.warning("dead-lettered %s (%s): %s", letter.id, reason, detail)
+        return Processed(Disposition.DEAD_LETTERED, envelope, dead_letter=letter, error=detail)

@@ -1,0 +1,92 @@
+"""The state store port: agent records (state + seen ids + outbox) and dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from ..envelope import Envelope
+from ..ids import AgentId
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """Everything stored for one agent instance, written in one conditional write.
+
+    `state` is the JSON text of the agent's state model (None before the first step),
+    `state_version` the version of the state model that wrote it, `seen` the ids of the most
+    recently handled envelopes (oldest first), `outbox` the envelopes of the last step that
+    may not have been published yet. `etag` is the store's version tag of what was read;
+    None means the record does not exist yet.
+    """
+
+    agent_id: AgentId
+    state: str | None = None
+    state_version: int = 1
+    seen: tuple[str, ...] = ()
+    outbox: tuple[Envelope, ...] = ()
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An envelope that could not be handled, with why, and its original bytes."""
+
+    id: str
+    body: bytes
+    reason: str
+    detail: str
+    failed_at: datetime
+    attempts: int = 1
+    agent: str | None = None
+    message: str | None = None
+    task_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class StateStore(Protocol):
+    """Where agents' records and dead letters live.
+
+    Invariants every adapter keeps (the conformance suite in
+    ``tests/conformance/test_state_store.py`` proves them):
+    - `load` of an agent never stored returns an empty record with ``etag=None``;
+    - `save` is one atomic conditional write: it succeeds only when the stored etag equals
+      `if_match` (``None``: only when no record exists) and raises `ConcurrencyConflict`
+      otherwise, changing nothing; it returns the new etag;
+    - `clear_outbox` empties the outbox of the record written with `etag`, and does nothing
+      (without raising) when the record has moved on since;
+    - dead letters are kept until deleted, listed newest first.
+    """
+
+    async def load(self, agent_id: AgentId) -> AgentRecord:
+        """Read one agent's record (a point read)."""
+        ...
+
+    async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
+        """Write the whole record if the stored etag is `if_match`; return the new etag."""
+        ...
+
+    async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
+        """Empty the outbox written with `etag`, once it has been published."""
+        ...
+
+    async def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep a dead letter; adding the same id twice keeps one."""
+        ...
+
+    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters first."""
+        ...
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter:
+        """One dead letter; `NotFound` when there is none with that id."""
+        ...
+
+    async def delete_dead_letter(self, letter_id: str) -> None:
+        """Remove a dead letter (after a redrive); `NotFound` when absent."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files."""
+        ...

@@ -1,0 +1,69 @@
+"""An in-memory state store: the fastest adapter, for tests, benchmarks and throwaway runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+from ..errors import ConcurrencyConflict, NotFound
+from ..ids import AgentId
+from .base import AgentRecord, DeadLetter
+
+
+class MemoryStore:
+    """Keeps records in a dict; nothing survives the process.
+
+    Records are immutable values (state is JSON text), so what is stored can never be
+    changed behind the store's back.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[AgentId, AgentRecord] = {}
+        self._dead: dict[str, DeadLetter] = {}
+        self._versions = itertools.count(1)
+
+    async def load(self, agent_id: AgentId) -> AgentRecord:
+        """The stored record, or an empty one."""
+        return self._records.get(agent_id) or AgentRecord(agent_id)
+
+    async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
+        """Conditional write on the etag."""
+        current = self._records.get(record.agent_id)
+        current_etag = current.etag if current else None
+        if current_etag != if_match:
+            raise ConcurrencyConflict(
+                f"{record.agent_id}: stored version {current_etag}, write expected {if_match}"
+            )
+        etag = str(next(self._versions))
+        self._records[record.agent_id] = dataclasses.replace(record, etag=etag)
+        return etag
+
+    async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
+        """Empty the outbox if the record is still the one written with `etag`."""
+        current = self._records.get(agent_id)
+        if current is not None and current.etag == etag and current.outbox:
+            self._records[agent_id] = dataclasses.replace(current, outbox=())
+
+    async def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep it (idempotent by id)."""
+        self._dead.setdefault(letter.id, letter)
+
+    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Newest first."""
+        letters = sorted(self._dead.values(), key=lambda d: d.failed_at, reverse=True)
+        return letters[:limit]
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter:
+        """One dead letter or `NotFound`."""
+        try:
+            return self._dead[letter_id]
+        except KeyError:
+            raise NotFound(f"no dead letter with id {letter_id!r}") from None
+
+    async def delete_dead_letter(self, letter_id: str) -> None:
+        """Remove one or raise `NotFound`."""
+        if self._dead.pop(letter_id, None) is None:
+            raise NotFound(f"no dead letter with id {letter_id!r}")
+
+    async def close(self) -> None:
+        """Nothing to release."""

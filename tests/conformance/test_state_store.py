@@ -1,0 +1,154 @@
+"""The StateStore contract, run over every store adapter (see tests/conftest.py STORES)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cadre.envelope import Envelope, new_id
+from cadre.errors import ConcurrencyConflict, NotFound
+from cadre.ids import AgentId
+from cadre.stores.base import AgentRecord, DeadLetter
+
+A = AgentId("counter", "a")
+
+
+def envelope(n: int) -> Envelope:
+    return Envelope(
+        id=f"out-{n}",
+        message="test.Add",
+        version=1,
+        payload={"amount": n},
+        task_id="t1",
+        recipient="recorder/a",
+        sender="counter/a",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+async def test_missing_record_loads_empty(store) -> None:
+    record = await store.load(A)
+    assert record == AgentRecord(A)
+    assert record.etag is None
+
+
+async def test_save_then_load_returns_everything_written(store) -> None:
+    written = AgentRecord(
+        A, state='{"total":3}', state_version=2, seen=("e1", "e2"), outbox=(envelope(1),)
+    )
+    etag = await store.save(written, if_match=None)
+    loaded = await store.load(A)
+    assert loaded.etag == etag
+    assert loaded.state == '{"total":3}'
+    assert loaded.state_version == 2
+    assert loaded.seen == ("e1", "e2")
+    assert loaded.outbox == (envelope(1),)
+
+
+async def test_create_when_record_exists_is_a_conflict(store) -> None:
+    await store.save(AgentRecord(A, state='{"total":1}'), if_match=None)
+    with pytest.raises(ConcurrencyConflict):
+        await store.save(AgentRecord(A, state='{"total":2}'), if_match=None)
+    assert (await store.load(A)).state == '{"total":1}'
+
+
+async def test_stale_etag_is_a_conflict_and_changes_nothing(store) -> None:
+    first = await store.save(AgentRecord(A, state='{"total":1}'), if_match=None)
+    second = await store.save(AgentRecord(A, state='{"total":2}'), if_match=first)
+    assert second != first
+    with pytest.raises(ConcurrencyConflict):
+        await store.save(AgentRecord(A, state='{"total":99}'), if_match=first)
+    loaded = await store.load(A)
+    assert (loaded.state, loaded.etag) == ('{"total":2}', second)
+
+
+async def test_racing_writers_one_wins_per_version(store) -> None:
+    base = await store.save(AgentRecord(A, state="0"), if_match=None)
+    results = await asyncio.gather(
+        *(store.save(AgentRecord(A, state=str(i)), if_match=base) for i in range(1, 6)),
+        return_exceptions=True,
+    )
+    wins = [r for r in results if isinstance(r, str)]
+    assert len(wins) == 1
+    assert all(isinstance(r, ConcurrencyConflict) for r in results if not isinstance(r, str))
+
+
+async def test_clear_outbox_empties_it_and_keeps_the_rest(store) -> None:
+    etag = await store.save(
+        AgentRecord(A, state="1", seen=("e1",), outbox=(envelope(1), envelope(2))), if_match=None
+    )
+    await store.clear_outbox(A, etag)
+    loaded = await store.load(A)
+    assert loaded.outbox == ()
+    assert (loaded.state, loaded.seen) == ("1", ("e1",))
+    # The record is still writable with the etag it had (clearing races no later writer).
+    await store.save(AgentRecord(A, state="2"), if_match=loaded.etag)
+
+
+async def test_clear_outbox_with_an_old_etag_leaves_a_newer_outbox(store) -> None:
+    old = await store.save(AgentRecord(A, state="1", outbox=(envelope(1),)), if_match=None)
+    await store.save(AgentRecord(A, state="2", outbox=(envelope(2),)), if_match=old)
+    await store.clear_outbox(A, old)
+    assert (await store.load(A)).outbox == (envelope(2),)
+
+
+async def test_agents_are_independent(store) -> None:
+    b = AgentId("counter", "b")
+    await store.save(AgentRecord(A, state="a"), if_match=None)
+    await store.save(AgentRecord(b, state="b"), if_match=None)
+    assert (await store.load(A)).state == "a"
+    assert (await store.load(b)).state == "b"
+
+
+def letter(i: int, minutes: int) -> DeadLetter:
+    return DeadLetter(
+        id=f"dl-{i}",
+        body=b'{"not": "an envelope"}\x00\xff',
+        reason="payload_invalid",
+        detail=f"detail {i}",
+        failed_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes),
+        attempts=3,
+        agent="counter/a",
+        message="test.Add",
+        task_id="t1",
+        extra={"traceback": "Traceback ..."},
+    )
+
+
+async def test_dead_letters_round_trip_with_their_bytes(store) -> None:
+    await store.add_dead_letter(letter(1, 0))
+    assert await store.get_dead_letter("dl-1") == letter(1, 0)
+
+
+async def test_dead_letters_list_newest_first_and_limit(store) -> None:
+    for i, minutes in [(1, 5), (2, 1), (3, 9)]:
+        await store.add_dead_letter(letter(i, minutes))
+    assert [d.id for d in await store.list_dead_letters()] == ["dl-3", "dl-1", "dl-2"]
+    assert [d.id for d in await store.list_dead_letters(limit=1)] == ["dl-3"]
+
+
+async def test_adding_a_dead_letter_twice_keeps_one(store) -> None:
+    await store.add_dead_letter(letter(1, 0))
+    await store.add_dead_letter(letter(1, 0))
+    assert len(await store.list_dead_letters()) == 1
+
+
+async def test_deleting_dead_letters(store) -> None:
+    await store.add_dead_letter(letter(1, 0))
+    await store.delete_dead_letter("dl-1")
+    assert await store.list_dead_letters() == []
+    with pytest.raises(NotFound):
+        await store.get_dead_letter("dl-1")
+    with pytest.raises(NotFound):
+        await store.delete_dead_letter("dl-1")
+
+
+async def test_many_agents_many_versions(store) -> None:
+    ids = [AgentId("counter", new_id()) for _ in range(50)]
+    etags = {i: await store.save(AgentRecord(i, state="0"), if_match=None) for i in ids}
+    for round_ in range(1, 4):
+        for i in ids:
+            etags[i] = await store.save(AgentRecord(i, state=str(round_)), if_match=etags[i])
+    assert {(await store.load(i)).state for i in ids} == {"3"}

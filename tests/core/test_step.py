@@ -1,0 +1,162 @@
+"""The agent step's guarantees: one effect per envelope, whatever crashes and races."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from cadre.envelope import Envelope, derive_id, new_id
+from cadre.errors import ConcurrencyConflict
+from cadre.ids import AgentId
+from cadre.processing import Disposition, Processor
+from cadre.step import Outcome, Step
+from cadre.stores.memory import MemoryStore
+from tests.support.contracts import make_registry
+from tests.support.faults import Crash, CrashingStore, RecordingTransport
+
+COUNTER = AgentId("counter", "a")
+
+
+def add(amount: int, env_id: str | None = None) -> Envelope:
+    return Envelope(
+        id=env_id or new_id(),
+        message="test.Add",
+        version=1,
+        payload={"amount": amount},
+        task_id="task-1",
+        recipient=str(COUNTER),
+        reply_to="recorder/a",
+        created_at=datetime.now(UTC),
+    )
+
+
+def total(record_state: str | None) -> int:
+    return int(json.loads(record_state or '{"total": 0}')["total"])
+
+
+async def test_first_delivery_changes_state_and_publishes_reply(store) -> None:
+    sent = RecordingTransport()
+    step = Step(store, sent, registry=make_registry())
+    result = await step(add(5, "e1"))
+    assert result.outcome is Outcome.HANDLED
+    record = await store.load(COUNTER)
+    assert total(record.state) == 5
+    assert record.seen == ("e1",)
+    assert record.outbox == ()  # published, then cleared
+    [reply] = sent.sent
+    assert reply.id == derive_id("e1", 0)
+    assert (reply.recipient, reply.message, reply.payload) == (
+        "recorder/a",
+        "test.Added",
+        {"total": 5},
+    )
+    assert (reply.sender, reply.causation_id, reply.task_id) == ("counter/a", "e1", "task-1")
+
+
+async def test_redelivered_envelope_has_one_effect(store) -> None:
+    sent = RecordingTransport()
+    step = Step(store, sent, registry=make_registry())
+    envelope = add(5, "e1")
+    assert (await step(envelope)).outcome is Outcome.HANDLED
+    assert (await step(envelope)).outcome is Outcome.DUPLICATE
+    assert total((await store.load(COUNTER)).state) == 5
+    assert len(sent.sent) == 1
+
+
+@pytest.mark.parametrize("point", ["before_save", "after_save", "before_clear"])
+async def test_crash_at_any_point_then_redelivery_loses_and_doubles_nothing(store, point) -> None:
+    sent = RecordingTransport()
+    registry = make_registry()
+    crashing = Step(CrashingStore(store, point=point), sent, registry=registry)
+    envelope = add(5, "e1")
+    with pytest.raises(Crash):
+        await crashing(envelope)
+    # The process restarts: a fresh step on the same store gets the envelope again.
+    step = Step(store, sent, registry=registry)
+    await step(envelope)
+    await step(envelope)  # and once more, for good measure
+    record = await store.load(COUNTER)
+    assert total(record.state) == 5
+    assert record.seen == ("e1",)
+    assert record.outbox == ()
+    assert sent.unique_ids() == [derive_id("e1", 0)]  # the reply, under one id only
+
+
+async def test_crash_after_save_is_healed_by_the_next_envelope_too(store) -> None:
+    """A different envelope arriving first still publishes the stranded outbox."""
+    sent = RecordingTransport()
+    registry = make_registry()
+    with pytest.raises(Crash):
+        await Step(CrashingStore(store, point="after_save"), sent, registry=registry)(add(1, "e1"))
+    assert sent.sent == []
+    step = Step(store, sent, registry=registry)
+    await step(add(2, "e2"))
+    assert sent.unique_ids() == [derive_id("e1", 0), derive_id("e2", 0)]
+    assert [e.payload["total"] for e in sent.sent] == [1, 3]
+    await step(add(1, "e1"))  # the late redelivery of e1 changes nothing
+    assert total((await store.load(COUNTER)).state) == 3
+
+
+class PausingStore:
+    """Lets two steps load the same version before either saves."""
+
+    def __init__(self, inner, loads_before_release: int) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.waiting = loads_before_release
+        self.released = asyncio.Event()
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+    async def load(self, agent_id):  # type: ignore[no-untyped-def]
+        record = await self.inner.load(agent_id)
+        if self.waiting > 0:
+            self.waiting -= 1
+            if self.waiting == 0:
+                self.released.set()
+            await self.released.wait()
+        return record
+
+
+async def test_racing_steps_one_conflicts_then_retries_and_no_update_is_lost(store) -> None:
+    registry = make_registry()
+    paused = PausingStore(store, loads_before_release=2)
+    step = Step(paused, RecordingTransport(), registry=registry)
+    results = await asyncio.gather(step(add(1)), step(add(10)), return_exceptions=True)
+    assert sum(isinstance(r, ConcurrencyConflict) for r in results) == 1
+    assert total((await store.load(COUNTER)).state) in (1, 10)
+
+    # Through the processor the loser reloads and redoes its step.
+    paused = PausingStore(store, loads_before_release=2)
+    processor = Processor(Step(paused, RecordingTransport(), registry=registry))
+    outcomes = await asyncio.gather(processor.process(add(100)), processor.process(add(1000)))
+    assert [o.disposition for o in outcomes] == [Disposition.HANDLED, Disposition.HANDLED]
+    assert total((await store.load(COUNTER)).state) in (1101, 1110)
+
+
+async def test_seen_ids_are_bounded(store) -> None:
+    step = Step(store, RecordingTransport(), registry=make_registry(), seen_limit=3)
+    for i in range(5):
+        await step(add(1, f"e{i}"))
+    assert (await store.load(COUNTER)).seen == ("e2", "e3", "e4")
+
+
+async def test_publish_reaches_every_subscriber_but_the_publisher() -> None:
+    store, sent = MemoryStore(), RecordingTransport()
+    step = Step(store, sent, registry=make_registry())
+    note = Envelope(
+        id="n1",
+        message="test.Note",
+        version=1,
+        payload={"text": "hi"},
+        task_id="t",
+        recipient="announcer/room",
+        created_at=datetime.now(UTC),
+    )
+    await step(note)
+    assert sorted(e.recipient for e in sent.sent) == ["listener/room", "recorder/room"]
+    assert {e.topic for e in sent.sent} == {"news/room"}
+    assert len({e.id for e in sent.sent}) == 2
