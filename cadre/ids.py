@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 _TYPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -37,12 +38,17 @@ class AgentId:
         return f"{self.type}/{self.key}"
 
     @classmethod
+    def trusted(cls, agent_type: str, key: str) -> AgentId:
+        """An id from parts validated already (a registered type, a topic source)."""
+        agent_id = object.__new__(cls)
+        object.__setattr__(agent_id, "type", agent_type)
+        object.__setattr__(agent_id, "key", key)
+        return agent_id
+
+    @classmethod
     def parse(cls, text: str) -> AgentId:
-        """Parse ``type/key`` back into an `AgentId`."""
-        agent_type, sep, key = text.partition("/")
-        if not sep:
-            raise ValueError(f"invalid agent id {text!r}: expected 'type/key'")
-        return cls(agent_type, key)
+        """Parse ``type/key`` back into an `AgentId` (cached: ids repeat on every step)."""
+        return _parse_agent_id(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +78,20 @@ class TopicId:
         return cls(topic_type, source)
 
 
+@lru_cache(maxsize=8192)
+def _parse_agent_id(text: str) -> AgentId:
+    agent_type, sep, key = text.partition("/")
+    if not sep:
+        raise ValueError(f"invalid agent id {text!r}: expected 'type/key'")
+    return AgentId(agent_type, key)
+
+
 class Subscription(Protocol):
-    """Maps a topic to the agent that receives it, or to nobody."""
+    """Maps a topic to the agent that receives it, or to nobody.
+
+    The agent type it picks must depend on the topic type alone (the registry caches the
+    answer per topic type); the key is the topic source.
+    """
 
     @property
     def agent_type(self) -> str: ...

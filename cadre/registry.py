@@ -96,7 +96,7 @@ class Registry:
                     seen.setdefault(target.type, None)
             agent_types = tuple(seen)
             self._topic_cache[topic.type] = agent_types
-        return [AgentId(t, topic.source) for t in agent_types]
+        return [AgentId.trusted(t, topic.source) for t in agent_types]
 
 
 default_registry = Registry()

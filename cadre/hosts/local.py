@@ -120,7 +120,9 @@ class LocalRuntime:
         reply_to: AgentId | None = None,
     ) -> Envelope:
         """Send a message from outside any agent; starts a new task unless `task_id` is given."""
-        envelope = self._envelope(message, task_id, recipient=str(to), reply_to=reply_to)
+        envelope = self._envelope(
+            message, message.model_dump(mode="json"), task_id, recipient=str(to), reply_to=reply_to
+        )
         await self.transport.send([envelope])
         self.transport.flush()
         return envelope
@@ -129,9 +131,9 @@ class LocalRuntime:
         self, topic: TopicId, message: Message, *, task_id: str | None = None
     ) -> list[Envelope]:
         """Publish from outside any agent to every subscriber of `topic`."""
-        task = task_id or new_id()
+        task, payload = task_id or new_id(), message.model_dump(mode="json")
         envelopes = [
-            self._envelope(message, task, recipient=str(target), topic=str(topic))
+            self._envelope(message, payload, task, recipient=str(target), topic=str(topic))
             for target in self.registry.recipients(topic)
         ]
         await self.transport.send(envelopes)
@@ -164,6 +166,7 @@ class LocalRuntime:
     def _envelope(
         self,
         message: Message,
+        payload: dict[str, Any],
         task_id: str | None,
         *,
         recipient: str,
@@ -172,16 +175,22 @@ class LocalRuntime:
     ) -> Envelope:
         if not message.message_name:
             raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
-        return Envelope(
+        # Built from validated parts: skip re-validating what this process just made.
+        return Envelope.trusted(
             id=new_id(),
             message=message.message_name,
             version=message.message_version,
-            payload=message.model_dump(mode="json"),
+            payload=payload,
             task_id=task_id or new_id(),
             recipient=recipient,
             topic=topic,
             reply_to=str(reply_to) if reply_to else None,
             created_at=utcnow(),
+            causation_id=None,
+            sender=None,
+            not_before=None,
+            attempt=1,
+            traceparent=None,
         )
 
     async def _consume(self) -> None:
@@ -192,6 +201,9 @@ class LocalRuntime:
             self._in_step.add(current)
             try:
                 await self._settle(delivery, await self._process(delivery))
+            except Exception:  # a consumer must outlive any one delivery
+                log.exception("settling %s failed; retrying it", delivery.envelope.id)
+                await self.transport.retry(delivery, self.processor.policy.delay(1))
             finally:
                 self._in_step.discard(current)
 

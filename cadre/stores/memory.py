@@ -35,7 +35,9 @@ class MemoryStore:
                 f"{record.agent_id}: stored version {current_etag}, write expected {if_match}"
             )
         etag = str(next(self._versions))
-        self._records[record.agent_id] = dataclasses.replace(record, etag=etag)
+        self._records[record.agent_id] = AgentRecord(
+            record.agent_id, record.state, record.state_version, record.seen, record.outbox, etag
+        )
         return etag
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:

@@ -113,7 +113,7 @@ class SQLiteStore:
             agent_id,
             state=state,
             state_version=state_version,
-            seen=tuple(json.loads(seen)),
+            seen=tuple(seen.split(" ")) if seen else (),
             outbox=tuple(Envelope.model_validate(e) for e in json.loads(outbox)) if outbox else (),
             etag=str(version),
         )
@@ -123,7 +123,7 @@ class SQLiteStore:
         values = (
             record.state,
             record.state_version,
-            json.dumps(record.seen),
+            " ".join(record.seen),  # envelope ids never contain spaces
             _outbox_text(record.outbox),
         )
         key = str(record.agent_id)
@@ -230,6 +230,7 @@ class _GroupCommit:
         self.interval = interval
         self.batch = batch
         self._writes = 0
+        self._deletes: list[tuple[str]] = []
         self._timer: asyncio.TimerHandle | None = None
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
@@ -254,11 +255,28 @@ class _GroupCommit:
         for row in rows:
             self.execute(sql, row)
 
+    def delete_later(self, envelope_id: str) -> None:
+        """Remove a handled envelope from the queue as part of the next commit.
+
+        Nothing reads the queue between commits, and the whole batch commits or rolls back
+        as one, so deferring the delete changes no outcome; it saves a statement per step.
+        """
+        if self.interval <= 0:
+            self.db.execute("DELETE FROM queue WHERE id = ?", (envelope_id,))
+            return
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+            self._arm()
+        self._deletes.append((envelope_id,))
+
     def flush(self) -> None:
         """Commit the open transaction, if any."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._deletes:
+            self.db.executemany("DELETE FROM queue WHERE id = ?", self._deletes)
+            self._deletes = []
         if self.db.in_transaction:
             self.db.execute("COMMIT")
         self._writes = 0
@@ -294,8 +312,8 @@ class SQLiteJournal:
         )
 
     def remove(self, envelope_id: str) -> None:
-        """Forget a handled envelope."""
-        self._writer.execute("DELETE FROM queue WHERE id = ?", (envelope_id,))
+        """Forget a handled envelope (at the next commit)."""
+        self._writer.delete_later(envelope_id)
 
     def flush(self) -> None:
         """Make everything queued so far durable."""

@@ -231,3 +231,29 @@ def test_envelopes_round_trip_through_json_bytes_exactly(
     assert again == envelope
     assert again.to_bytes() == data
     assert again.recipient_id == AgentId("writer", key)
+
+
+def test_trusted_envelopes_equal_validated_ones_and_serialise_the_same() -> None:
+    fields = {
+        "id": "e1",
+        "message": "m",
+        "version": 2,
+        "payload": {"a": [1, 2]},
+        "task_id": "t",
+        "recipient": "writer/k",
+        "topic": None,
+        "sender": "critic/k",
+        "reply_to": None,
+        "causation_id": "e0",
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "not_before": None,
+        "attempt": 1,
+        "traceparent": None,
+    }
+    fast, checked = Envelope.trusted(**fields), Envelope(**fields)
+    assert fast == checked
+    assert fast.to_bytes() == checked.to_bytes()
+    assert Envelope.from_bytes(fast.to_bytes()) == fast
+    assert fast.model_copy(update={"attempt": 2}).attempt == 2  # copies like any model
+    with pytest.raises(TypeError, match="needs exactly the fields"):
+        Envelope.trusted(id="e1")

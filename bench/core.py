@@ -1,0 +1,346 @@
+"""Core benchmark: Cadre's local runtime side by side with autogen-core 0.7.5.
+
+Workloads (identical message shapes on both sides: pydantic models with an int and a
+32-character string):
+  ping-pong  two agents exchange N request/response pairs, one at a time;
+  fan-out    N publishes to one topic with 10 subscriber agent types (10 N deliveries).
+Cadre runs on the memory store and on the SQLite store (a temporary file, WAL, group
+commit) — persisting every agent's state and deduplicating every delivery — and
+autogen-core on its SingleThreadedAgentRuntime, which does neither. For autogen
+ping-pong both its RPC style (send_message) and its event style (publish_message) are
+measured and the faster is the peer. Also measured: the import time of each package.
+
+    pip install -e ".[bench]" && python bench/core.py [--pairs 20000] [--publishes 20000]
+
+The last line printed is one JSON object with the ratios (Cadre / autogen-core).
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from cadre import Agent, AgentId, Context, LocalRuntime, Message, Registry, TopicId, handler
+from cadre import TypeSubscription as CadreTypeSubscription
+from cadre.stores.sqlite import SQLiteStore
+
+TEXT = "x" * 32
+SUBSCRIBERS = 10
+
+
+# --- Cadre side ---------------------------------------------------------------------------
+
+
+class Ping(Message, name="bench.Ping"):
+    seq: int
+    text: str
+
+
+class Pong(Message, name="bench.Pong"):
+    seq: int
+    text: str
+
+
+class Event(Message, name="bench.Event"):
+    seq: int
+    text: str
+
+
+class Pinger(Agent):
+    """Sends the next Ping when a Pong comes back, until `limit` pairs are done."""
+
+    limit = 0
+
+    @handler
+    async def on_pong(self, msg: Pong, ctx: Context) -> None:
+        if msg.seq + 1 < self.limit:
+            ctx.send(AgentId("ponger", "1"), Ping(seq=msg.seq + 1, text=msg.text))
+
+
+class Ponger(Agent):
+    """Answers every Ping with a Pong."""
+
+    @handler
+    async def on_ping(self, msg: Ping, ctx: Context) -> Pong:
+        return Pong(seq=msg.seq, text=msg.text)
+
+
+class Tally(Agent):
+    """Counts the events it receives (persisted state)."""
+
+    class State(BaseModel):
+        count: int = 0
+
+    @handler
+    async def on_event(self, msg: Event, ctx: Context) -> None:
+        self.state.count += 1
+
+
+def _cadre_runtime(store_kind: str, registry: Registry, folder: Path) -> LocalRuntime:
+    if store_kind == "sqlite":
+        return LocalRuntime(store=SQLiteStore(folder / f"{time.time_ns()}.db"), registry=registry)
+    return LocalRuntime(registry=registry)
+
+
+async def cadre_pingpong(pairs: int, store_kind: str, folder: Path) -> float:
+    """Messages per second for `pairs` request/response pairs on Cadre."""
+    Pinger.limit = pairs
+    registry = Registry()
+    registry.register(Pinger, type="pinger")
+    registry.register(Ponger, type="ponger")
+    async with _cadre_runtime(store_kind, registry, folder) as rt:
+        started = time.perf_counter()
+        await rt.send(
+            AgentId("ponger", "1"), Ping(seq=0, text=TEXT), reply_to=AgentId("pinger", "1")
+        )
+        await rt.run_until_idle()
+        elapsed = time.perf_counter() - started
+    return 2 * pairs / elapsed
+
+
+async def cadre_fanout(publishes: int, store_kind: str, folder: Path) -> float:
+    """Deliveries per second for `publishes` publishes to SUBSCRIBERS agent types on Cadre."""
+    registry = Registry()
+    for i in range(SUBSCRIBERS):
+        registry.register(Tally, type=f"tally{i}")
+        registry.add_subscription(CadreTypeSubscription("events", f"tally{i}"))
+    topic = TopicId("events", "1")
+    async with _cadre_runtime(store_kind, registry, folder) as rt:
+        started = time.perf_counter()
+        for seq in range(publishes):
+            await rt.publish(topic, Event(seq=seq, text=TEXT))
+        await rt.run_until_idle()
+        elapsed = time.perf_counter() - started
+        for i in range(SUBSCRIBERS):
+            count = (await rt.state(AgentId(f"tally{i}", "1"))).count  # type: ignore[attr-defined]
+            assert count == publishes, f"tally{i} got {count} of {publishes}"
+    return SUBSCRIBERS * publishes / elapsed
+
+
+# --- autogen-core side --------------------------------------------------------------------
+
+
+class APing(BaseModel):
+    seq: int
+    text: str
+
+
+class APong(BaseModel):
+    seq: int
+    text: str
+
+
+class AEvent(BaseModel):
+    seq: int
+    text: str
+
+
+class AStart(BaseModel):
+    pairs: int
+
+
+async def autogen_pingpong(pairs: int) -> dict[str, float]:
+    """Messages per second on autogen-core, in its RPC style and its event style."""
+    from autogen_core import (
+        AgentId as AAgentId,
+    )
+    from autogen_core import (
+        MessageContext,
+        RoutedAgent,
+        SingleThreadedAgentRuntime,
+        TypeSubscription,
+        message_handler,
+    )
+    from autogen_core import (
+        TopicId as ATopicId,
+    )
+
+    class RpcPonger(RoutedAgent):
+        @message_handler
+        async def on_ping(self, message: APing, ctx: MessageContext) -> APong:
+            return APong(seq=message.seq, text=message.text)
+
+    class RpcDriver(RoutedAgent):
+        @message_handler
+        async def on_start(self, message: AStart, ctx: MessageContext) -> None:
+            target = AAgentId("ponger", "1")
+            for seq in range(message.pairs):
+                await self.send_message(APing(seq=seq, text=TEXT), target)
+
+    results: dict[str, float] = {}
+    runtime = SingleThreadedAgentRuntime(ignore_unhandled_exceptions=False)
+    await RpcPonger.register(runtime, "ponger", lambda: RpcPonger("ponger"))
+    await RpcDriver.register(runtime, "driver", lambda: RpcDriver("driver"))
+    runtime.start()
+    started = time.perf_counter()
+    await runtime.send_message(AStart(pairs=pairs), AAgentId("driver", "1"))
+    results["send"] = 2 * pairs / (time.perf_counter() - started)
+    await runtime.stop_when_idle()
+
+    done = asyncio.get_running_loop().create_future()
+
+    class EventPonger(RoutedAgent):
+        @message_handler
+        async def on_ping(self, message: APing, ctx: MessageContext) -> None:
+            await self.publish_message(
+                APong(seq=message.seq, text=message.text), ATopicId("pinger", "1")
+            )
+
+    class EventPinger(RoutedAgent):
+        @message_handler
+        async def on_pong(self, message: APong, ctx: MessageContext) -> None:
+            if message.seq + 1 < pairs:
+                await self.publish_message(
+                    APing(seq=message.seq + 1, text=message.text), ATopicId("ponger", "1")
+                )
+            elif not done.done():
+                done.set_result(None)
+
+    runtime = SingleThreadedAgentRuntime(ignore_unhandled_exceptions=False)
+    await EventPonger.register(runtime, "ponger", lambda: EventPonger("ponger"))
+    await EventPinger.register(runtime, "pinger", lambda: EventPinger("pinger"))
+    await runtime.add_subscription(TypeSubscription("ponger", "ponger"))
+    await runtime.add_subscription(TypeSubscription("pinger", "pinger"))
+    runtime.start()
+    started = time.perf_counter()
+    await runtime.publish_message(APing(seq=0, text=TEXT), ATopicId("ponger", "1"))
+    await done
+    results["publish"] = 2 * pairs / (time.perf_counter() - started)
+    await runtime.stop_when_idle()
+    return results
+
+
+async def autogen_fanout(publishes: int) -> float:
+    """Deliveries per second on autogen-core for the fan-out workload."""
+    from autogen_core import (
+        MessageContext,
+        RoutedAgent,
+        SingleThreadedAgentRuntime,
+        TypeSubscription,
+        message_handler,
+    )
+    from autogen_core import (
+        TopicId as ATopicId,
+    )
+
+    counts: dict[str, int] = {}
+
+    class ATally(RoutedAgent):
+        @message_handler
+        async def on_event(self, message: AEvent, ctx: MessageContext) -> None:
+            counts[self.id.type] = counts.get(self.id.type, 0) + 1
+
+    runtime = SingleThreadedAgentRuntime(ignore_unhandled_exceptions=False)
+    for i in range(SUBSCRIBERS):
+        await ATally.register(runtime, f"tally{i}", lambda: ATally("tally"))
+        await runtime.add_subscription(TypeSubscription("events", f"tally{i}"))
+    runtime.start()
+    topic = ATopicId("events", "1")
+    started = time.perf_counter()
+    for seq in range(publishes):
+        await runtime.publish_message(AEvent(seq=seq, text=TEXT), topic)
+    await runtime.stop_when_idle()
+    elapsed = time.perf_counter() - started
+    assert all(counts.get(f"tally{i}") == publishes for i in range(SUBSCRIBERS)), counts
+    return SUBSCRIBERS * publishes / elapsed
+
+
+# --- import time ----------------------------------------------------------------------------
+
+
+def import_seconds(module: str, repeats: int = 7) -> float:
+    """Median wall time of importing `module` in a fresh interpreter, minus a bare start."""
+
+    def median_run(code: str) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    return max(median_run(f"import {module}") - median_run("pass"), 1e-6)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run every measurement, print the table and the JSON line; return the JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=20_000)
+    parser.add_argument("--publishes", type=int, default=20_000)
+    args = parser.parse_args(argv)
+
+    def progress(text: str) -> None:
+        print(f"  … {text}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        progress(f"autogen-core ping-pong, {args.pairs} pairs (send and publish styles)")
+        ag_pp = asyncio.run(autogen_pingpong(args.pairs))
+        progress(f"autogen-core fan-out, {args.publishes} publishes x {SUBSCRIBERS}")
+        ag_fo = asyncio.run(autogen_fanout(args.publishes))
+        cadre: dict[tuple[str, str], float] = {}
+        for store in ("memory", "sqlite"):
+            progress(f"cadre ping-pong on {store}")
+            cadre["pingpong", store] = asyncio.run(cadre_pingpong(args.pairs, store, folder))
+            progress(f"cadre fan-out on {store}")
+            cadre["fanout", store] = asyncio.run(cadre_fanout(args.publishes, store, folder))
+    progress("import times (fresh interpreters)")
+    imp_cadre, imp_autogen = import_seconds("cadre"), import_seconds("autogen_core")
+
+    ag_best_style = max(ag_pp, key=lambda k: ag_pp[k])
+    peer = {"pingpong": ag_pp[ag_best_style], "fanout": ag_fo}
+    print(
+        f"\nCadre local runtime vs autogen-core 0.7.5 SingleThreadedAgentRuntime "
+        f"({args.pairs} pairs, {args.publishes} publishes x {SUBSCRIBERS} subscribers)\n"
+    )
+    print(f"{'workload':<10} {'runtime':<34} {'msgs/s':>10} {'ratio':>7}")
+    for workload in ("pingpong", "fanout"):
+        label = f"autogen-core ({ag_best_style})" if workload == "pingpong" else "autogen-core"
+        print(f"{workload:<10} {label:<34} {peer[workload]:>10,.0f} {1.0:>7.2f}")
+        if workload == "pingpong":
+            other = "publish" if ag_best_style == "send" else "send"
+            print(
+                f"{'':<10} {'autogen-core (' + other + ')':<34} {ag_pp[other]:>10,.0f} "
+                f"{ag_pp[other] / peer[workload]:>7.2f}"
+            )
+        for store in ("memory", "sqlite"):
+            rate = cadre[workload, store]
+            print(
+                f"{'':<10} {'cadre, ' + store + ' store':<34} {rate:>10,.0f} "
+                f"{rate / peer[workload]:>7.2f}"
+            )
+    print(
+        f"\nimport cadre {imp_cadre * 1000:.0f} ms, import autogen_core "
+        f"{imp_autogen * 1000:.0f} ms, ratio {imp_cadre / imp_autogen:.2f}\n"
+    )
+    result = {
+        "pingpong_memory_ratio": round(cadre["pingpong", "memory"] / peer["pingpong"], 3),
+        "pingpong_sqlite_ratio": round(cadre["pingpong", "sqlite"] / peer["pingpong"], 3),
+        "fanout_memory_ratio": round(cadre["fanout", "memory"] / peer["fanout"], 3),
+        "fanout_sqlite_ratio": round(cadre["fanout", "sqlite"] / peer["fanout"], 3),
+        "import_ratio": round(imp_cadre / imp_autogen, 3),
+        "msgs_per_s": {f"cadre_{w}_{s}": round(v) for (w, s), v in cadre.items()}
+        | {f"autogen_pingpong_{k}": round(v) for k, v in ag_pp.items()}
+        | {"autogen_fanout": round(ag_fo)},
+        "import_ms": {
+            "cadre": round(imp_cadre * 1000, 1),
+            "autogen_core": round(imp_autogen * 1000, 1),
+        },
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
