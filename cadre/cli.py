@@ -1,0 +1,234 @@
+"""The `cadre` command: inspect agents, send a message on the embedded runtime, manage
+dead letters. Every command runs on the local runtime and its SQLite file (CADRE_STATE)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import CadreError, ConfigurationError
+from .settings import Settings
+
+
+def load_app(modules: Sequence[str]) -> None:
+    """Import the app's agent modules (from the current folder) so their types register."""
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name.split(".")[0]:
+                raise ConfigurationError(
+                    f"cannot import the app module {name!r} from {Path.cwd()}; run cadre from "
+                    "the app's folder or set CADRE_APP"
+                ) from None
+            raise
+
+
+def _runtime(settings: Settings) -> Any:
+    from .hosts.local import LocalRuntime
+
+    return LocalRuntime.sqlite(
+        settings.state_path,
+        policy=settings.retry_policy(),
+        concurrency=settings.concurrency,
+        seen_limit=settings.seen_limit,
+    )
+
+
+def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
+    """List registered agent types, the messages each handles, and subscriptions."""
+    from .registry import default_registry
+
+    load_app(settings.app_modules)
+    if not default_registry.types:
+        print(f"no agent types registered by {', '.join(settings.app_modules)}")
+        return 0
+    for name, entry in sorted(default_registry.types.items()):
+        handled = sorted(
+            f"{m.message_name} v{m.message_version}" if m.message_name else f"{m.__qualname__}*"
+            for m in entry.cls.handled_messages()
+        )
+        topics = [
+            str(getattr(s, "topic_type", None) or f"{getattr(s, 'topic_type_prefix', '')}*")
+            for s in default_registry.subscriptions
+            if s.agent_type == name
+        ]
+        print(f"{name}  ({entry.cls.__module__}.{entry.cls.__qualname__})")
+        print(f"  handles: {', '.join(handled) or '-'}")
+        if topics:
+            print(f"  subscribes to: {', '.join(topics)}")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
+    """Send one message on the embedded runtime and run until idle."""
+    from .ids import AgentId
+    from .messages import contracts
+
+    load_app(settings.app_modules)
+    to = AgentId.parse(args.agent)
+    cls = contracts.get(args.message)
+    message = cls.model_validate_json(args.payload)
+    reply_to = AgentId.parse(args.reply_to) if args.reply_to else None
+
+    async def run() -> int:
+        async with _runtime(settings) as rt:
+            before = len(await rt.store.list_dead_letters(limit=10_000))
+            envelope = await rt.send(to, message, reply_to=reply_to)
+            print(f"sent {envelope.message} to {to} (envelope {envelope.id})")
+            await rt.run_until_idle()
+            state = await rt.state(to)
+            print(f"state of {to}: {state.model_dump_json()}")
+            dead = len(await rt.store.list_dead_letters(limit=10_000)) - before
+            if dead:
+                print(f"{dead} new dead letter(s): see `cadre dlq list`", file=sys.stderr)
+                return 1
+            return 0
+
+    return asyncio.run(run())
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    """List, show and redrive dead letters."""
+    if args.dlq_command == "redrive":
+        load_app(settings.app_modules)
+
+    async def run() -> int:
+        rt = _runtime(settings)
+        try:
+            if args.dlq_command == "list":
+                letters = await rt.store.list_dead_letters(limit=args.limit)
+                if args.json:
+                    print(json.dumps([_letter_json(d) for d in letters], indent=2))
+                elif not letters:
+                    print("no dead letters")
+                for d in letters if not args.json else []:
+                    print(
+                        f"{d.id}  {d.failed_at:%Y-%m-%d %H:%M:%S}  {d.reason:<20} "
+                        f"{d.message or '-'} -> {d.agent or '-'}  ({d.attempts} attempt(s))"
+                    )
+                return 0
+            if args.dlq_command == "show":
+                print(json.dumps(_letter_json(await rt.store.get_dead_letter(args.id)), indent=2))
+                return 0
+            ids = (
+                [d.id for d in await rt.store.list_dead_letters(limit=100_000)]
+                if args.all
+                else args.ids
+            )
+            if not ids:
+                print("nothing to redrive")
+                return 0
+            await rt.start()
+            for letter_id in ids:
+                await rt.redrive(letter_id)
+                print(f"redriven {letter_id}")
+            if not args.no_run:
+                await rt.run_until_idle()
+                left = {d.id for d in await rt.store.list_dead_letters(limit=100_000)}
+                failed = [i for i in ids if i in left]
+                print(f"handled {len(ids) - len(failed)}, dead-lettered again {len(failed)}")
+                return 1 if failed else 0
+            return 0
+        finally:
+            await rt.close()
+
+    return asyncio.run(run())
+
+
+def _letter_json(letter: Any) -> dict[str, Any]:
+    try:
+        body: Any = json.loads(letter.body)
+    except ValueError:
+        body = letter.body.decode("utf-8", errors="replace")
+    return {
+        "id": letter.id,
+        "reason": letter.reason,
+        "detail": letter.detail,
+        "failed_at": letter.failed_at.isoformat(),
+        "attempts": letter.attempts,
+        "agent": letter.agent,
+        "message": letter.message,
+        "task_id": letter.task_id,
+        "body": body,
+        **letter.extra,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `cadre` command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="cadre",
+        description="Teams of AI agents as durable actors. Commands run on the local runtime "
+        "(SQLite file CADRE_STATE, default .cadre/cadre.db) with the app modules in CADRE_APP "
+        "(default: agents).",
+    )
+    parser.add_argument("--version", action="version", version=f"cadre {__version__}")
+    parser.add_argument("--state", help="the SQLite file (overrides CADRE_STATE)")
+    parser.add_argument("--app", help="app modules to import (overrides CADRE_APP)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    agents = sub.add_parser("agents", help="list agent types and the messages they handle")
+    agents.set_defaults(func=cmd_agents)
+
+    send = sub.add_parser("send", help="send a message on the local runtime and run until idle")
+    send.add_argument("agent", help="recipient, as type/key")
+    send.add_argument("message", help="the message contract name, e.g. app.Add")
+    send.add_argument("payload", nargs="?", default="{}", help="the message as JSON")
+    send.add_argument("--reply-to", help="where replies go, as type/key")
+    send.set_defaults(func=cmd_send)
+
+    dlq = sub.add_parser("dlq", help="list, show and redrive dead letters")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    listing = dlq_sub.add_parser("list", help="newest dead letters first")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    show = dlq_sub.add_parser("show", help="one dead letter, with its body and traceback")
+    show.add_argument("id")
+    redrive = dlq_sub.add_parser("redrive", help="send dead letters again and run them")
+    redrive.add_argument("ids", nargs="*", metavar="ID")
+    redrive.add_argument("--all", action="store_true", help="redrive every dead letter")
+    redrive.add_argument("--no-run", action="store_true", help="queue only; do not run now")
+    dlq.set_defaults(func=cmd_dlq)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cadre` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.state:
+            settings = _replace(settings, state_path=Path(args.state))
+        if args.app:
+            settings = _replace(settings, app_modules=tuple(args.app.split(",")))
+        if args.command == "dlq" and args.dlq_command == "redrive" and not (args.ids or args.all):
+            parser.error("dlq redrive needs IDs or --all")
+        return int(args.func(args, settings))
+    except CadreError as exc:
+        print(f"cadre: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad ids, bad JSON payloads
+        print(f"cadre: {exc}", file=sys.stderr)
+        return 2
+
+
+def _replace(settings: Settings, **changes: Any) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
