@@ -16,6 +16,7 @@ registry; without it the class is a base for other agents.
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import types
 import typing
@@ -100,9 +101,9 @@ class Agent:
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
-        table: dict[type[Message], HandlerFn] = {}
+        table: dict[builtins.type[Message], HandlerFn] = {}
         for klass in reversed(cls.__mro__):
-            own: dict[type[Message], str] = {}
+            own: dict[builtins.type[Message], str] = {}
             for attr, fn in vars(klass).items():
                 if not getattr(fn, _HANDLER_MARK, False):
                     continue

@@ -87,6 +87,15 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
             await rt.run_until_idle()
             state = await rt.state(to)
             print(f"state of {to}: {state.model_dump_json()}")
+            if reply_to is None:
+                for reply in await rt.replies(envelope.task_id):
+                    print(
+                        f"reply from {reply.sender}: {reply.message} "
+                        f"{json.dumps(reply.payload, separators=(',', ':'))}"
+                    )
+            timers = rt.transport.timers()
+            if timers:
+                print(f"{timers} timer(s) pending: they fire when the runtime next runs")
             dead = len(await rt.store.list_dead_letters(limit=10_000)) - before
             if dead:
                 print(f"{dead} new dead letter(s): see `cadre dlq list`", file=sys.stderr)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .envelope import Envelope, derive_id, utcnow
+from .errors import NoReplyTarget
 from .ids import AgentId, TopicId
 
 if TYPE_CHECKING:
@@ -89,8 +90,9 @@ class Context:
         """Send `message` to the incoming envelope's `reply_to`, or else its sender."""
         target = self.envelope.reply_to or self.envelope.sender
         if target is None:
-            raise ValueError(
-                f"cannot reply to envelope {self.envelope.id}: it has no sender or reply_to"
+            raise NoReplyTarget(
+                f"cannot reply to envelope {self.envelope.id}: it has no sender or reply_to; "
+                "send it with reply_to=, or from a runtime that sets one (its task inbox)"
             )
         return self._add(message, recipient=target)
 

@@ -13,7 +13,8 @@
         ├── UnsupportedVersion   the message version is newer than this code knows
         ├── PayloadInvalid       the payload does not validate against the contract
         ├── UnknownAgentType     the recipient's agent type is not registered
-        └── NoHandler            the agent type has no handler for the message type
+        ├── NoHandler            the agent type has no handler for the message type
+        └── NoReplyTarget        a handler replied to an envelope with no sender or reply_to
 
 A `DeliveryError` is permanent: retrying cannot help, so hosts dead-letter it at once.
 Any other exception raised by a handler is transient: hosts retry it with backoff, then
@@ -97,3 +98,9 @@ class NoHandler(DeliveryError):
     """The recipient agent type has no handler for the message type."""
 
     reason = "no_handler"
+
+
+class NoReplyTarget(DeliveryError):
+    """A handler replied to an envelope that names neither a sender nor a reply_to."""
+
+    reason = "no_reply_target"

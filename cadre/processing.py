@@ -40,7 +40,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt + 1``: exponential, capped, jittered."""
-        raw = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        raw = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return raw * random.uniform(1 - self.jitter, 1 + self.jitter)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -75,10 +76,15 @@ class Registry:
             self._topic_cache.clear()
 
     def get(self, agent_type: str) -> AgentType:
-        """The registered type; `UnknownAgentType` when it is not registered here."""
+        """The registered type; `UnknownAgentType` when it is not registered here.
+
+        The built-in inbox (``cadre.inbox``, see `cadre.inbox`) is present in every registry.
+        """
         try:
             return self.types[agent_type]
         except KeyError:
+            if agent_type == _INBOX_TYPE:
+                return _inbox_type()
             known = ", ".join(sorted(self.types)) or "none"
             raise UnknownAgentType(
                 f"agent type {agent_type!r} is not registered in this process (known: {known}); "
@@ -97,6 +103,17 @@ class Registry:
             agent_types = tuple(seen)
             self._topic_cache[topic.type] = agent_types
         return [AgentId.trusted(t, topic.source) for t in agent_types]
+
+
+_INBOX_TYPE = "cadre.inbox"
+
+
+@lru_cache(maxsize=1)
+def _inbox_type() -> AgentType:
+    from .inbox import INBOX_TYPE, Inbox
+
+    assert INBOX_TYPE == _INBOX_TYPE
+    return AgentType(INBOX_TYPE, Inbox, Inbox)
 
 
 default_registry = Registry()

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from ..envelope import Envelope, new_id, utcnow
 from ..ids import AgentId, TopicId
+from ..inbox import INBOX_TYPE, InboxState, Reply
 from ..messages import ContractRegistry, Message, contracts
 from ..processing import Disposition, Processed, Processor, RetryPolicy
 from ..registry import Registry, default_registry
@@ -119,7 +120,10 @@ class LocalRuntime:
         task_id: str | None = None,
         reply_to: AgentId | None = None,
     ) -> Envelope:
-        """Send a message from outside any agent; starts a new task unless `task_id` is given."""
+        """Send a message from outside any agent; starts a new task unless `task_id` is given.
+
+        Replies go to `reply_to`, or else to the task's inbox (see `replies`).
+        """
         envelope = self._envelope(
             message, message.model_dump(mode="json"), task_id, recipient=str(to), reply_to=reply_to
         )
@@ -154,6 +158,13 @@ class LocalRuntime:
         model = self.registry.get(agent_id.type).cls.State
         return model.model_validate_json(record.state) if record.state else model()
 
+    async def replies(self, task_id: str) -> list[Reply]:
+        """The replies to messages sent from outside with no `reply_to` in task `task_id`,
+        oldest first (they are kept by the built-in inbox agent, see `cadre.inbox`)."""
+        state = await self.state(AgentId(INBOX_TYPE, task_id))
+        assert isinstance(state, InboxState)
+        return list(state.replies)
+
     async def redrive(self, letter_id: str) -> Envelope:
         """Send a dead letter's envelope again (attempt 1) and remove it from the dead letters."""
         letter = await self.store.get_dead_letter(letter_id)
@@ -175,16 +186,17 @@ class LocalRuntime:
     ) -> Envelope:
         if not message.message_name:
             raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
+        task = task_id or new_id()
         # Built from validated parts: skip re-validating what this process just made.
         return Envelope.trusted(
             id=new_id(),
             message=message.message_name,
             version=message.message_version,
             payload=payload,
-            task_id=task_id or new_id(),
+            task_id=task,
             recipient=recipient,
             topic=topic,
-            reply_to=str(reply_to) if reply_to else None,
+            reply_to=str(reply_to) if reply_to else f"{INBOX_TYPE}/{task}",
             created_at=utcnow(),
             causation_id=None,
             sender=None,

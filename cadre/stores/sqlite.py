@@ -210,7 +210,7 @@ def _dead_letter(row: tuple[object, ...]) -> DeadLetter:
     id_, body, reason, detail, failed_at, attempts, agent, message, task_id, extra = row
     return DeadLetter(
         id=str(id_),
-        body=bytes(body),  # type: ignore[arg-type]
+        body=bytes(body),  # type: ignore[call-overload]
         reason=str(reason),
         detail=str(detail),
         failed_at=datetime.fromisoformat(str(failed_at)),

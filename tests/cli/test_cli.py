@@ -1,0 +1,145 @@
+"""The `cadre` command, run in-process through `cadre.cli.main` and once as a console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cadre.cli import main
+
+FAILING_APP = textwrap.dedent(
+    """
+    from cadre import Agent, Context, Message, handler
+
+    class Explode(Message, name="clitest.Explode"):
+        why: str
+
+    class Bomb(Agent, type="clitest-bomb"):
+        @handler
+        async def explode(self, msg: Explode, ctx: Context) -> None:
+            raise RuntimeError(msg.why)
+    """
+)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> str:
+    return str(tmp_path / "cadre.db")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_agents_lists_types_and_the_messages_they_handle(capsys, state) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run(capsys, "--state", state, "agents")
+    assert code == 0
+    assert "notebook  (agents.notebook.Notebook)" in out
+    assert "handles: app.AddNote v1, app.Remind v1" in out
+
+
+def test_send_runs_the_step_and_prints_state_and_reply(capsys, state) -> None:  # type: ignore[no-untyped-def]
+    add = ["--state", state, "send", "notebook/a", "app.AddNote"]
+    code, out, _ = run(capsys, *add, '{"text":"x"}')
+    assert code == 0
+    assert 'state of notebook/a: {"notes":["x"],"reminders":[]}' in out
+    assert 'reply from notebook/a: app.NoteAdded {"count":1}' in out
+    # The state is in the file: a second command sees the first note.
+    code, out, _ = run(capsys, *add, '{"text":"y"}')
+    assert '"notes":["x","y"]' in out and '{"count":2}' in out
+
+
+def test_send_reports_a_pending_timer(capsys, state) -> None:  # type: ignore[no-untyped-def]
+    payload = '{"text":"later","remind_in_seconds":3600}'
+    code, out, _ = run(capsys, "--state", state, "send", "notebook/a", "app.AddNote", payload)
+    assert code == 0
+    assert "1 timer(s) pending" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["send", "notebook/a", "app.AddNote", '{"txt":"x"}'], "text"),
+        (["send", "notebook/a", "app.AddNote", "not json"], "Invalid JSON"),
+        (["send", "notebook/a", "app.Nope", "{}"], "no message contract is registered"),
+        (["send", "notebook", "app.AddNote", '{"text":"x"}'], "expected 'type/key'"),
+        (["--app", "no_such_app_module", "agents"], "cannot import the app module"),
+        (["dlq", "show", "missing-id"], "no dead letter"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(capsys, state, argv, expected) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = run(capsys, "--state", state, *argv)
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err + out
+
+
+def test_dead_letters_can_be_listed_shown_and_redriven(  # type: ignore[no-untyped-def]
+    capsys, state, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "clitest_app.py").write_text(FAILING_APP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CADRE_MAX_ATTEMPTS", "1")
+    base = ["--state", state, "--app", "clitest_app"]
+
+    code, _, err = run(capsys, *base, "send", "clitest-bomb/1", "clitest.Explode", '{"why":"boom"}')
+    assert code == 1
+    assert "1 new dead letter(s)" in err
+
+    code, out, _ = run(capsys, *base, "dlq", "list", "--json")
+    [letter] = json.loads(out)
+    assert letter["reason"] == "handler_failed"
+    assert "RuntimeError: boom" in letter["detail"]
+    assert letter["agent"] == "clitest-bomb/1"
+    assert letter["body"]["payload"] == {"why": "boom"}
+
+    code, out, _ = run(capsys, *base, "dlq", "show", letter["id"])
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["id"] == letter["id"] and "RuntimeError: boom" in shown["traceback"]
+
+    # Redriving a letter whose handler still fails dead-letters it again, and says so.
+    code, out, _ = run(capsys, *base, "dlq", "redrive", letter["id"])
+    assert code == 1
+    assert f"redriven {letter['id']}" in out
+    assert "handled 0, dead-lettered again 1" in out
+
+
+def test_redrive_after_a_fix_handles_the_letter(capsys, state, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "clitest_app2.py").write_text(
+        FAILING_APP.replace("clitest.Explode", "clitest2.Explode").replace(
+            "clitest-bomb", "clitest2-bomb"
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CADRE_MAX_ATTEMPTS", "1")
+    base = ["--state", state, "--app", "clitest_app2"]
+    run(capsys, *base, "send", "clitest2-bomb/1", "clitest2.Explode", '{"why":"boom"}')
+    # "Deploy the fix": the agent type now handles the message.
+    import clitest_app2  # type: ignore[import-not-found]
+
+    async def fixed(self, msg, ctx) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    monkeypatch.setattr(clitest_app2.Bomb, "_routes", {})
+    monkeypatch.setitem(clitest_app2.Bomb._handlers, clitest_app2.Explode, fixed)
+    code, out, _ = run(capsys, *base, "dlq", "redrive", "--all")
+    assert code == 0
+    assert "handled 1, dead-lettered again 0" in out
+    code, out, _ = run(capsys, *base, "dlq", "list")
+    assert "no dead letters" in out
+
+
+def test_console_script_help_lists_the_commands() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cadre.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    for command in ("agents", "send", "dlq"):
+        assert command in done.stdout
