@@ -107,50 +107,62 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     """List, show and redrive dead letters."""
-    if args.dlq_command == "redrive":
-        load_app(settings.app_modules)
+    if args.dlq_command in ("list", "show"):
+        return asyncio.run(_dlq_look(args, settings))
+    load_app(settings.app_modules)
+    return asyncio.run(_dlq_redrive(args, settings))
 
-    async def run() -> int:
-        rt = _runtime(settings)
-        try:
-            if args.dlq_command == "list":
-                letters = await rt.store.list_dead_letters(limit=args.limit)
-                if args.json:
-                    print(json.dumps([_letter_json(d) for d in letters], indent=2))
-                elif not letters:
-                    print("no dead letters")
-                for d in letters if not args.json else []:
-                    print(
-                        f"{d.id}  {d.failed_at:%Y-%m-%d %H:%M:%S}  {d.reason:<20} "
-                        f"{d.message or '-'} -> {d.agent or '-'}  ({d.attempts} attempt(s))"
-                    )
-                return 0
-            if args.dlq_command == "show":
-                print(json.dumps(_letter_json(await rt.store.get_dead_letter(args.id)), indent=2))
-                return 0
-            ids = (
-                [d.id for d in await rt.store.list_dead_letters(limit=100_000)]
-                if args.all
-                else args.ids
-            )
-            if not ids:
-                print("nothing to redrive")
-                return 0
-            await rt.start()
-            for letter_id in ids:
-                await rt.redrive(letter_id)
-                print(f"redriven {letter_id}")
-            if not args.no_run:
-                await rt.run_until_idle()
-                left = {d.id for d in await rt.store.list_dead_letters(limit=100_000)}
-                failed = [i for i in ids if i in left]
-                print(f"handled {len(ids) - len(failed)}, dead-lettered again {len(failed)}")
-                return 1 if failed else 0
+
+async def _dlq_look(args: argparse.Namespace, settings: Settings) -> int:
+    """`dlq list` and `dlq show`: read-only, so they work while a runtime owns the file."""
+    from .stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(settings.state_path, readonly=True)
+    try:
+        if args.dlq_command == "show":
+            print(json.dumps(_letter_json(await store.get_dead_letter(args.id)), indent=2))
             return 0
-        finally:
-            await rt.close()
+        letters = await store.list_dead_letters(limit=args.limit)
+        if args.json:
+            print(json.dumps([_letter_json(d) for d in letters], indent=2))
+            return 0
+        if not letters:
+            print("no dead letters")
+        for d in letters:
+            print(
+                f"{d.id}  {d.failed_at:%Y-%m-%d %H:%M:%S}  {d.reason:<20} "
+                f"{d.message or '-'} -> {d.agent or '-'}  ({d.attempts} attempt(s))"
+            )
+        return 0
+    finally:
+        await store.close()
 
-    return asyncio.run(run())
+
+async def _dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
+    """`dlq redrive`: send dead letters again on the local runtime and run them."""
+    rt = _runtime(settings)
+    try:
+        ids = (
+            [d.id for d in await rt.store.list_dead_letters(limit=100_000)]
+            if args.all
+            else args.ids
+        )
+        if not ids:
+            print("nothing to redrive")
+            return 0
+        await rt.start()
+        for letter_id in ids:
+            await rt.redrive(letter_id)
+            print(f"redriven {letter_id}")
+        if args.no_run:
+            return 0
+        await rt.run_until_idle()
+        left = {d.id for d in await rt.store.list_dead_letters(limit=100_000)}
+        failed = [i for i in ids if i in left]
+        print(f"handled {len(ids) - len(failed)}, dead-lettered again {len(failed)}")
+        return 1 if failed else 0
+    finally:
+        await rt.close()
 
 
 def _letter_json(letter: Any) -> dict[str, Any]:

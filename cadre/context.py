@@ -80,10 +80,10 @@ class Context:
         """Publish to every agent subscribed to `topic` (except this one); returns the ids."""
         ids = []
         me = str(self.agent_id)
-        for target in self._registry.recipients(topic):
-            text = str(target)
-            if text != me:
-                ids.append(self._add(message, recipient=text, topic=str(topic)))
+        topic_text = str(topic)
+        for target in self._registry.recipient_addresses(topic):
+            if target != me:
+                ids.append(self._add(message, recipient=target, topic=topic_text))
         return ids
 
     def reply(self, message: Message) -> str:

@@ -93,16 +93,25 @@ class Registry:
 
     def recipients(self, topic: TopicId) -> list[AgentId]:
         """Every agent a publish to `topic` reaches, once each, in subscription order."""
-        agent_types = self._topic_cache.get(topic.type)
+        return [AgentId.trusted(t, topic.source) for t in self._agent_types(topic.type)]
+
+    def recipient_addresses(self, topic: TopicId) -> list[str]:
+        """`recipients` in their string form (``type/key``), as envelopes carry them."""
+        source = topic.source
+        return [f"{t}/{source}" for t in self._agent_types(topic.type)]
+
+    def _agent_types(self, topic_type: str) -> tuple[str, ...]:
+        agent_types = self._topic_cache.get(topic_type)
         if agent_types is None:
+            probe = TopicId(topic_type, "probe")  # subscriptions decide on the type alone
             seen: dict[str, None] = {}
             for sub in self.subscriptions:
-                target = sub.recipient(topic)
+                target = sub.recipient(probe)
                 if target is not None:
                     seen.setdefault(target.type, None)
             agent_types = tuple(seen)
-            self._topic_cache[topic.type] = agent_types
-        return [AgentId.trusted(t, topic.source) for t in agent_types]
+            self._topic_cache[topic_type] = agent_types
+        return agent_types
 
 
 _INBOX_TYPE = "cadre.inbox"

@@ -124,8 +124,8 @@ class LocalRuntime:
 
         Replies go to `reply_to`, or else to the task's inbox (see `replies`).
         """
-        envelope = self._envelope(
-            message, message.model_dump(mode="json"), task_id, recipient=str(to), reply_to=reply_to
+        [envelope] = self._envelopes(
+            message, message.model_dump(mode="json"), task_id, [str(to)], reply_to=reply_to
         )
         await self.transport.send([envelope])
         self.transport.flush()
@@ -135,11 +135,14 @@ class LocalRuntime:
         self, topic: TopicId, message: Message, *, task_id: str | None = None
     ) -> list[Envelope]:
         """Publish from outside any agent to every subscriber of `topic`."""
-        task, payload = task_id or new_id(), message.model_dump(mode="json")
-        envelopes = [
-            self._envelope(message, payload, task, recipient=str(target), topic=str(topic))
-            for target in self.registry.recipients(topic)
-        ]
+        payload = message.model_dump(mode="json")
+        envelopes = self._envelopes(
+            message,
+            payload,
+            task_id,
+            self.registry.recipient_addresses(topic),
+            topic=str(topic),
+        )
         await self.transport.send(envelopes)
         self.transport.flush()
         return envelopes
@@ -174,36 +177,37 @@ class LocalRuntime:
         self.transport.flush()
         return envelope
 
-    def _envelope(
+    def _envelopes(
         self,
         message: Message,
         payload: dict[str, Any],
         task_id: str | None,
+        recipients: list[str],
         *,
-        recipient: str,
         topic: str | None = None,
         reply_to: AgentId | None = None,
-    ) -> Envelope:
+    ) -> list[Envelope]:
         if not message.message_name:
             raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
         task = task_id or new_id()
+        shared = {
+            "message": message.message_name,
+            "version": message.message_version,
+            "payload": payload,
+            "task_id": task,
+            "topic": topic,
+            "reply_to": str(reply_to) if reply_to else f"{INBOX_TYPE}/{task}",
+            "created_at": utcnow(),
+            "causation_id": None,
+            "sender": None,
+            "not_before": None,
+            "attempt": 1,
+            "traceparent": None,
+        }
         # Built from validated parts: skip re-validating what this process just made.
-        return Envelope.trusted(
-            id=new_id(),
-            message=message.message_name,
-            version=message.message_version,
-            payload=payload,
-            task_id=task,
-            recipient=recipient,
-            topic=topic,
-            reply_to=str(reply_to) if reply_to else f"{INBOX_TYPE}/{task}",
-            created_at=utcnow(),
-            causation_id=None,
-            sender=None,
-            not_before=None,
-            attempt=1,
-            traceparent=None,
-        )
+        return [
+            Envelope.trusted(id=new_id(), recipient=recipient, **shared) for recipient in recipients
+        ]
 
     async def _consume(self) -> None:
         current = asyncio.current_task()

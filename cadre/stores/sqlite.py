@@ -3,33 +3,41 @@
 It also keeps the local runtime's queue of pending envelopes and timers (`SQLiteJournal`)
 in the same file, so a stopped runtime restarts with nothing lost.
 
-Calls run on the event loop's thread: a point read or a one-row write on a local WAL file
-takes microseconds, far less than handing it to a thread would.
+One runtime owns a file at a time (an exclusive lock on ``<file>.lock``, released when the
+store closes or the process dies); other processes may open it ``readonly=True`` to look
+(`cadre dlq list`). Because it is the only writer, the store keeps the records it has
+read or written in memory (a bounded LRU): a load is a dict look-up, and the conditional
+write is checked against the record it holds.
 
-Group commit: writes go into one open transaction that is committed every
-`commit_interval` seconds (default 20 ms), every `commit_batch` writes, and whenever
+Group commit (`cadre.stores._sqlite_writer`): writes reach the file in one transaction
+every `commit_interval` seconds (default 20 ms), every `commit_batch` writes, and whenever
 `flush()` is called (the local runtime flushes when it accepts a message from outside and
-when it goes idle). Because the queue and the agents' state live in the same file and the
-same transaction, a process killed at any moment comes back at a consistent point: the
-envelopes whose effects were rolled back are back in the queue and are handled again, so
-nothing is lost and nothing is doubled. ``commit_interval=0`` commits every write at once.
-``synchronous=NORMAL`` survives process crashes; a power cut can lose the last commits (never
-corrupt the file); ``durable=True`` selects ``synchronous=FULL``.
+when it goes idle). The queue and the agents' state commit together, so a process killed
+at any moment comes back at a consistent point: the envelopes whose effects were lost are
+back in the queue and are handled again; nothing is lost and nothing is doubled.
+``commit_interval=0`` commits every write at once. ``synchronous=NORMAL`` survives process
+crashes; a power cut can lose the last commits (never corrupt the file); ``durable=True``
+selects ``synchronous=FULL``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
 import sqlite3
-from collections.abc import Iterable
+import weakref
+from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from ..envelope import Envelope, utcnow
-from ..errors import ConcurrencyConflict, EnvelopeInvalid, NotFound, StoreError
+from ..envelope import Envelope
+from ..errors import ConcurrencyConflict, NotFound, StoreError
 from ..ids import AgentId
+from ._sqlite_writer import GroupCommit, SQLiteJournal
 from .base import AgentRecord, DeadLetter
+
+__all__ = ["SQLiteJournal", "SQLiteStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -53,8 +61,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     extra TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
     body TEXT NOT NULL
 );
 """
@@ -76,20 +84,30 @@ class SQLiteStore:
         durable: bool = False,
         commit_interval: float = 0.02,
         commit_batch: int = 1000,
+        cache_size: int = 10_000,
+        readonly: bool = False,
     ) -> None:
         self.path = Path(path)
-        self._writer = _GroupCommit(commit_interval, commit_batch)
-        if str(path) != ":memory:":
+        self.readonly = readonly
+        in_memory = str(path) == ":memory:"
+        if not in_memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = None if readonly or in_memory else _OwnerLock(self.path)
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.executescript(_SCHEMA)
+            if not readonly:
+                self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
+            self._release()
             raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
-        self._writer.db = self._db
-        self._write = self._writer.execute
+        self._records: OrderedDict[str, AgentRecord] = OrderedDict()  # least recent first
+        self._dirty: dict[str, AgentRecord] = {}
+        self._cache_size = max(cache_size, 1)
+        self._writer = GroupCommit(
+            self._db, commit_interval, commit_batch, self._write_back, self._forget
+        )
         self._closed = False
 
     def journal(self) -> SQLiteJournal:
@@ -98,70 +116,57 @@ class SQLiteStore:
 
     def flush(self) -> None:
         """Commit every write made so far."""
-        self._writer.flush()
+        if not self.readonly:
+            self._writer.flush()
 
     async def load(self, agent_id: AgentId) -> AgentRecord:
-        """Point read by agent id."""
-        row = self._db.execute(
-            "SELECT state, state_version, seen, outbox, version FROM agents WHERE id = ?",
-            (str(agent_id),),
-        ).fetchone()
-        if row is None:
-            return AgentRecord(agent_id)
-        state, state_version, seen, outbox, version = row
-        return AgentRecord(
-            agent_id,
-            state=state,
-            state_version=state_version,
-            seen=tuple(seen.split(" ")) if seen else (),
-            outbox=tuple(Envelope.model_validate(e) for e in json.loads(outbox)) if outbox else (),
-            etag=str(version),
-        )
+        """The record this store holds, else a point read by agent id."""
+        key = str(agent_id)
+        record = self._records.get(key)
+        if record is not None:
+            self._records.move_to_end(key)
+            return record
+        record = self._read(agent_id, key)
+        if not self.readonly:
+            self._remember(key, record)
+        return record
 
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
-        """Conditional write on the version column."""
-        values = (
-            record.state,
-            record.state_version,
-            " ".join(record.seen),  # envelope ids never contain spaces
-            _outbox_text(record.outbox),
-        )
+        """Conditional write on the version; reaches the file at the next commit."""
+        self._check_writable()
         key = str(record.agent_id)
-        try:
-            if if_match is None:
-                try:
-                    self._write(
-                        "INSERT INTO agents (state, state_version, seen, outbox, id, version) "
-                        "VALUES (?, ?, ?, ?, ?, 1)",
-                        (*values, key),
-                    )
-                except sqlite3.IntegrityError:
-                    raise ConcurrencyConflict(
-                        f"{key}: created by another step since it was read"
-                    ) from None
-                return "1"
-            new_version = int(if_match) + 1
-            cur = self._write(
-                "UPDATE agents SET state = ?, state_version = ?, seen = ?, outbox = ?, "
-                "version = ? WHERE id = ? AND version = ?",
-                (*values, new_version, key, int(if_match)),
+        current = self._records.get(key) or self._read(record.agent_id, key)
+        if current.etag != if_match:
+            raise ConcurrencyConflict(
+                f"{key}: stored version {current.etag}, write expected {if_match}"
             )
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite write of {key} failed: {exc}") from exc
-        if cur.rowcount != 1:
-            raise ConcurrencyConflict(f"{key}: changed by another step since version {if_match}")
-        return str(new_version)
+        etag = str(int(if_match) + 1) if if_match is not None else "1"
+        saved = AgentRecord(
+            record.agent_id, record.state, record.state_version, record.seen, record.outbox, etag
+        )
+        self._remember(key, saved)
+        self._dirty[key] = saved
+        self._writer.wrote()
+        return etag
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
         """Empty the published outbox; the version stays, so no reader is invalidated."""
-        self._write(
-            "UPDATE agents SET outbox = NULL WHERE id = ? AND version = ? AND outbox IS NOT NULL",
-            (str(agent_id), int(etag)),
+        self._check_writable()
+        key = str(agent_id)
+        current = self._records.get(key) or self._read(agent_id, key)
+        if current.etag != etag or not current.outbox:
+            return
+        cleared = AgentRecord(
+            agent_id, current.state, current.state_version, current.seen, (), etag
         )
+        self._remember(key, cleared)
+        self._dirty[key] = cleared
+        self._writer.wrote()
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""
-        self._write(
+        self._check_writable()
+        self._writer.execute(
             "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 letter.id,
@@ -179,163 +184,156 @@ class SQLiteStore:
 
     async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Newest first."""
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT * FROM dead_letters ORDER BY failed_at DESC, rowid DESC LIMIT ?", (limit,)
-        ).fetchall()
+        )
         return [_dead_letter(row) for row in rows]
 
     async def get_dead_letter(self, letter_id: str) -> DeadLetter:
         """One dead letter or `NotFound`."""
-        row = self._db.execute("SELECT * FROM dead_letters WHERE id = ?", (letter_id,)).fetchone()
-        if row is None:
+        rows = self._query("SELECT * FROM dead_letters WHERE id = ?", (letter_id,))
+        if not rows:
             raise NotFound(f"no dead letter with id {letter_id!r}")
-        return _dead_letter(row)
+        return _dead_letter(rows[0])
 
     async def delete_dead_letter(self, letter_id: str) -> None:
         """Remove one or raise `NotFound`."""
-        cur = self._write("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+        self._check_writable()
+        cur = self._writer.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
         if cur.rowcount != 1:
             raise NotFound(f"no dead letter with id {letter_id!r}")
 
     async def close(self) -> None:
-        """Commit and close the file (closing twice is harmless)."""
+        """Commit and close the file, and give up ownership (closing twice is harmless)."""
         if self._closed:
             return
         self._closed = True
-        self._writer.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+            self._release()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _read(self, agent_id: AgentId, key: str) -> AgentRecord:
+        rows = self._query(
+            "SELECT state, state_version, seen, outbox, version FROM agents WHERE id = ?", (key,)
+        )
+        if not rows:
+            return AgentRecord(agent_id)
+        state, state_version, seen, outbox, version = rows[0]
+        return AgentRecord(
+            agent_id,
+            state=state,
+            state_version=state_version,
+            seen=tuple(seen.split(" ")) if seen else (),
+            outbox=tuple(Envelope.model_validate(e) for e in json.loads(outbox)) if outbox else (),
+            etag=str(version),
+        )
+
+    def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if self.readonly and "no such table" in str(exc):
+                return []  # a file no runtime has written yet
+            raise StoreError(f"SQLite read from {self.path} failed: {exc}") from exc
+
+    def _remember(self, key: str, record: AgentRecord) -> None:
+        self._records[key] = record
+        self._records.move_to_end(key)
+        if len(self._records) > self._cache_size:
+            if self._dirty:
+                self._writer.flush()  # only clean records may be forgotten
+            while len(self._records) > self._cache_size:
+                self._records.popitem(last=False)
+
+    def _write_back(self) -> None:
+        """Write the records changed since the last commit (called inside the commit)."""
+        if not self._dirty:
+            return
+        self._db.executemany(
+            "INSERT INTO agents (id, state, state_version, seen, outbox, version) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
+            "state_version = excluded.state_version, seen = excluded.seen, "
+            "outbox = excluded.outbox, version = excluded.version",
+            [
+                (
+                    key,
+                    r.state,
+                    r.state_version,
+                    " ".join(r.seen),  # envelope ids never contain spaces
+                    _outbox_text(r.outbox),
+                    int(r.etag),  # type: ignore[arg-type]
+                )
+                for key, r in self._dirty.items()
+            ],
+        )
+        self._dirty = {}
+
+    def _forget(self) -> None:
+        """A commit failed: what this store holds may be ahead of the file; drop it."""
+        self._records.clear()
+        self._dirty = {}
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"the store on {self.path} was opened read-only")
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
-def _dead_letter(row: tuple[object, ...]) -> DeadLetter:
+class _OwnerLock:
+    """An exclusive advisory lock on ``<file>.lock``: one runtime writes a state file.
+
+    The kernel drops it when the process dies (even by kill -9), so a crash never leaves
+    a stale lock; the file only says who holds it, for the error message.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(f"{path}.lock")
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform (Windows): not enforced
+            self._fd: int | None = None
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StoreError(
+                f"the state file {path} is in use by another Cadre runtime ({owner}); stop "
+                "it first, or choose another file with --state / CADRE_STATE"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._fd = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    def release(self) -> None:
+        """Give the lock up (closing the descriptor drops it)."""
+        if self._fd is not None:
+            self._finalizer()
+            self._fd = None
+
+
+def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
     id_, body, reason, detail, failed_at, attempts, agent, message, task_id, extra = row
     return DeadLetter(
         id=str(id_),
-        body=bytes(body),  # type: ignore[call-overload]
+        body=bytes(body),
         reason=str(reason),
         detail=str(detail),
         failed_at=datetime.fromisoformat(str(failed_at)),
-        attempts=int(attempts),  # type: ignore[call-overload]
-        agent=agent,  # type: ignore[arg-type]
-        message=message,  # type: ignore[arg-type]
-        task_id=task_id,  # type: ignore[arg-type]
+        attempts=int(attempts),
+        agent=agent,
+        message=message,
+        task_id=task_id,
         extra=json.loads(str(extra)),
     )
-
-
-class _GroupCommit:
-    """Runs writes inside one open transaction and commits it in batches (see module doc)."""
-
-    def __init__(self, interval: float, batch: int) -> None:
-        self.db: sqlite3.Connection
-        self.interval = interval
-        self.batch = batch
-        self._writes = 0
-        self._deletes: list[tuple[str]] = []
-        self._timer: asyncio.TimerHandle | None = None
-
-    def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
-        """Run one write in the open transaction, opening it if needed."""
-        if self.interval <= 0:
-            return self.db.execute(sql, params)
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN")
-            self._arm()
-        cur = self.db.execute(sql, params)
-        self._writes += 1
-        if self._writes >= self.batch:
-            self.flush()
-        return cur
-
-    def executemany(self, sql: str, rows: list[tuple[object, ...]]) -> None:
-        """Run one statement for many rows atomically."""
-        if self.interval <= 0:
-            with self.db:
-                self.db.executemany(sql, rows)
-            return
-        for row in rows:
-            self.execute(sql, row)
-
-    def delete_later(self, envelope_id: str) -> None:
-        """Remove a handled envelope from the queue as part of the next commit.
-
-        Nothing reads the queue between commits, and the whole batch commits or rolls back
-        as one, so deferring the delete changes no outcome; it saves a statement per step.
-        """
-        if self.interval <= 0:
-            self.db.execute("DELETE FROM queue WHERE id = ?", (envelope_id,))
-            return
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN")
-            self._arm()
-        self._deletes.append((envelope_id,))
-
-    def flush(self) -> None:
-        """Commit the open transaction, if any."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._deletes:
-            self.db.executemany("DELETE FROM queue WHERE id = ?", self._deletes)
-            self._deletes = []
-        if self.db.in_transaction:
-            self.db.execute("COMMIT")
-        self._writes = 0
-
-    def _arm(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (a CLI call): nothing would commit later
-            self._timer = None
-            return
-        self._timer = loop.call_later(self.interval, self.flush)
-
-
-class SQLiteJournal:
-    """The local runtime's durable queue: envelopes waiting to be handled, in send order."""
-
-    def __init__(self, writer: _GroupCommit) -> None:
-        self._writer = writer
-        self._db = writer.db
-
-    def add(self, envelopes: Iterable[Envelope]) -> None:
-        """Persist envelopes (ones already queued, by id, are kept once)."""
-        rows: list[tuple[object, ...]] = [
-            (e.id, e.model_dump_json(exclude_none=True)) for e in envelopes
-        ]
-        self._writer.executemany("INSERT OR IGNORE INTO queue (id, body) VALUES (?, ?)", rows)
-
-    def update(self, envelope: Envelope) -> None:
-        """Rewrite a queued envelope (a retry: new attempt and due time), keeping its place."""
-        self._writer.execute(
-            "UPDATE queue SET body = ? WHERE id = ?",
-            (envelope.model_dump_json(exclude_none=True), envelope.id),
-        )
-
-    def remove(self, envelope_id: str) -> None:
-        """Forget a handled envelope (at the next commit)."""
-        self._writer.delete_later(envelope_id)
-
-    def flush(self) -> None:
-        """Make everything queued so far durable."""
-        self._writer.flush()
-
-    def pending(self) -> list[Envelope]:
-        """Every queued envelope, oldest first.
-
-        A row that no longer parses (written by an incompatible version) is moved to the
-        dead letters rather than blocking the start or being dropped.
-        """
-        envelopes = []
-        rows = self._db.execute("SELECT id, body FROM queue ORDER BY seq").fetchall()
-        for envelope_id, body in rows:
-            try:
-                envelopes.append(Envelope.from_bytes(body))
-            except EnvelopeInvalid as exc:
-                self._writer.execute(
-                    "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, 1, NULL, NULL, "
-                    "NULL, '{}')",
-                    (envelope_id, body.encode(), exc.reason, str(exc), utcnow().isoformat()),
-                )
-                self.remove(envelope_id)
-        self._writer.flush()
-        return envelopes

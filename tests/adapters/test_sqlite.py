@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,69 @@ async def test_commit_interval_zero_commits_every_write(tmp_path: Path) -> None:
     assert other.execute("SELECT count(*) FROM agents").fetchone() == (1,)
     other.close()
     await store.close()
+
+
+async def test_one_runtime_owns_a_file_and_readers_may_look(tmp_path: Path) -> None:
+    from cadre.errors import StoreError
+    from cadre.stores.base import AgentRecord, DeadLetter
+
+    path = tmp_path / "owned.db"
+    owner = SQLiteStore(path)
+    with pytest.raises(
+        StoreError, match=f"in use by another Cadre runtime \\(pid {os.getpid()}\\)"
+    ):
+        SQLiteStore(path)
+    letter = DeadLetter("d1", b"{}", "no_handler", "detail", datetime.now(UTC))
+    await owner.add_dead_letter(letter)
+    await owner.save(AgentRecord(AgentId("counter", "a"), state="{}"), if_match=None)
+    owner.flush()
+
+    reader = SQLiteStore(path, readonly=True)
+    assert [d.id for d in await reader.list_dead_letters()] == ["d1"]
+    assert (await reader.load(AgentId("counter", "a"))).etag == "1"
+    with pytest.raises(StoreError, match="read-only"):
+        await reader.delete_dead_letter("d1")
+    await reader.close()
+
+    await owner.close()
+    again = SQLiteStore(path)  # closing gave the file up
+    assert (await again.load(AgentId("counter", "a"))).state == "{}"
+    await again.close()
+
+
+async def test_readonly_store_on_a_fresh_file_sees_nothing(tmp_path: Path) -> None:
+    reader = SQLiteStore(tmp_path / "new.db", readonly=True)
+    assert await reader.list_dead_letters() == []
+    await reader.close()
+
+
+async def test_records_reach_the_file_only_at_commit_and_all_together(tmp_path: Path) -> None:
+    from cadre.stores.base import AgentRecord
+
+    path = tmp_path / "batched.db"
+    store = SQLiteStore(path, commit_interval=3600)
+    etag = await store.save(AgentRecord(AgentId("counter", "a"), state='{"n":1}'), if_match=None)
+    await store.save(AgentRecord(AgentId("counter", "a"), state='{"n":2}'), if_match=etag)
+    journal = store.journal()
+    journal.add([_note("e1"), _note("e2")])
+    journal.remove("e1")  # handled before the commit: never written
+    with closing(sqlite3.connect(path)) as other:
+        assert other.execute("SELECT count(*) FROM agents").fetchone() == (0,)
+        store.flush()
+        assert other.execute("SELECT state, version FROM agents").fetchall() == [('{"n":2}', 2)]
+        assert other.execute("SELECT id FROM queue").fetchall() == [("e2",)]
+    await store.close()
+
+
+def _note(envelope_id: str):  # type: ignore[no-untyped-def]
+    from cadre.envelope import Envelope
+
+    return Envelope(
+        id=envelope_id,
+        message="test.Note",
+        version=1,
+        payload={"text": envelope_id},
+        task_id="t",
+        recipient="recorder/a",
+        created_at=datetime.now(UTC),
+    )
