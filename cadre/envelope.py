@@ -102,7 +102,8 @@ class Envelope(BaseModel):
             raise TypeError(f"Envelope.trusted() needs exactly the fields {sorted(_ALL_FIELDS)}")
         envelope = cls.__new__(cls)
         object.__setattr__(envelope, "__dict__", fields)
-        object.__setattr__(envelope, "__pydantic_fields_set__", set(_ALL_FIELDS))
+        # Shared, never mutated: pydantic copies it before changing it (model_copy).
+        object.__setattr__(envelope, "__pydantic_fields_set__", _FIELDS_SET)
         object.__setattr__(envelope, "__pydantic_extra__", None)
         object.__setattr__(envelope, "__pydantic_private__", None)
         return envelope
@@ -125,3 +126,4 @@ class Envelope(BaseModel):
 
 
 _ALL_FIELDS = frozenset(Envelope.model_fields)
+_FIELDS_SET = set(_ALL_FIELDS)

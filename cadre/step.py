@@ -46,6 +46,9 @@ class StepResult:
     published: tuple[Envelope, ...] = ()
 
 
+_HANDLED_NOTHING = StepResult(Outcome.HANDLED)
+
+
 class Step:
     """Runs one envelope through its recipient agent (see the module docstring)."""
 
@@ -90,16 +93,20 @@ class Step:
         await agent.dispatch(message, ctx)
 
         outbox = tuple(ctx.outbox)
+        seen = record.seen
+        if len(seen) >= self.seen_limit:
+            seen = seen[len(seen) - self.seen_limit + 1 :]
         etag = await self.store.save(
             AgentRecord(
                 recipient,
                 state=agent.state.model_dump_json(),
-                seen=(*record.seen[max(0, len(record.seen) - self.seen_limit + 1) :], envelope.id),
+                seen=(*seen, envelope.id),
                 outbox=outbox,
             ),
             if_match=record.etag,
         )
-        if outbox:
-            await self.transport.send(outbox)
-            await self.store.clear_outbox(recipient, etag)
+        if not outbox:
+            return _HANDLED_NOTHING
+        await self.transport.send(outbox)
+        await self.store.clear_outbox(recipient, etag)
         return StepResult(Outcome.HANDLED, outbox)
