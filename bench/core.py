@@ -126,6 +126,25 @@ async def cadre_fanout(publishes: int, store_kind: str, folder: Path) -> float:
     return SUBSCRIBERS * publishes / elapsed
 
 
+async def cadre_pingpong_traced(pairs: int, folder: Path) -> float:
+    """Ping-pong on the memory store with every span recorded (SDK, in-memory exporter)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from cadre import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with telemetry.installed(telemetry.Telemetry(tracer_provider=provider)):
+        rate = await cadre_pingpong(pairs, "memory", folder)
+    spans = len(exporter.get_finished_spans())
+    assert spans >= 4 * pairs - 2, f"only {spans} spans recorded"  # a send + a process each
+    provider.shutdown()
+    return rate
+
+
 # --- autogen-core side --------------------------------------------------------------------
 
 
@@ -300,6 +319,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cadre["pingpong", store] = asyncio.run(cadre_pingpong(args.pairs, store, folder))
             progress(f"cadre fan-out on {store}")
             cadre["fanout", store] = asyncio.run(cadre_fanout(args.publishes, store, folder))
+        progress("cadre ping-pong on memory, tracing on (in-memory exporter)")
+        traced = asyncio.run(cadre_pingpong_traced(args.pairs, folder))
+        progress("cadre ping-pong on memory, tracing off (again, beside it)")
+        untraced = asyncio.run(cadre_pingpong(args.pairs, "memory", folder))
     progress("import times (fresh interpreters)")
     imp_cadre, imp_autogen = import_seconds("import cadre"), import_seconds("import autogen_core")
     # What a cold start really pays: the names an app uses, not just the package.
@@ -337,16 +360,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"autogen_core {imp_autogen_used * 1000:.0f} ms, "
         f"ratio {imp_cadre_used / imp_autogen_used:.2f}\n"
     )
+    print(
+        f"tracing: ping-pong on memory {traced:,.0f} msgs/s with every span recorded, "
+        f"{untraced:,.0f} without; ratio {traced / untraced:.2f}\n"
+    )
     result = {
         "pingpong_memory_ratio": round(cadre["pingpong", "memory"] / peer["pingpong"], 3),
         "pingpong_sqlite_ratio": round(cadre["pingpong", "sqlite"] / peer["pingpong"], 3),
         "fanout_memory_ratio": round(cadre["fanout", "memory"] / peer["fanout"], 3),
         "fanout_sqlite_ratio": round(cadre["fanout", "sqlite"] / peer["fanout"], 3),
+        "tracing_ratio": round(traced / untraced, 3),
         "import_ratio": round(imp_cadre / imp_autogen, 3),
         "import_used_ratio": round(imp_cadre_used / imp_autogen_used, 3),
         "msgs_per_s": {f"cadre_{w}_{s}": round(v) for (w, s), v in cadre.items()}
         | {f"autogen_pingpong_{k}": round(v) for k, v in ag_pp.items()}
-        | {"autogen_fanout": round(ag_fo)},
+        | {"autogen_fanout": round(ag_fo)}
+        | {
+            "cadre_pingpong_memory_traced": round(traced),
+            "cadre_pingpong_memory_untraced": round(untraced),
+        },
         "import_ms": {
             "cadre": round(imp_cadre * 1000, 1),
             "autogen_core": round(imp_autogen * 1000, 1),

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,29 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
                 return 1
             return 0
 
-    return asyncio.run(run())
+    with traced(args.trace):
+        return asyncio.run(run())
+
+
+@contextlib.contextmanager
+def traced(path: str | None) -> Iterator[None]:
+    """With a path: record every span of the command to it (JSON lines), then print the
+    tree. Without: export as the environment says (`cadre.observability.configure`)."""
+    from . import observability, telemetry
+
+    if path is None:
+        observability.configure()
+        yield
+        return
+    Path(path).unlink(missing_ok=True)
+    provider = observability.trace_to_file(path)
+    try:
+        with telemetry.installed(telemetry.Telemetry(tracer_provider=provider)):
+            yield
+    finally:
+        provider.shutdown()
+        print(f"\ntrace written to {path}:")
+        print(observability.span_tree(path))
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -207,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("message", help="the message contract name, e.g. app.Add")
     send.add_argument("payload", nargs="?", default="{}", help="the message as JSON")
     send.add_argument("--reply-to", help="where replies go, as type/key")
+    send.add_argument("--trace", metavar="PATH", help="write the spans to PATH (JSON lines)")
     send.set_defaults(func=cmd_send)
 
     dlq = sub.add_parser("dlq", help="list, show and redrive dead letters")

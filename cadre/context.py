@@ -7,6 +7,7 @@ from collections.abc import MutableMapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import telemetry
 from .envelope import Envelope, derive_id, utcnow
 from .errors import NoReplyTarget
 from .ids import AgentId, TopicId
@@ -74,17 +75,13 @@ class Context:
 
     def send(self, to: AgentId, message: Message, *, reply_to: AgentId | None = None) -> str:
         """Send `message` to agent `to`; returns the new envelope's id."""
-        return self._add(message, recipient=str(to), reply_to=reply_to)
+        return self._add(message, [str(to)], reply_to=reply_to)[0]
 
     def publish(self, topic: TopicId, message: Message) -> list[str]:
         """Publish to every agent subscribed to `topic` (except this one); returns the ids."""
-        ids = []
         me = str(self.agent_id)
-        topic_text = str(topic)
-        for target in self._registry.recipient_addresses(topic):
-            if target != me:
-                ids.append(self._add(message, recipient=target, topic=topic_text))
-        return ids
+        targets = [t for t in self._registry.recipient_addresses(topic) if t != me]
+        return self._add(message, targets, topic=str(topic))
 
     def reply(self, message: Message) -> str:
         """Send `message` to the incoming envelope's `reply_to`, or else its sender."""
@@ -94,7 +91,7 @@ class Context:
                 f"cannot reply to envelope {self.envelope.id}: it has no sender or reply_to; "
                 "send it with reply_to=, or from a runtime that sets one (its task inbox)"
             )
-        return self._add(message, recipient=target)
+        return self._add(message, [target])[0]
 
     def schedule(
         self,
@@ -113,35 +110,50 @@ class Context:
         if at is not None and at.tzinfo is None:
             raise ValueError("schedule(at=...) needs a timezone-aware datetime")
         due = at if at is not None else self.now + after  # type: ignore[operator]
-        return self._add(message, recipient=str(to or self.agent_id), not_before=due)
+        return self._add(message, [str(to or self.agent_id)], not_before=due)[0]
 
     def _add(
         self,
         message: Message,
+        recipients: list[str],
         *,
-        recipient: str,
         reply_to: AgentId | None = None,
         topic: str | None = None,
         not_before: datetime | None = None,
-    ) -> str:
+    ) -> list[str]:
         if not message.message_name:
             raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
+        if not recipients:
+            return []
         incoming = self.envelope
-        env = Envelope.trusted(
-            id=derive_id(incoming.id, len(self.outbox)),
-            message=message.message_name,
-            version=message.message_version,
-            payload=message.model_dump(mode="json"),
+        payload = message.model_dump(mode="json")
+        # One producer span per send or topic publish; its context rides in every envelope.
+        traceparent = telemetry.current().producer_traceparent(
+            "publish" if topic else "send",
+            message.message_name,
+            topic or recipients[0],
             task_id=incoming.task_id,
-            recipient=recipient,
-            topic=topic,
-            sender=str(self.agent_id),
-            reply_to=str(reply_to) if reply_to else None,
-            causation_id=incoming.id,
-            created_at=self.now,
-            not_before=not_before,
-            attempt=1,
-            traceparent=incoming.traceparent,
+            envelope_id=derive_id(incoming.id, len(self.outbox)),
+            payload=payload,
         )
-        self.outbox.append(env)
-        return env.id
+        ids = []
+        for recipient in recipients:
+            env = Envelope.trusted(
+                id=derive_id(incoming.id, len(self.outbox)),
+                message=message.message_name,
+                version=message.message_version,
+                payload=payload,
+                task_id=incoming.task_id,
+                recipient=recipient,
+                topic=topic,
+                sender=str(self.agent_id),
+                reply_to=str(reply_to) if reply_to else None,
+                causation_id=incoming.id,
+                created_at=self.now,
+                not_before=not_before,
+                attempt=1,
+                traceparent=traceparent or incoming.traceparent,
+            )
+            self.outbox.append(env)
+            ids.append(env.id)
+        return ids

@@ -21,6 +21,7 @@ import traceback
 from dataclasses import dataclass
 from enum import StrEnum
 
+from . import telemetry
 from .envelope import Envelope, utcnow
 from .errors import ConcurrencyConflict, DeliveryError, EnvelopeInvalid
 from .step import Outcome, Step, StepResult
@@ -51,6 +52,15 @@ class Disposition(StrEnum):
     DUPLICATE = "duplicate"
     RETRY = "retry"
     DEAD_LETTERED = "dead_lettered"
+
+
+_OUTCOMES = {
+    Disposition.HANDLED: "handled",
+    Disposition.DUPLICATE: "duplicate",
+    Disposition.RETRY: "retried",
+    Disposition.DEAD_LETTERED: "dead_lettered",
+}
+"""The `cadre.outcome` telemetry attribute of each disposition."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +104,21 @@ class Processor:
                 return await self._dead_letter(raw, None, exc.reason, str(exc), attempt or 1)
         if attempt is not None and attempt != envelope.attempt:
             envelope = envelope.model_copy(update={"attempt": attempt})
+        tel = telemetry.current()
+        tel.refresh()
+        if not (tel.tracing or tel.measuring):
+            return await self._run(envelope)
+        with tel.processing(envelope) as scope:
+            processed = await self._run(envelope)
+            scope.outcome = _OUTCOMES[processed.disposition]
+            if processed.dead_letter is not None:
+                scope.reason = processed.dead_letter.reason
+            if processed.disposition in (Disposition.RETRY, Disposition.DEAD_LETTERED):
+                scope.error = processed.error
+        return processed
+
+    async def _run(self, envelope: Envelope) -> Processed:
+        """The step, redone after lost races; failures become retries or dead letters."""
         for _ in range(self.conflict_retries):
             try:
                 result = await self.step(envelope)

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .. import telemetry
 from ..envelope import Envelope, new_id, utcnow
 from ..ids import AgentId, TopicId
 from ..inbox import INBOX_TYPE, InboxState, Reply
@@ -189,7 +190,18 @@ class LocalRuntime:
     ) -> list[Envelope]:
         if not message.message_name:
             raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
+        if not recipients:
+            return []
         task = task_id or new_id()
+        first_id = new_id()
+        traceparent = telemetry.current().producer_traceparent(
+            "publish" if topic else "send",
+            message.message_name,
+            topic or recipients[0],
+            task_id=task,
+            envelope_id=first_id,
+            payload=payload,
+        )
         shared = {
             "message": message.message_name,
             "version": message.message_version,
@@ -202,11 +214,13 @@ class LocalRuntime:
             "sender": None,
             "not_before": None,
             "attempt": 1,
-            "traceparent": None,
+            "traceparent": traceparent,
         }
         # Built from validated parts: skip re-validating what this process just made.
+        ids = [first_id, *(new_id() for _ in recipients[1:])]
         return [
-            Envelope.trusted(id=new_id(), recipient=recipient, **shared) for recipient in recipients
+            Envelope.trusted(id=envelope_id, recipient=recipient, **shared)
+            for envelope_id, recipient in zip(ids, recipients, strict=True)
         ]
 
     async def _consume(self) -> None:

@@ -1,0 +1,482 @@
+"""OpenTelemetry for Cadre: spans, metrics and log correlation, on the OpenTelemetry API only.
+
+Nothing here configures an SDK or an exporter: that happens at the edge
+(`cadre.observability.configure`, the Functions app, a user's own setup). Without an SDK
+every call below is a no-op, and the hot path skips even building the attributes.
+
+Spans follow the messaging and GenAI semantic conventions:
+
+    send <message> / publish <message>   PRODUCER  one per outgoing message (or topic publish),
+                                                   its context travels in the envelope
+    process <message>                    CONSUMER  around each step, child of that producer
+    chat <model>                         CLIENT    model calls (`model_span`)
+    execute_tool <name>                  INTERNAL  tool calls (`tool_span`)
+
+so one task is one trace, parent to child across every hop and process. Message payloads
+are recorded only when content capture is on (`CADRE_TRACE_CONTENT=true`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from .envelope import Envelope
+
+INSTRUMENTATION = "cadre"
+MESSAGING_SYSTEM = "cadre"
+
+# Attribute names (the workbook and the tests read these; keep them in one place).
+AGENT_TYPE = "cadre.agent.type"
+AGENT_KEY = "cadre.agent.key"
+MESSAGE_NAME = "cadre.message.name"
+MESSAGE_VERSION = "cadre.message.version"
+TASK_ID = "cadre.task.id"
+ATTEMPT = "cadre.delivery.attempt"
+OUTCOME = "cadre.outcome"
+DEAD_LETTER_REASON = "cadre.dead_letter.reason"
+TASK_STATUS = "cadre.task.status"
+CONTENT = "cadre.message.content"
+
+# Metric names.
+PROCESS_DURATION = "messaging.process.duration"
+CONSUMED_MESSAGES = "messaging.client.consumed.messages"
+SENT_MESSAGES = "messaging.client.sent.messages"
+DEAD_LETTERS = "cadre.dead_letters"
+STEP_ERRORS = "cadre.step.errors"
+TOKEN_USAGE = "gen_ai.client.token.usage"
+TASKS = "cadre.tasks"
+TASK_DURATION = "cadre.task.duration"
+
+METRIC_NAMES = frozenset(
+    {
+        PROCESS_DURATION,
+        CONSUMED_MESSAGES,
+        SENT_MESSAGES,
+        DEAD_LETTERS,
+        STEP_ERRORS,
+        TOKEN_USAGE,
+        TASKS,
+        TASK_DURATION,
+    }
+)
+"""Every metric Cadre emits (the workbook may query only these)."""
+
+ATTRIBUTE_NAMES = frozenset(
+    {
+        AGENT_TYPE,
+        AGENT_KEY,
+        MESSAGE_NAME,
+        MESSAGE_VERSION,
+        TASK_ID,
+        ATTEMPT,
+        OUTCOME,
+        DEAD_LETTER_REASON,
+        TASK_STATUS,
+        "cadre.team",
+        "messaging.system",
+        "gen_ai.request.model",
+        "gen_ai.token.type",
+        "gen_ai.operation.name",
+        "gen_ai.system",
+    }
+)
+"""Every attribute Cadre puts on metrics and spans that dashboards may group by."""
+
+_propagator = TraceContextTextMapPropagator()
+_ROOT = otel_context.Context()
+
+
+def _traceparent(ctx: trace.SpanContext) -> str:
+    """The W3C traceparent of a span context (what `TraceContextTextMapPropagator` writes)."""
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+
+
+def _parent_context(traceparent: str | None) -> otel_context.Context:
+    """The context a traceparent names; the root (a new trace) when there is none.
+
+    The common, well-formed case is parsed directly (the propagator's general parsing
+    costs several microseconds a message); anything else goes to the propagator.
+    """
+    if not traceparent:
+        return _ROOT
+    parts = traceparent.split("-")
+    if len(parts) == 4 and parts[0] == "00" and len(parts[1]) == 32 and len(parts[2]) == 16:
+        try:
+            ctx = trace.SpanContext(
+                trace_id=int(parts[1], 16),
+                span_id=int(parts[2], 16),
+                is_remote=True,
+                trace_flags=trace.TraceFlags(int(parts[3], 16)),
+            )
+        except ValueError:
+            ctx = trace.INVALID_SPAN_CONTEXT
+        if ctx.is_valid:
+            return trace.set_span_in_context(trace.NonRecordingSpan(ctx), _ROOT)
+    return _propagator.extract({"traceparent": traceparent})
+
+
+_task_id: ContextVar[str | None] = ContextVar("cadre_task_id", default=None)
+
+
+_DISABLED_PROVIDERS = {
+    "ProxyTracerProvider",
+    "NoOpTracerProvider",
+    "_ProxyMeterProvider",
+    "ProxyMeterProvider",
+    "NoOpMeterProvider",
+}
+
+PROVIDER_CHECK_SECONDS = 1.0
+"""How often the global providers are looked up again (an SDK set up later is picked up
+within this time, or at once after `refresh(force=True)`)."""
+
+
+def _disabled_provider(provider: object) -> bool:
+    # The API's defaults, until an SDK installs a real provider.
+    return type(provider).__name__ in _DISABLED_PROVIDERS
+
+
+@dataclass
+class _Instruments:
+    process_duration: metrics.Histogram
+    consumed: metrics.Counter
+    sent: metrics.Counter
+    dead_letters: metrics.Counter
+    step_errors: metrics.Counter
+    token_usage: metrics.Histogram
+    tasks: metrics.Counter
+    task_duration: metrics.Histogram
+
+
+class Telemetry:
+    """The tracer, the meter and Cadre's instruments, from given or global providers.
+
+    With no providers given it follows the global ones, and notices when an SDK installs
+    them after this object was made (e.g. `configure_azure_monitor` at start-up).
+    """
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        *,
+        capture_content: bool | None = None,
+    ) -> None:
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self.capture_content = (
+            capture_content
+            if capture_content is not None
+            else os.environ.get("CADRE_TRACE_CONTENT", "").lower() in {"1", "true", "yes"}
+        )
+        self._seen_tracer_provider: object = None
+        self._seen_meter_provider: object = None
+        self._tracer: trace.Tracer | None = None
+        self._instruments: _Instruments | None = None
+        self.tracing = False
+        self.measuring = False
+        self._follows_globals = tracer_provider is None or meter_provider is None
+        self._next_check = 0.0
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Pick up the current providers: given ones once, global ones at most every
+        `PROVIDER_CHECK_SECONDS` (the hot path calls this on every step)."""
+        now = time.monotonic()
+        if now < self._next_check and not force:
+            return
+        self._next_check = now + PROVIDER_CHECK_SECONDS if self._follows_globals else float("inf")
+        tp = self._tracer_provider or trace.get_tracer_provider()
+        if tp is not self._seen_tracer_provider:
+            self._seen_tracer_provider = tp
+            self.tracing = not _disabled_provider(tp)
+            self._tracer = tp.get_tracer(INSTRUMENTATION) if self.tracing else None
+        mp = self._meter_provider or metrics.get_meter_provider()
+        if mp is not self._seen_meter_provider:
+            self._seen_meter_provider = mp
+            self.measuring = not _disabled_provider(mp)
+            self._instruments = _make_instruments(mp.get_meter(INSTRUMENTATION))
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        """The tracer (a no-op one while tracing is off)."""
+        self.refresh()
+        return self._tracer or trace.NoOpTracer()
+
+    @property
+    def instruments(self) -> _Instruments:
+        """Cadre's metric instruments."""
+        self.refresh()
+        assert self._instruments is not None
+        return self._instruments
+
+    # -- producing ------------------------------------------------------------------
+
+    def producer_traceparent(
+        self,
+        operation: str,
+        message: str,
+        destination: str,
+        *,
+        task_id: str,
+        envelope_id: str,
+        payload: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """Record a `send`/`publish` PRODUCER span under the current context (ended at
+        once: the message is created) and return its W3C traceparent for the envelope.
+
+        None when tracing is off: the caller keeps the incoming traceparent, so a trace
+        still flows through a process that does not record it.
+        """
+        self.refresh()
+        if self.measuring:
+            self.instruments.sent.add(1, {MESSAGE_NAME: message, "messaging.system": "cadre"})
+        if not self.tracing:
+            return None
+        assert self._tracer is not None
+        attributes: dict[str, Any] = {
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.operation.type": operation,
+            "messaging.destination.name": destination,
+            "messaging.message.id": envelope_id,
+            "messaging.message.conversation_id": task_id,
+            MESSAGE_NAME: message,
+        }
+        if self.capture_content and payload is not None:
+            attributes[CONTENT] = _json(payload)
+        span = self._tracer.start_span(
+            f"{operation} {message}", kind=SpanKind.PRODUCER, attributes=attributes
+        )
+        span.end()
+        return _traceparent(span.get_span_context())
+
+    # -- consuming ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def processing(self, envelope: Envelope) -> Iterator[ProcessScope]:
+        """Around one step: a CONSUMER span child of the envelope's producer, the task id
+        for log records, and the step's metrics once the outcome is known."""
+        self.refresh()
+        scope = ProcessScope(self, envelope)
+        token_task = _task_id.set(envelope.task_id)
+        if not self.tracing:
+            try:
+                yield scope
+            finally:
+                _task_id.reset(token_task)
+                scope.finish(None)
+            return
+        assert self._tracer is not None
+        parent = _parent_context(envelope.traceparent)
+        agent_type, _, key = (envelope.recipient or "").partition("/")
+        attributes: dict[str, Any] = {
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.operation.type": "process",
+            "messaging.destination.name": agent_type,
+            "messaging.message.id": envelope.id,
+            "messaging.message.conversation_id": envelope.task_id,
+            AGENT_TYPE: agent_type,
+            AGENT_KEY: key,
+            MESSAGE_NAME: envelope.message,
+            MESSAGE_VERSION: envelope.version,
+            ATTEMPT: envelope.attempt,
+        }
+        if self.capture_content:
+            attributes[CONTENT] = _json(envelope.payload)
+        span = self._tracer.start_span(
+            f"process {envelope.message}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        )
+        token_ctx = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield scope
+        finally:
+            otel_context.detach(token_ctx)
+            _task_id.reset(token_task)
+            scope.finish(span)
+            span.end()
+
+    # -- models, tools, tasks -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def model_span(
+        self, model: str, *, agent_type: str | None = None, provider: str = "openai"
+    ) -> Iterator[trace.Span]:
+        """A `chat <model>` CLIENT span; call `record_tokens` with the usage inside it."""
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "gen_ai.system": provider,
+        }
+        if agent_type:
+            attributes[AGENT_TYPE] = agent_type
+        with self.tracer.start_as_current_span(
+            f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            yield span
+
+    def record_tokens(
+        self,
+        span: trace.Span | None,
+        *,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        agent_type: str | None = None,
+        provider: str = "openai",
+    ) -> None:
+        """Token usage of one model call: on its span and in `gen_ai.client.token.usage`."""
+        if span is not None and span.is_recording():
+            span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+        usage = self.instruments.token_usage
+        base: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "gen_ai.system": provider,
+        }
+        if agent_type:
+            base[AGENT_TYPE] = agent_type
+        usage.record(input_tokens, {**base, "gen_ai.token.type": "input"})
+        usage.record(output_tokens, {**base, "gen_ai.token.type": "output"})
+
+    @contextlib.contextmanager
+    def tool_span(self, name: str) -> Iterator[trace.Span]:
+        """An `execute_tool <name>` span around one tool call."""
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name}
+        with self.tracer.start_as_current_span(
+            f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attributes
+        ) as span:
+            yield span
+
+    def event(self, name: str, attributes: Mapping[str, Any]) -> None:
+        """A span event on the current span (team decisions: next speaker, termination)."""
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(name, dict(attributes))
+
+    def record_task(self, status: str, duration_seconds: float, team: str | None = None) -> None:
+        """A task reached a final status: count it and its duration."""
+        attributes: dict[str, Any] = {TASK_STATUS: status}
+        if team:
+            attributes["cadre.team"] = team
+        self.instruments.tasks.add(1, attributes)
+        self.instruments.task_duration.record(duration_seconds, attributes)
+
+
+class ProcessScope:
+    """What one step reports: its outcome (set by the processor) and its duration."""
+
+    __slots__ = ("_started", "_telemetry", "envelope", "error", "outcome", "reason")
+
+    def __init__(self, telemetry: Telemetry, envelope: Envelope) -> None:
+        self._telemetry = telemetry
+        self.envelope = envelope
+        self.outcome = "handled"
+        self.reason: str | None = None
+        self.error: str | None = None
+        self._started = time.perf_counter()
+
+    def finish(self, span: trace.Span | None) -> None:
+        """Put the outcome on the span and into the metrics."""
+        tel = self._telemetry
+        agent_type = (self.envelope.recipient or "").partition("/")[0]
+        if span is not None:
+            span.set_attribute(OUTCOME, self.outcome)
+            if self.reason:
+                span.set_attribute(DEAD_LETTER_REASON, self.reason)
+            if self.error:
+                span.set_status(Status(StatusCode.ERROR, self.error[:500]))
+        if not tel.measuring:
+            return
+        attributes = {
+            AGENT_TYPE: agent_type,
+            MESSAGE_NAME: self.envelope.message,
+            OUTCOME: self.outcome,
+            "messaging.system": MESSAGING_SYSTEM,
+        }
+        inst = tel.instruments
+        inst.process_duration.record(time.perf_counter() - self._started, attributes)
+        inst.consumed.add(1, attributes)
+        if self.outcome == "dead_lettered":
+            inst.dead_letters.add(1, {AGENT_TYPE: agent_type, DEAD_LETTER_REASON: self.reason})
+        if self.error:
+            inst.step_errors.add(1, {AGENT_TYPE: agent_type, OUTCOME: self.outcome})
+
+
+def _make_instruments(meter: metrics.Meter) -> _Instruments:
+    return _Instruments(
+        process_duration=meter.create_histogram(
+            PROCESS_DURATION, unit="s", description="Duration of one agent step"
+        ),
+        consumed=meter.create_counter(
+            CONSUMED_MESSAGES, unit="{message}", description="Messages processed, by outcome"
+        ),
+        sent=meter.create_counter(SENT_MESSAGES, unit="{message}", description="Messages sent"),
+        dead_letters=meter.create_counter(
+            DEAD_LETTERS, unit="{message}", description="Messages dead-lettered, by reason"
+        ),
+        step_errors=meter.create_counter(
+            STEP_ERRORS, unit="{error}", description="Steps whose handler or store failed"
+        ),
+        token_usage=meter.create_histogram(
+            TOKEN_USAGE, unit="{token}", description="Tokens used by model calls"
+        ),
+        tasks=meter.create_counter(TASKS, unit="{task}", description="Tasks by final status"),
+        task_duration=meter.create_histogram(
+            TASK_DURATION, unit="s", description="Time from submit to final status"
+        ),
+    )
+
+
+def _json(payload: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(payload, separators=(",", ":"), default=str)[:8192]
+
+
+class LogContextFilter(logging.Filter):
+    """Adds ``trace_id``, ``span_id`` and ``task_id`` to every log record (empty outside a
+    step), so logs inside a step join its trace. Install it on a handler:
+    ``handler.addFilter(LogContextFilter())``; `cadre.observability.configure` does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = trace.get_current_span().get_span_context()
+        record.trace_id = f"{ctx.trace_id:032x}" if ctx.is_valid else ""
+        record.span_id = f"{ctx.span_id:016x}" if ctx.is_valid else ""
+        if not getattr(record, "task_id", None):
+            record.task_id = _task_id.get() or ""
+        return True
+
+
+_current = Telemetry()
+
+
+def current() -> Telemetry:
+    """The telemetry hosts use (follows the global OpenTelemetry providers)."""
+    return _current
+
+
+@contextlib.contextmanager
+def installed(telemetry: Telemetry) -> Iterator[Telemetry]:
+    """Use `telemetry` instead of the global one inside the block (tests, benchmarks)."""
+    global _current
+    previous, _current = _current, telemetry
+    try:
+        yield telemetry
+    finally:
+        _current = previous
