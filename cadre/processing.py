@@ -101,7 +101,9 @@ class Processor:
                 envelope = Envelope.from_bytes(body)
             except EnvelopeInvalid as exc:
                 raw = body.encode() if isinstance(body, str) else body
-                return await self._dead_letter(raw, None, exc.reason, str(exc), attempt or 1)
+                processed = await self._dead_letter(raw, None, exc.reason, str(exc), attempt or 1)
+                telemetry.current().count_unreadable(exc.reason)
+                return processed
         if attempt is not None and attempt != envelope.attempt:
             envelope = envelope.model_copy(update={"attempt": attempt})
         tel = telemetry.current()
@@ -109,7 +111,11 @@ class Processor:
         if not (tel.tracing or tel.measuring):
             return await self._run(envelope)
         with tel.processing(envelope) as scope:
-            processed = await self._run(envelope)
+            try:
+                processed = await self._run(envelope)
+            except Exception as exc:  # not even a dead letter could be recorded
+                scope.outcome, scope.error = "error", f"{type(exc).__name__}: {exc}"
+                raise
             scope.outcome = _OUTCOMES[processed.disposition]
             if processed.dead_letter is not None:
                 scope.reason = processed.dead_letter.reason

@@ -369,6 +369,14 @@ class Telemetry:
         if span.is_recording():
             span.add_event(name, dict(attributes))
 
+    def count_unreadable(self, reason: str) -> None:
+        """Bytes that are not an envelope were dead-lettered (no step, so no span)."""
+        self.refresh()
+        if self.measuring:
+            attributes = {AGENT_TYPE: "", OUTCOME: "dead_lettered", "messaging.system": "cadre"}
+            self.instruments.consumed.add(1, {**attributes, MESSAGE_NAME: ""})
+            self.instruments.dead_letters.add(1, {AGENT_TYPE: "", DEAD_LETTER_REASON: reason})
+
     def record_task(self, status: str, duration_seconds: float, team: str | None = None) -> None:
         """A task reached a final status: count it and its duration."""
         attributes: dict[str, Any] = {TASK_STATUS: status}

@@ -173,3 +173,12 @@ async def test_without_an_sdk_nothing_is_recorded_and_traceparents_pass_through(
             assert sent.traceparent is None
             await rt.run_until_idle()
         assert not telemetry.current().tracing
+
+
+async def test_unreadable_bytes_count_as_a_dead_letter(otel: Otel) -> None:
+    async with LocalRuntime(registry=make_registry()) as rt:
+        processed = await rt.processor.process(b"not an envelope")
+    assert processed.dead_letter is not None
+    assert otel.metric_points("cadre.dead_letters") == [
+        ({"cadre.agent.type": "", "cadre.dead_letter.reason": "envelope_invalid"}, 1)
+    ]
