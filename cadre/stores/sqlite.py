@@ -112,6 +112,7 @@ class SQLiteStore:
 
     def journal(self) -> SQLiteJournal:
         """The durable queue for the local runtime, in the same file and transaction."""
+        self._check_writable()
         return SQLiteJournal(self._writer)
 
     def flush(self) -> None:

@@ -107,6 +107,8 @@ async def test_one_runtime_owns_a_file_and_readers_may_look(tmp_path: Path) -> N
     assert (await reader.load(AgentId("counter", "a"))).etag == "1"
     with pytest.raises(StoreError, match="read-only"):
         await reader.delete_dead_letter("d1")
+    with pytest.raises(StoreError, match="read-only"):
+        reader.journal()
     await reader.close()
 
     await owner.close()
