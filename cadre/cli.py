@@ -188,6 +188,24 @@ async def _dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
         await rt.close()
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Consume RabbitMQ partitions and run steps on PostgreSQL until SIGTERM."""
+    from .hosts.worker import config_from_settings, run_worker
+
+    load_app(settings.app_modules)
+    overrides = {"partitions": args.partitions, "concurrency": args.concurrency}
+    return run_worker(config_from_settings(settings, **overrides), settings.retry_policy())
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    """Create the PostgreSQL tables of the workers' store."""
+    from .hosts.worker import migrate
+
+    asyncio.run(migrate(settings.postgres_dsn, settings.postgres_prefix))
+    print(f"migrated {settings.postgres_prefix}* tables")
+    return 0
+
+
 def _letter_json(letter: Any) -> dict[str, Any]:
     try:
         body: Any = json.loads(letter.body)
@@ -245,6 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--all", action="store_true", help="redrive every dead letter")
     redrive.add_argument("--no-run", action="store_true", help="queue only; do not run now")
     dlq.set_defaults(func=cmd_dlq)
+
+    worker = sub.add_parser("worker", help="consume RabbitMQ and run steps on PostgreSQL")
+    worker.add_argument("--partitions", type=int, help="overrides CADRE_PARTITIONS")
+    worker.add_argument("--concurrency", type=int, help="overrides CADRE_CONCURRENCY")
+    worker.set_defaults(func=cmd_worker)
+    db = sub.add_parser("db", help="PostgreSQL schema of the workers' store")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("migrate", help="create the tables (idempotent)")
+    db.set_defaults(func=cmd_db)
     return parser
 
 

@@ -9,6 +9,14 @@
 | CADRE_RETRY_MAX_SECONDS    | 60                 | longest retry delay                            |
 | CADRE_SEEN_LIMIT           | 64                 | handled envelope ids remembered per agent      |
 | CADRE_CONCURRENCY          | 16                 | steps the local runtime runs at once           |
+| CADRE_RABBITMQ_URL         | amqp://guest:guest@127.0.0.1:5672/ | the workers' broker            |
+| CADRE_POSTGRES_URL         | postgresql://postgres@127.0.0.1:5432/postgres | the workers' store  |
+| CADRE_POSTGRES_PREFIX      | cadre_             | table name prefix in PostgreSQL                |
+| CADRE_QUEUE_NAME           | cadre              | RabbitMQ exchange/queue name prefix            |
+| CADRE_PARTITIONS           | 8                  | partition queues (same in every worker)        |
+| CADRE_WORKER_INDEX         | 0                  | this worker's share: partitions p % count == i |
+| CADRE_WORKER_COUNT         | 1                  | how many shares the partitions are split into  |
+| CADRE_HEALTH_FILE          | (none)             | a JSON status file the worker rewrites every 2s|
 """
 
 from __future__ import annotations
@@ -59,6 +67,14 @@ class Settings:
     retry_max_seconds: float = 60.0
     seen_limit: int = 64
     concurrency: int = 16
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    postgres_prefix: str = "cadre_"
+    queue_name: str = "cadre"
+    partitions: int = 8
+    worker_index: int = 0
+    worker_count: int = 1
+    health_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +89,16 @@ class Settings:
             retry_max_seconds=_float(env, "CADRE_RETRY_MAX_SECONDS", 60.0),
             seen_limit=_int(env, "CADRE_SEEN_LIMIT", 64),
             concurrency=_int(env, "CADRE_CONCURRENCY", 16),
+            rabbitmq_url=env.get("CADRE_RABBITMQ_URL") or cls.rabbitmq_url,
+            postgres_dsn=env.get("CADRE_POSTGRES_URL")
+            or env.get("CADRE_POSTGRES_DSN")
+            or cls.postgres_dsn,
+            postgres_prefix=env.get("CADRE_POSTGRES_PREFIX") or cls.postgres_prefix,
+            queue_name=env.get("CADRE_QUEUE_NAME") or cls.queue_name,
+            partitions=_int(env, "CADRE_PARTITIONS", 8),
+            worker_index=_int(env, "CADRE_WORKER_INDEX", 0, minimum=0),
+            worker_count=_int(env, "CADRE_WORKER_COUNT", 1),
+            health_file=Path(env["CADRE_HEALTH_FILE"]) if env.get("CADRE_HEALTH_FILE") else None,
         )
 
     def retry_policy(self) -> RetryPolicy:

@@ -15,7 +15,9 @@ from cadre.transports.inprocess import InProcessTransport
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-STORES = ["memory", "sqlite"]
+STORES = ["memory", "sqlite", "postgres"]
+POSTGRES_DSN = os.environ.get("CADRE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+RABBITMQ_URL = os.environ.get("CADRE_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
 TRANSPORTS = ["inprocess", "inprocess_journal"]
 
 
@@ -37,6 +39,25 @@ async def memory_store() -> AsyncIterator[MemoryStore]:
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     store = SQLiteStore(tmp_path / "cadre.db")
     yield store
+    await store.close()
+
+
+@pytest.fixture
+async def postgres_store() -> AsyncIterator[object]:
+    """A PostgreSQL store on its own table prefix, dropped afterwards."""
+    import uuid
+
+    from cadre.errors import ConfigurationError, StoreError
+
+    try:
+        from cadre.stores.postgres import PostgresStore
+
+        store = PostgresStore(POSTGRES_DSN, prefix=f"t{uuid.uuid4().hex[:12]}_", max_size=4)
+        await store.migrate()
+    except (ConfigurationError, StoreError) as exc:
+        unavailable(f"PostgreSQL: {exc}")
+    yield store
+    await store.drop()
     await store.close()
 
 

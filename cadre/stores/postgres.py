@@ -1,0 +1,248 @@
+"""A PostgreSQL state store (psycopg 3, async, pooled): the workers' shared state.
+
+    store = PostgresStore("postgresql://postgres@127.0.0.1/test")
+    await store.migrate()                       # or: cadre db migrate
+
+One row per agent instance in ``<prefix>agents``: the state (the agent's JSON text, kept
+verbatim), the seen ids and the outbox (jsonb), and a ``version`` column. `save` is one
+conditional statement (``UPDATE ... WHERE version = $if_match`` or ``INSERT ... ON CONFLICT
+DO NOTHING``): a writer holding a stale version changes nothing and gets
+`ConcurrencyConflict`. The etag is the version as text. Dead letters live in
+``<prefix>dead_letters``. Every statement runs in autocommit on a pooled connection, so a
+step costs one round trip to read and one to write.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from ..envelope import Envelope
+from ..errors import ConcurrencyConflict, ConfigurationError, NotFound, StoreError
+from ..ids import AgentId
+from .base import AgentRecord, DeadLetter
+
+_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS {p}agents (
+    agent_type    text   NOT NULL,
+    agent_key     text   NOT NULL,
+    state         text,
+    state_version int    NOT NULL DEFAULT 1,
+    seen          jsonb  NOT NULL DEFAULT '[]',
+    outbox        jsonb  NOT NULL DEFAULT '[]',
+    version       bigint NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (agent_type, agent_key)
+);
+CREATE TABLE IF NOT EXISTS {p}dead_letters (
+    id        text PRIMARY KEY,
+    body      bytea NOT NULL,
+    reason    text NOT NULL,
+    detail    text NOT NULL,
+    failed_at timestamptz NOT NULL,
+    attempts  int NOT NULL,
+    agent     text,
+    message   text,
+    task_id   text,
+    extra     jsonb NOT NULL DEFAULT '{{}}'
+);
+CREATE INDEX IF NOT EXISTS {p}dead_letters_failed_at ON {p}dead_letters (failed_at DESC);
+"""
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:
+        raise ConfigurationError(
+            "the PostgreSQL store needs psycopg: pip install 'cadre[workers]'"
+        ) from None
+    return psycopg, psycopg_pool
+
+
+class PostgresStore:
+    """State store on PostgreSQL; tables are named ``<prefix>agents`` and
+    ``<prefix>dead_letters`` (the prefix lets tests and apps share one database)."""
+
+    def __init__(
+        self, dsn: str, *, prefix: str = "cadre_", min_size: int = 1, max_size: int = 8
+    ) -> None:
+        if not _PREFIX.match(prefix):
+            raise ConfigurationError(f"table prefix {prefix!r} must match {_PREFIX.pattern}")
+        self.dsn, self.prefix = dsn, prefix
+        self._min, self._max = min_size, max_size
+        self._pool: Any = None
+        p = prefix
+        self._sql_load = (
+            f"SELECT state, state_version, seen, outbox, version FROM {p}agents "
+            "WHERE agent_type = %s AND agent_key = %s"
+        )
+        self._sql_insert = (
+            f"INSERT INTO {p}agents (agent_type, agent_key, state, state_version, seen, outbox,"
+            " version) VALUES (%s, %s, %s, %s, %s, %s, 1) ON CONFLICT DO NOTHING RETURNING version"
+        )
+        self._sql_update = (
+            f"UPDATE {p}agents SET state = %s, state_version = %s, seen = %s, outbox = %s, "
+            "version = version + 1, updated_at = now() "
+            "WHERE agent_type = %s AND agent_key = %s AND version = %s RETURNING version"
+        )
+        self._sql_clear = (
+            f"UPDATE {p}agents SET outbox = '[]' WHERE agent_type = %s AND agent_key = %s "
+            "AND version = %s AND outbox <> '[]'"
+        )
+
+    async def _open(self) -> Any:
+        if self._pool is None:
+            _, psycopg_pool = _psycopg()
+            pool = psycopg_pool.AsyncConnectionPool(
+                self.dsn,
+                min_size=self._min,
+                max_size=self._max,
+                kwargs={"autocommit": True, "prepare_threshold": 1},
+                open=False,
+            )
+            try:
+                await pool.open(wait=True, timeout=10)
+            except Exception as exc:
+                await pool.close()
+                raise StoreError(f"cannot connect to PostgreSQL at {self.dsn}: {exc}") from exc
+            self._pool = pool
+        return self._pool
+
+    async def _execute(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        psycopg, _ = _psycopg()
+        pool = await self._open()
+        try:
+            async with pool.connection() as conn, conn.cursor() as cur:
+                await cur.execute(sql, params)
+                return await cur.fetchall() if cur.description else []
+        except psycopg.errors.UndefinedTable:
+            raise ConfigurationError(
+                f"PostgreSQL tables {self.prefix}* are missing: run `cadre db migrate`"
+            ) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL failed: {exc}") from exc
+
+    async def migrate(self) -> None:
+        """Create the tables and indexes if they do not exist (idempotent)."""
+        pool = await self._open()
+        async with pool.connection() as conn:
+            await conn.execute(SCHEMA.format(p=self.prefix), prepare=False)
+
+    async def drop(self) -> None:
+        """Drop this prefix's tables (tests, teardown)."""
+        pool = await self._open()
+        async with pool.connection() as conn:
+            await conn.execute(
+                f"DROP TABLE IF EXISTS {self.prefix}agents, {self.prefix}dead_letters",
+                prepare=False,
+            )
+
+    async def load(self, agent_id: AgentId) -> AgentRecord:
+        """The stored record, or an empty one."""
+        rows = await self._execute(self._sql_load, (agent_id.type, agent_id.key))
+        if not rows:
+            return AgentRecord(agent_id)
+        state, state_version, seen, outbox, version = rows[0]
+        return AgentRecord(
+            agent_id,
+            state,
+            state_version,
+            tuple(seen),
+            tuple(Envelope.model_validate(e) for e in outbox),
+            str(version),
+        )
+
+    async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
+        """One conditional statement on the version column."""
+        psycopg, _ = _psycopg()
+        seen = psycopg.types.json.Jsonb(list(record.seen))
+        outbox = psycopg.types.json.Jsonb([e.model_dump(mode="json") for e in record.outbox])
+        aid = record.agent_id
+        if if_match is None:
+            params: tuple[Any, ...] = (
+                aid.type, aid.key, record.state, record.state_version, seen, outbox
+            )  # fmt: skip
+            rows = await self._execute(self._sql_insert, params)
+        else:
+            params = (record.state, record.state_version, seen, outbox, aid.type, aid.key)
+            rows = await self._execute(self._sql_update, (*params, int(if_match)))
+        if not rows:
+            raise ConcurrencyConflict(f"{aid}: the stored version is not {if_match}")
+        return str(rows[0][0])
+
+    async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
+        """Empty the outbox if the record is still the one written with `etag`."""
+        await self._execute(self._sql_clear, (agent_id.type, agent_id.key, int(etag)))
+
+    async def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep it (idempotent by id)."""
+        psycopg, _ = _psycopg()
+        await self._execute(
+            f"INSERT INTO {self.prefix}dead_letters (id, body, reason, detail, failed_at, "
+            "attempts, agent, message, task_id, extra) VALUES (%s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (
+                letter.id, letter.body, letter.reason, letter.detail, letter.failed_at,
+                letter.attempts, letter.agent, letter.message, letter.task_id,
+                psycopg.types.json.Jsonb(letter.extra),
+            ),
+        )  # fmt: skip
+
+    _LETTER_COLUMNS = (
+        "id, body, reason, detail, failed_at, attempts, agent, message, task_id, extra"
+    )
+
+    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Newest first."""
+        rows = await self._execute(
+            f"SELECT {self._LETTER_COLUMNS} FROM {self.prefix}dead_letters "
+            "ORDER BY failed_at DESC LIMIT %s",
+            (limit,),
+        )
+        return [_letter(r) for r in rows]
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter:
+        """One dead letter or `NotFound`."""
+        rows = await self._execute(
+            f"SELECT {self._LETTER_COLUMNS} FROM {self.prefix}dead_letters WHERE id = %s",
+            (letter_id,),
+        )
+        if not rows:
+            raise NotFound(f"no dead letter with id {letter_id!r}")
+        return _letter(rows[0])
+
+    async def delete_dead_letter(self, letter_id: str) -> None:
+        """Remove one or raise `NotFound`."""
+        rows = await self._execute(
+            f"DELETE FROM {self.prefix}dead_letters WHERE id = %s RETURNING id", (letter_id,)
+        )
+        if not rows:
+            raise NotFound(f"no dead letter with id {letter_id!r}")
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def _letter(row: tuple[Any, ...]) -> DeadLetter:
+    id_, body, reason, detail, failed_at, attempts, agent, message, task_id, extra = row
+    assert isinstance(failed_at, datetime)
+    return DeadLetter(
+        id=id_,
+        body=bytes(body),
+        reason=reason,
+        detail=detail,
+        failed_at=failed_at,
+        attempts=attempts,
+        agent=agent,
+        message=message,
+        task_id=task_id,
+        extra=dict(extra),
+    )

@@ -1,0 +1,182 @@
+"""The RabbitMQ transport (aio-pika): partitioned durable queues for self-hosted workers.
+
+Topology, all durable, named after `name` (so apps and tests can share one broker):
+
+    <name>              topic exchange; routing key ``p<i>`` or ``d<ms>.p<i>``
+    <name>.p<i>         partition queue i (i < partitions), bound with ``#.p<i>``,
+                        x-single-active-consumer: one consumer at a time, others stand by
+    <name>.delay        topic exchange for timers
+    <name>.delay.<ms>   delay bucket: x-message-ttl=<ms>, dead-letters back to <name>
+    <name>.dlq          poison messages, with the reason in headers
+
+An agent id maps to one partition by a stable hash (CRC-32 of ``type/key``), so every
+envelope for one agent goes through one queue, whose single active consumer takes one
+message at a time (prefetch 1) and acknowledges it only after the step has committed and
+published: one message at a time per agent, in order, however many workers run.
+
+Timers: an envelope whose ``not_before`` is in the future goes to the largest delay bucket
+(a power of two of milliseconds) not longer than what is left, so it never arrives early;
+when it arrives with time still left, the worker sends it on to the next bucket (or sleeps
+the last few milliseconds). No plugin is needed (Debian's RabbitMQ has no delayed-message
+exchange). Every message is persistent and every publish waits for the broker's confirm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..envelope import Envelope
+from ..errors import ConfigurationError, EnvelopeInvalid, TransportError
+
+MIN_BUCKET_MS = 16
+MAX_BUCKET_MS = 2**27  # ~37 hours; longer timers hop through it again
+
+
+def aio_pika() -> Any:
+    """The aio_pika module, or a `ConfigurationError` naming the extra to install."""
+    try:
+        import aio_pika as module
+    except ImportError:
+        raise ConfigurationError(
+            "the RabbitMQ transport needs aio-pika: pip install 'cadre[workers]'"
+        ) from None
+    return module
+
+
+def partition_of(recipient: str, partitions: int) -> int:
+    """The partition of an agent address (``type/key``): stable across processes."""
+    return zlib.crc32(recipient.encode()) % partitions
+
+
+def delay_bucket(seconds: float) -> int | None:
+    """The longest bucket (ms) not exceeding `seconds`, or None when under the smallest."""
+    ms = int(seconds * 1000)
+    if ms < MIN_BUCKET_MS:
+        return None
+    return min(MAX_BUCKET_MS, 1 << (ms.bit_length() - 1))
+
+
+class RabbitMQTransport:
+    """Sends envelopes to partition queues with publisher confirms; see the module doc.
+
+    `connect()` opens one robust connection (it reconnects with backoff after a broker
+    restart or a dropped connection, and re-declares what it declared) and a confirming
+    publish channel, and declares the topology.
+    """
+
+    def __init__(self, url: str, *, name: str = "cadre", partitions: int = 8) -> None:
+        if partitions < 1:
+            raise ConfigurationError("partitions must be at least 1")
+        self.url, self.name, self.partitions = url, name, partitions
+        self.connection: Any = None
+        self._channel: Any = None
+        self._exchange: Any = None
+        self._delay_exchange: Any = None
+        self._buckets: set[int] = set()
+        self._declare_lock = asyncio.Lock()
+
+    def queue_name(self, partition: int) -> str:
+        """The name of partition queue `partition`."""
+        return f"{self.name}.p{partition}"
+
+    @property
+    def dlq_name(self) -> str:
+        """The dead-letter queue's name."""
+        return f"{self.name}.dlq"
+
+    async def connect(self) -> None:
+        """Connect (robustly) and declare the exchanges and queues."""
+        if self.connection is not None:
+            return
+        pika = aio_pika()
+        try:
+            self.connection = await pika.connect_robust(self.url, reconnect_interval=0.5)
+        except Exception as exc:
+            raise TransportError(f"cannot connect to RabbitMQ at {self.url}: {exc}") from exc
+        self._channel = await self.connection.channel(publisher_confirms=True)
+        self._exchange = await self._channel.declare_exchange(
+            self.name, pika.ExchangeType.TOPIC, durable=True
+        )
+        self._delay_exchange = await self._channel.declare_exchange(
+            f"{self.name}.delay", pika.ExchangeType.TOPIC, durable=True
+        )
+        for i in range(self.partitions):
+            queue = await self._channel.declare_queue(
+                self.queue_name(i), durable=True, arguments={"x-single-active-consumer": True}
+            )
+            await queue.bind(self._exchange, routing_key=f"#.p{i}")
+        await self._channel.declare_queue(self.dlq_name, durable=True)
+
+    async def send(self, envelopes: Sequence[Envelope]) -> None:
+        """Publish every envelope (persistent) and wait for all the broker's confirms."""
+        if not envelopes:
+            return
+        await self.connect()
+        now = datetime.now(UTC)
+        publishes = []
+        for env in envelopes:
+            if env.recipient is None:
+                raise EnvelopeInvalid(f"envelope {env.id} has no recipient")
+            part = partition_of(env.recipient, self.partitions)
+            wait = (env.not_before - now).total_seconds() if env.not_before else 0.0
+            bucket = delay_bucket(wait)
+            if bucket is None:
+                publishes.append(self._publish(self._exchange, env.to_bytes(), f"p{part}"))
+            else:
+                await self._declare_bucket(bucket)
+                key = f"d{bucket}.p{part}"
+                publishes.append(self._publish(self._delay_exchange, env.to_bytes(), key))
+        results = await asyncio.gather(*publishes, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise TransportError(f"RabbitMQ did not confirm {len(failed)} publish(es): {failed[0]}")
+
+    async def dead_letter(self, body: bytes, headers: dict[str, Any]) -> None:
+        """Publish a poison message to the dead-letter queue with its reason in headers."""
+        await self.connect()
+        pika = aio_pika()
+        message = pika.Message(body, headers=headers, delivery_mode=pika.DeliveryMode.PERSISTENT)
+        await self._channel.default_exchange.publish(message, routing_key=self.dlq_name)
+
+    async def _publish(self, exchange: Any, body: bytes, key: str) -> None:
+        pika = aio_pika()
+        message = pika.Message(
+            body, delivery_mode=pika.DeliveryMode.PERSISTENT, content_type="application/json"
+        )
+        await exchange.publish(message, routing_key=key)
+
+    async def _declare_bucket(self, ms: int) -> None:
+        if ms in self._buckets:
+            return
+        async with self._declare_lock:
+            if ms in self._buckets:
+                return
+            queue = await self._channel.declare_queue(
+                f"{self.name}.delay.{ms}",
+                durable=True,
+                arguments={"x-message-ttl": ms, "x-dead-letter-exchange": self.name},
+            )
+            await queue.bind(self._delay_exchange, routing_key=f"d{ms}.*")
+            self._buckets.add(ms)
+
+    async def delete_topology(self) -> None:
+        """Delete this name's exchanges and queues (tests, teardown)."""
+        await self.connect()
+        channel = await self.connection.channel()
+        names = [self.queue_name(i) for i in range(self.partitions)]
+        names += [self.dlq_name, *(f"{self.name}.delay.{ms}" for ms in self._buckets)]
+        for queue in names:
+            await channel.queue_delete(queue)
+        await channel.exchange_delete(self.name)
+        await channel.exchange_delete(f"{self.name}.delay")
+        await channel.close()
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None

@@ -1,0 +1,203 @@
+"""Worker fault tests: real worker processes, real RabbitMQ, real PostgreSQL.
+
+Each test has its own queue names and table prefix and removes them afterwards. The
+workflow is tests/support/worker_app.py: splitter -> sink/a, sink/b, every agent keeping
+the list of what it received (the transcript).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cadre.ids import AgentId
+from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable
+from tests.support.worker_app import Item, make_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 4
+
+
+@dataclass
+class Cluster:
+    """One test's broker names, tables, transport and worker processes."""
+
+    name: str
+    store: object
+    transport: object
+    tmp: Path
+    procs: list[subprocess.Popen[bytes]]
+
+    def start_worker(self, index: int = 0, count: int = 1) -> subprocess.Popen[bytes]:
+        health = self.tmp / f"health-{len(self.procs)}.json"
+        env = {
+            **os.environ,
+            "CADRE_RABBITMQ_URL": RABBITMQ_URL,
+            "CADRE_POSTGRES_URL": POSTGRES_DSN,
+            "CADRE_POSTGRES_PREFIX": f"{self.name}_",
+            "CADRE_QUEUE_NAME": self.name,
+            "CADRE_PARTITIONS": str(PARTITIONS),
+            "CADRE_WORKER_INDEX": str(index),
+            "CADRE_WORKER_COUNT": str(count),
+            "CADRE_CONCURRENCY": "4",
+            "CADRE_HEALTH_FILE": str(health),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.worker_app"], cwd=ROOT, env=env
+        )
+        self.procs.append(proc)
+        return proc
+
+    async def submit(self, items: list[Item], key: str = "1") -> None:
+        from cadre.hosts.worker import submit
+
+        for item in items:
+            await submit(self.transport, AgentId("splitter", key), item)  # type: ignore[arg-type]
+
+    async def transcript(self, agent: AgentId) -> list[int]:
+        record = await self.store.load(agent)  # type: ignore[attr-defined]
+        if record.state is None:
+            return []
+        return list(make_registry().get(agent.type).cls.State.model_validate_json(record.state).got)
+
+    async def wait_for(self, agent: AgentId, count: int, within: float) -> list[int]:
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            got = await self.transcript(agent)
+            if len(got) >= count or asyncio.get_running_loop().time() > deadline:
+                return got
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    try:
+        from cadre.stores.postgres import PostgresStore
+        from cadre.transports.rabbitmq import RabbitMQTransport
+
+        name = f"t{uuid.uuid4().hex[:10]}"
+        store = PostgresStore(POSTGRES_DSN, prefix=f"{name}_", max_size=2)
+        await store.migrate()
+        transport = RabbitMQTransport(RABBITMQ_URL, name=name, partitions=PARTITIONS)
+        await transport.connect()
+    except Exception as exc:
+        unavailable(f"RabbitMQ or PostgreSQL: {exc}")
+    c = Cluster(name, store, transport, tmp_path, [])
+    yield c
+    for proc in c.procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+    await transport.delete_topology()
+    await transport.close()
+    await store.drop()
+    await store.close()
+
+
+async def settle(proc: subprocess.Popen[bytes], seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    assert proc.poll() is None, "the worker died on its own"
+
+
+def expected(n: int) -> tuple[list[int], list[int], list[int]]:
+    return list(range(n)), list(range(n)), [i * 10 for i in range(n)]
+
+
+async def transcripts(c: Cluster, n: int, within: float) -> tuple[list[int], ...]:
+    return (
+        await c.wait_for(AgentId("splitter", "1"), n, within),
+        await c.wait_for(AgentId("sink", "a"), n, within),
+        await c.wait_for(AgentId("sink", "b"), n, within),
+    )
+
+
+async def test_kill_9_at_random_points_loses_and_doubles_nothing(cluster: Cluster) -> None:
+    n = 150
+    await cluster.submit([Item(seq=i, pause=0.02) for i in range(n)])
+    rng = random.Random(8)
+    progress = []
+    for _ in range(3):
+        proc = cluster.start_worker()
+        await asyncio.sleep(rng.uniform(0.8, 1.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        progress.append(len(await cluster.transcript(AgentId("sink", "b"))))
+    cluster.start_worker()
+    assert await transcripts(cluster, n, 40) == expected(n)
+    assert any(0 < p < n for p in progress), progress  # killed mid-run
+
+
+async def test_a_cut_connection_reconnects_and_the_run_completes(cluster: Cluster) -> None:
+    n = 80
+    proc = cluster.start_worker()
+    await cluster.submit([Item(seq=i, pause=0.03) for i in range(n)])
+    await settle(proc, 1.0)
+    assert len(await cluster.transcript(AgentId("splitter", "1"))) < n
+    cut = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "-q", "close_all_connections", "cadre fault test",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await asyncio.wait_for(cut.wait(), 30) == 0
+    assert await transcripts(cluster, n, 40) == expected(n)
+    assert proc.poll() is None
+
+
+async def test_two_workers_never_interleave_one_agents_steps(cluster: Cluster) -> None:
+    n = 60
+    first = cluster.start_worker(0, 2)
+    cluster.start_worker(1, 2)
+    await cluster.submit([Item(seq=i, pause=0.03) for i in range(n)])
+    await settle(first, 1.0)
+    assert len(await cluster.transcript(AgentId("splitter", "1"))) < n
+    first.send_signal(signal.SIGKILL)  # the standby takes over mid-stream
+    assert await transcripts(cluster, n, 40) == expected(n)
+
+
+async def test_sigterm_drains_and_exits_0(cluster: Cluster) -> None:
+    proc = cluster.start_worker()
+    await cluster.submit([Item(seq=i, pause=0.05) for i in range(40)])
+    await settle(proc, 1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    done = await cluster.transcript(AgentId("splitter", "1"))
+    assert 0 < len(done) < 40  # stopped mid-run, after finishing what it had started
+    cluster.start_worker()
+    assert await transcripts(cluster, 40, 30) == expected(40)
+
+
+async def test_poison_message_is_dead_lettered_and_does_not_block(cluster: Cluster) -> None:
+    import aio_pika
+
+    cluster.start_worker()
+    await cluster.submit([Item(seq=0), Item(seq=-1), Item(seq=1)])
+    channel = await cluster.transport.connection.channel()  # type: ignore[attr-defined]
+    await channel.default_exchange.publish(
+        aio_pika.Message(b"not an envelope"), routing_key=f"{cluster.name}.p0"
+    )
+    assert await cluster.wait_for(AgentId("splitter", "1"), 2, 30) == [0, 1]
+    dlq = await channel.get_queue(f"{cluster.name}.dlq")
+    reasons = {}
+    for _ in range(100):
+        message = await dlq.get(fail=False)
+        if message is None:
+            if len(reasons) == 2:
+                break
+            await asyncio.sleep(0.2)
+            continue
+        await message.ack()
+        reasons[message.headers["x-cadre-reason"]] = message.body
+    await channel.close()
+    assert set(reasons) == {"handler_failed", "envelope_invalid"}
+    assert reasons["envelope_invalid"] == b"not an envelope"
+    letters = await cluster.store.list_dead_letters()  # type: ignore[attr-defined]
+    assert {d.reason for d in letters} == {"handler_failed", "envelope_invalid"}

@@ -1,0 +1,72 @@
+"""Agents and a child-process entry for the worker fault tests.
+
+    python -m tests.support.worker_app      # a worker configured by CADRE_* variables
+
+The workflow: `splitter/<k>` records every Item and forwards it to `sink/a` (as is) and
+`sink/b` (seq * 10); each agent's state lists what it received, in order: the transcript.
+An Item with ``seq < 0`` always fails (a poison message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from pydantic import BaseModel
+
+from cadre import Agent, AgentId, Context, Message, Registry, handler
+from cadre.processing import RetryPolicy
+
+
+class Item(Message, name="test.worker.Item"):
+    seq: int
+    pause: float = 0.0
+
+
+class Transcript(BaseModel):
+    got: list[int] = []
+
+
+class Splitter(Agent):
+    State = Transcript
+
+    @handler
+    async def on_item(self, msg: Item, ctx: Context) -> None:
+        if msg.seq < 0:
+            raise RuntimeError(f"poison item {msg.seq}")
+        await asyncio.sleep(msg.pause)
+        self.state.got.append(msg.seq)
+        ctx.send(AgentId("sink", "a"), Item(seq=msg.seq))
+        ctx.send(AgentId("sink", "b"), Item(seq=msg.seq * 10))
+
+
+class Sink(Agent):
+    State = Transcript
+
+    @handler
+    async def on_item(self, msg: Item, ctx: Context) -> None:
+        await asyncio.sleep(msg.pause)
+        self.state.got.append(msg.seq)
+
+
+def make_registry() -> Registry:
+    registry = Registry()
+    registry.register(Splitter, type="splitter")
+    registry.register(Sink, type="sink")
+    return registry
+
+
+def main() -> None:
+    from cadre.hosts.worker import Worker, config_from_settings
+    from cadre.settings import Settings
+
+    logging.basicConfig(level=os.environ.get("CADRE_TEST_LOG", "WARNING"))
+    settings = Settings.from_env()
+    policy = RetryPolicy(max_attempts=2, base_delay=0.05, max_delay=0.2)
+    worker = Worker(config_from_settings(settings), registry=make_registry(), policy=policy)
+    asyncio.run(worker.run())
+
+
+if __name__ == "__main__":
+    main()
