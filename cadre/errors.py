@@ -7,6 +7,8 @@
     ├── StoreError               a state store failed (I/O, connection); retry later
     ├── TransportError           a transport failed to send or receive; retry later
     ├── NotFound                 a dead letter, task or record that does not exist
+    ├── ModelError               a model call failed after its retries (the task fails)
+    ├── TaskStateError           a task is not in a state that allows this (input, cancel)
     └── DeliveryError            an envelope cannot be handled as it is: it goes to the dead letters
         ├── EnvelopeInvalid      the bytes are not an envelope (bad JSON, missing fields)
         ├── UnknownMessage       no contract is registered under that message name
@@ -53,6 +55,14 @@ class TransportError(CadreError):
 
 class NotFound(CadreError):
     """The thing asked for does not exist."""
+
+
+class ModelError(CadreError):
+    """A model call failed after its client's retries (endpoint, auth, bad answer)."""
+
+
+class TaskStateError(CadreError):
+    """A task is not in a state that allows the operation (e.g. input when not awaiting)."""
 
 
 class DeliveryError(CadreError):

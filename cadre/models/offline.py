@@ -1,0 +1,135 @@
+"""The offline client: the default when no model is configured.
+
+Deterministic, free and clearly labelled: every text it writes starts with ``[offline]``.
+It is not a language model, but it follows the contracts every team pattern relies on,
+so each pattern runs end to end with no endpoint:
+
+- with `tools`, it first calls the first tool (arguments filled from its schema and the
+  last request), then answers once the tool result is in;
+- with `output_schema`, it returns JSON valid for it (an enum field, such as a selector's
+  speaker, takes the value at ``turn % len(choices)``; a boolean named like
+  ``*satisfied*`` turns true once two earlier offline answers are in the conversation);
+- a system message that asks for a closing keyword (``APPROVE``, ``TERMINATE``) gets it
+  from the agent's second answer on, so a team's text-mention termination fires.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from .base import LLMMessage, ModelResult, ToolCall, ToolSpec
+from .replay import word_usage
+
+LABEL = "[offline]"
+_KEYWORD = re.compile(r"\b(APPROVE|TERMINATE|DONE)\b")
+_PERSONA = re.compile(r"\byou are (?:an? |the )?([^.,;\n]+)", re.IGNORECASE)
+
+
+def _snippet(text: str, words: int = 12) -> str:
+    parts = text.replace(LABEL, "").split()
+    return " ".join(parts[:words]) + (" ..." if len(parts) > words else "")
+
+
+class OfflineClient:
+    """A deterministic stand-in model (see the module docstring)."""
+
+    @property
+    def model_name(self) -> str:
+        """Always ``offline``."""
+        return "offline"
+
+    async def create(
+        self,
+        messages: list[LLMMessage],
+        tools: list[ToolSpec] | None = None,
+        output_schema: type[BaseModel] | None = None,
+    ) -> ModelResult:
+        """A labelled answer, a tool call, or JSON for `output_schema`."""
+        if output_schema is not None:
+            value = _fill(output_schema.model_json_schema(), messages, "")
+            content = json.dumps(value)
+            return ModelResult(
+                content=content, usage=word_usage(messages, content), model="offline"
+            )
+        request = _last_request(messages)
+        if tools and (not messages or messages[-1].role != "tool"):
+            tool = tools[0]
+            args = _fill(tool.parameters, messages, "", request=request)
+            call = ToolCall(
+                id=f"offline-{len(messages)}", name=tool.name, arguments=json.dumps(args)
+            )
+            return ModelResult(
+                tool_calls=(call,),
+                usage=word_usage(messages, call.arguments),
+                finish_reason="tool_calls",
+                model="offline",
+            )
+        content = _answer(messages, request)
+        return ModelResult(content=content, usage=word_usage(messages, content), model="offline")
+
+
+def _last_request(messages: list[LLMMessage]) -> str:
+    for message in reversed(messages):
+        if message.role == "user" and message.content:
+            return message.content
+    return ""
+
+
+def _answer(messages: list[LLMMessage], request: str) -> str:
+    system = next((m.content for m in messages if m.role == "system"), "")
+    persona_match = _PERSONA.search(system)
+    persona = persona_match.group(1).strip() if persona_match else "an assistant"
+    tool_results = [m.content for m in messages if m.role == "tool"]
+    text = f'{LABEL} As {persona}, on "{_snippet(request)}":'
+    if tool_results:
+        text += f' the tool answered "{_snippet(tool_results[-1])}".'
+    else:
+        text += " here is my contribution, a placeholder written without a language model."
+    earlier = sum(1 for m in messages if m.role == "assistant" and m.content)
+    keyword = _KEYWORD.search(system)
+    if keyword and earlier >= 1:
+        text += f" {keyword.group(1)}"
+    return text
+
+
+def _fill(
+    schema: dict[str, Any],
+    messages: list[LLMMessage],
+    name: str,
+    *,
+    request: str = "",
+    defs: dict[str, Any] | None = None,
+) -> Any:
+    defs = defs if defs is not None else schema.get("$defs", {})
+    if "$ref" in schema:
+        return _fill(
+            defs[schema["$ref"].rsplit("/", 1)[-1]], messages, name, request=request, defs=defs
+        )
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return _fill(schema[key][0], messages, name, request=request, defs=defs)
+    if "enum" in schema:
+        choices = schema["enum"]
+        return choices[len(messages) % len(choices)]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type", "string")
+    if kind == "object":
+        return {
+            prop: _fill(sub, messages, prop, request=request, defs=defs)
+            for prop, sub in schema.get("properties", {}).items()
+        }
+    if kind == "array":
+        return [_fill(schema.get("items", {}), messages, name, request=request, defs=defs)]
+    if kind == "boolean":
+        answers = sum(m.content.count(LABEL) for m in messages if m.role != "system")
+        if "satisfied" in name:
+            return answers >= 2
+        return "loop" not in name
+    if kind in ("integer", "number"):
+        return 1
+    return f"{LABEL} {_snippet(request, 8) or name}"
