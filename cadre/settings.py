@@ -17,6 +17,7 @@
 | CADRE_WORKER_INDEX         | 0                  | this worker's share: partitions p % count == i |
 | CADRE_WORKER_COUNT         | 1                  | how many shares the partitions are split into  |
 | CADRE_HEALTH_FILE          | (none)             | a JSON status file the worker rewrites every 2s|
+| CADRE_MODEL                | offline            | the team's model: see docs/teams.md            |
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Settings:
     worker_index: int = 0
     worker_count: int = 1
     health_file: Path | None = None
+    model: str = "offline"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -99,6 +101,7 @@ class Settings:
             worker_index=_int(env, "CADRE_WORKER_INDEX", 0, minimum=0),
             worker_count=_int(env, "CADRE_WORKER_COUNT", 1),
             health_file=Path(env["CADRE_HEALTH_FILE"]) if env.get("CADRE_HEALTH_FILE") else None,
+            model=env.get("CADRE_MODEL") or "offline",
         )
 
     def retry_policy(self) -> RetryPolicy:

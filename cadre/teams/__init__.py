@@ -1,0 +1,56 @@
+"""Teams: group chats run by durable manager agents, their participants, termination
+conditions and the task lifecycle API. See docs/teams.md."""
+
+from __future__ import annotations
+
+from .manager import MANAGER_TYPE, Selection, Team, TeamManager, TeamState
+from .messages import ChatMessage, HumanInput, RequestTurn, StartTask, TurnResult
+from .participants import Assistant, AssistantAgent, Participant, UserProxy
+from .round_robin import RoundRobinTeam
+from .tasks import TaskInfo, Tasks
+from .termination import (
+    AllOf,
+    AnyOf,
+    Condition,
+    External,
+    FunctionCall,
+    Handoff,
+    MaxMessages,
+    RunView,
+    SourceMatch,
+    TextMention,
+    Timeout,
+    TokenUsage,
+)
+
+__all__ = [
+    "MANAGER_TYPE",
+    "AllOf",
+    "AnyOf",
+    "Assistant",
+    "AssistantAgent",
+    "ChatMessage",
+    "Condition",
+    "External",
+    "FunctionCall",
+    "Handoff",
+    "HumanInput",
+    "MaxMessages",
+    "Participant",
+    "RequestTurn",
+    "RoundRobinTeam",
+    "RunView",
+    "Selection",
+    "SourceMatch",
+    "StartTask",
+    "TaskInfo",
+    "Tasks",
+    "Team",
+    "TeamManager",
+    "TeamState",
+    "TextMention",
+    "Timeout",
+    "TokenUsage",
+    "TurnResult",
+    "UserProxy",
+]

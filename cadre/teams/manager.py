@@ -1,0 +1,344 @@
+"""A team is a manager agent: its state (participants' turns, transcript, usage,
+termination) lives in the store, keyed by the task id.
+
+    team = RoundRobinTeam("review", [writer, critic], termination=TextMention(text="APPROVE"))
+    team.register(registry)                       # manager + participant agent types
+    task_id = await Tasks(runtime).submit(team, "Write a haiku")
+
+Every step of the manager handles one message: a task to start, a participant's turn
+result, human input, a cancel, a timer. It never awaits a participant: it sends
+`RequestTurn` and returns; the answer is another message, maybe days later. Patterns
+differ only in how they pick the next speaker (`Team.select`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
+
+from ..agent import Agent, handler
+from ..context import Context
+from ..errors import ConfigurationError
+from ..ids import AgentId
+from ..models.base import Usage
+from ..registry import Registry, default_registry
+from .messages import (
+    CancelTask,
+    ChatMessage,
+    HumanInput,
+    RequestTurn,
+    StartTask,
+    StopTask,
+    TimeoutFired,
+    TurnResult,
+)
+from .participants import Participant
+from .termination import Condition, RunView, timeouts
+
+MANAGER_TYPE = "cadre.team"
+"""The agent type of every team manager; a task's root manager is keyed by the task id."""
+
+TaskStatus = Literal["queued", "running", "awaiting_input", "completed", "failed", "cancelled"]
+FINISHED = ("completed", "failed", "cancelled")
+
+
+class TeamState(BaseModel):
+    """A team run, as stored: status, transcript, usage, whose turn it is, and why it ended."""
+
+    team: str = ""
+    status: TaskStatus = "queued"
+    task: str = ""
+    transcript: list[ChatMessage] = []
+    run: int = 0
+    run_start: int = 0
+    usage: Usage = Usage()
+    run_usage: Usage = Usage()
+    usage_by_agent: dict[str, Usage] = {}
+    turn: int = 0
+    run_turns: int = 0
+    speaker: str | None = None
+    cursors: dict[str, int] = {}
+    prompt: str | None = None
+    termination: Condition | None = None
+    timed_out: bool = False
+    stop_requested: bool = False
+    stop_reason: str | None = None
+    result: str | None = None
+    parent: str | None = None
+    parent_turn: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    pattern: dict[str, Any] = {}
+
+    def record(self, message: ChatMessage) -> None:
+        """Append `message` and add its tokens to the task's, the run's and its source's."""
+        self.transcript.append(message)
+        self.add_usage(message.source, message.usage)
+
+    def add_usage(self, source: str, usage: Usage) -> None:
+        """Count tokens spent by `source` (a message or the manager's own model calls)."""
+        if usage.total_tokens:
+            self.usage = self.usage + usage
+            self.run_usage = self.run_usage + usage
+            self.usage_by_agent[source] = self.usage_by_agent.get(source, Usage()) + usage
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The next speaker, and an instruction for it (the orchestrator's)."""
+
+    speaker: str
+    instruction: str | None = None
+
+
+class Team(Participant):
+    """A group chat pattern: participants, a termination condition, and `select`.
+
+    A team is also a participant: put it in another team's list to nest it.
+    """
+
+    pattern_name: ClassVar[str] = "team"
+
+    def __init__(
+        self,
+        name: str,
+        participants: list[Participant],
+        *,
+        termination: Condition | None = None,
+        max_turns: int | None = None,
+        description: str = "",
+    ) -> None:
+        super().__init__(name, MANAGER_TYPE, description or f"the {name} team")
+        if not participants:
+            raise ConfigurationError(f"team {name!r} needs at least one participant")
+        names = [p.name for p in participants]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"team {name!r}: participant names repeat: {names}")
+        self.participants = {p.name: p for p in participants}
+        self.termination = termination
+        self.max_turns = max_turns
+
+    def agent_id(self, key: str) -> AgentId:
+        """A nested team's manager is keyed ``<parent key>/<team name>``."""
+        return AgentId(MANAGER_TYPE, f"{key}/{self.name}")
+
+    def register(self, registry: Registry | None = None) -> Team:
+        """Register the manager type, this team and (recursively) its participants."""
+        registry = registry if registry is not None else default_registry
+        entry = registry.types.get(MANAGER_TYPE)
+        if entry is None or not isinstance(entry.factory, TeamCatalog):
+            entry = registry.register(TeamManager, type=MANAGER_TYPE, factory=TeamCatalog())
+        entry.factory.teams[self.name] = self  # type: ignore[attr-defined]
+        for participant in self.participants.values():
+            participant.register(registry)
+        return self
+
+    async def start(self, state: TeamState, ctx: Context) -> None:
+        """Called once when a run begins (the orchestrator plans here)."""
+
+    async def select(self, state: TeamState, ctx: Context) -> Selection | None:
+        """The next speaker, or None to end the run (`state.stop_reason` says why)."""
+        raise NotImplementedError
+
+    def after_turn(self, state: TeamState, speaker: str, result: TurnResult) -> None:
+        """Called with each turn result before termination is checked (swarm: hand-offs)."""
+
+
+class TeamCatalog:
+    """The manager type's factory: builds a `TeamManager` bound to the team's spec."""
+
+    def __init__(self) -> None:
+        self.teams: dict[str, Team] = {}
+
+    def __call__(self, agent_id: AgentId, state: BaseModel) -> TeamManager:
+        return TeamManager(agent_id, state, self)
+
+    def get(self, name: str) -> Team:
+        """The team registered as `name` in this process."""
+        try:
+            return self.teams[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"team {name!r} is not registered in this process (known: "
+                f"{', '.join(sorted(self.teams)) or 'none'}); import the module that defines it"
+            ) from None
+
+
+class TeamManager(Agent):
+    """Runs one team for one task (or one nested turn); see the module docstring."""
+
+    State = TeamState
+
+    def __init__(self, agent_id: AgentId, state: BaseModel, catalog: TeamCatalog) -> None:
+        super().__init__(agent_id, state)
+        self.catalog = catalog
+
+    @property
+    def team(self) -> Team:
+        """The spec of the team this manager runs."""
+        return self.catalog.get(self.state.team)
+
+    @handler
+    async def on_start(self, msg: StartTask, ctx: Context) -> None:
+        """Begin the task: record it as the first message and ask the first speaker."""
+        if self.state.status != "queued":
+            return
+        self.state.team = msg.team
+        self.state.task = msg.task
+        await self._begin(ctx, [ChatMessage(source="user", content=msg.task, at=ctx.now)])
+
+    @handler
+    async def on_request(self, msg: RequestTurn, ctx: Context) -> None:
+        """A nested run: the parent team's messages are this team's task."""
+        st = self.state
+        st.team = msg.participant
+        st.parent, st.parent_turn = ctx.envelope.sender, msg.turn
+        if not st.task:
+            st.task = "\n".join(m.content for m in msg.messages)
+        messages = list(msg.messages)
+        if msg.instruction:
+            messages.append(ChatMessage(source="user", content=msg.instruction, at=ctx.now))
+        await self._begin(ctx, messages)
+
+    async def _begin(self, ctx: Context, messages: list[ChatMessage]) -> None:
+        st, team = self.state, self.team
+        st.status, st.run, st.run_turns = "running", st.run + 1, 0
+        st.run_start, st.run_usage = len(st.transcript), Usage()
+        st.timed_out = st.stop_requested = False
+        st.stop_reason = st.result = None
+        st.started_at = st.started_at or ctx.now
+        st.termination = team.termination
+        for message in messages:
+            st.record(message)
+        for seconds in timeouts(st.termination):
+            ctx.schedule(TimeoutFired(run=st.run), after=timedelta(seconds=seconds))
+        await team.start(st, ctx)
+        await self._advance(ctx)
+
+    @handler
+    async def on_result(self, msg: TurnResult, ctx: Context) -> None:
+        """A participant answered: record, check termination, pick the next speaker."""
+        st = self.state
+        if st.status not in ("running", "awaiting_input") or msg.turn != st.turn:
+            ctx.logger.info("ignoring a stale turn result %s (turn %s)", msg.turn, st.turn)
+            return
+        if msg.awaiting_input:
+            st.status, st.prompt = "awaiting_input", msg.prompt
+            if st.parent:
+                ctx.send(AgentId.parse(st.parent), msg.model_copy(update={"turn": st.parent_turn}))
+            return
+        speaker = st.speaker or ""
+        for message in msg.messages:
+            st.record(message.model_copy(update={"at": ctx.now}))
+        if msg.error:
+            self._finish(ctx, "failed", msg.error)
+            return
+        self.team.after_turn(st, speaker, msg)
+        st.speaker = None
+        await self._advance(ctx)
+
+    @handler
+    async def on_input(self, msg: HumanInput, ctx: Context) -> None:
+        """The human answered: it is the user proxy's message (or a nested team's input)."""
+        st = self.state
+        if st.status != "awaiting_input" or st.speaker is None:
+            ctx.logger.warning(
+                "input for task %s arrived while %s; dropped", ctx.task_id, st.status
+            )
+            return
+        st.status, st.prompt = "running", None
+        participant = self.team.participants[st.speaker]
+        if isinstance(participant, Team):
+            ctx.send(participant.agent_id(self.id.key), msg)
+            return
+        await self.on_result(
+            TurnResult(turn=st.turn, messages=[ChatMessage(source=st.speaker, content=msg.text)]),
+            ctx,
+        )
+
+    @handler
+    async def on_cancel(self, msg: CancelTask, ctx: Context) -> None:
+        """Cancel now: later turn results are ignored; a nested team is cancelled too."""
+        st = self.state
+        if st.status in FINISHED:
+            return
+        if st.speaker and isinstance(self.team.participants.get(st.speaker), Team):
+            ctx.send(self.team.participants[st.speaker].agent_id(self.id.key), msg)
+        self._finish(ctx, "cancelled", msg.reason, notify_parent=False)
+
+    @handler
+    async def on_stop(self, msg: StopTask, ctx: Context) -> None:
+        """Note a graceful stop request; an `External` condition fires on the next check."""
+        self.state.stop_requested = True
+
+    @handler
+    async def on_timeout(self, msg: TimeoutFired, ctx: Context) -> None:
+        """A `Timeout` condition's timer: stop the run it belongs to, if still going."""
+        st = self.state
+        if msg.run != st.run or st.status not in ("running", "awaiting_input"):
+            return
+        st.timed_out = True
+        reason = self._termination_reason()
+        if reason:
+            self._finish(ctx, "completed", reason)
+
+    def _termination_reason(self) -> str | None:
+        st = self.state
+        if st.termination is None:
+            return None
+        view = RunView(st.transcript[st.run_start :], st.run_usage, st.timed_out, st.stop_requested)
+        return st.termination.check(view)
+
+    async def _advance(self, ctx: Context) -> None:
+        st, team = self.state, self.team
+        reason = self._termination_reason()
+        if reason:
+            self._finish(ctx, "completed", reason)
+            return
+        if team.max_turns is not None and st.run_turns >= team.max_turns:
+            self._finish(ctx, "completed", f"maximum of {team.max_turns} turns reached")
+            return
+        selection = await team.select(st, ctx)
+        if selection is None:
+            self._finish(ctx, "completed", st.stop_reason or "the team has finished")
+            return
+        self._request(ctx, selection)
+
+    def _request(self, ctx: Context, selection: Selection) -> None:
+        st = self.state
+        name = selection.speaker
+        participant = self.team.participants[name]
+        cursor = st.cursors.get(name, 0)
+        delta = [
+            m for m in st.transcript[cursor:] if m.source != name and m.kind in ("text", "handoff")
+        ]
+        st.cursors[name] = len(st.transcript)
+        st.turn += 1
+        st.run_turns += 1
+        st.speaker = name
+        request = RequestTurn(
+            turn=st.turn, participant=name, messages=delta, instruction=selection.instruction
+        )
+        ctx.send(participant.agent_id(self.id.key), request, reply_to=self.id)
+
+    def _finish(
+        self, ctx: Context, status: TaskStatus, reason: str, *, notify_parent: bool = True
+    ) -> None:
+        st = self.state
+        st.status, st.stop_reason, st.speaker, st.prompt = status, reason, None, None
+        st.finished_at = ctx.now
+        if st.result is None:
+            texts = [m for m in st.transcript[st.run_start :] if m.kind == "text"]
+            st.result = texts[-1].content if texts else ""
+        if st.parent and notify_parent:
+            answer = ChatMessage(
+                source=st.team, content=st.result or "", usage=st.run_usage, at=ctx.now
+            )
+            error = reason if status == "failed" else None
+            ctx.send(
+                AgentId.parse(st.parent),
+                TurnResult(turn=st.parent_turn, messages=[answer], error=error),
+            )

@@ -1,0 +1,236 @@
+"""Participants: an assistant (model + tools), a user proxy, and any custom agent.
+
+    writer = Assistant("writer", system_message="You are a travel writer.", tools=[search])
+    user = UserProxy("user")
+
+A participant spec is configuration in code; its agent (one per task) keeps the model
+conversation in the store. Any agent with a handler for `RequestTurn` that replies a
+`TurnResult` can join a team through `Participant(name, agent_type)`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..agent import Agent, handler
+from ..context import Context
+from ..ids import AgentId
+from ..models.base import LLMMessage, ModelClient, ModelResult, ToolSpec, Usage
+from ..models.tools import Tool, ToolOutcome, as_tool
+from ..registry import Registry
+from .messages import ChatMessage, RequestTurn, TurnResult
+
+
+class Participant:
+    """A member of a team: a name the team uses, and the agent type that plays it."""
+
+    def __init__(self, name: str, agent_type: str | None = None, description: str = "") -> None:
+        self.name = name
+        self.agent_type = agent_type or name
+        self.description = description or name
+        AgentId(self.agent_type, "check")
+
+    def agent_id(self, key: str) -> AgentId:
+        """The agent that plays this participant in the team run keyed `key`."""
+        return AgentId(self.agent_type, key)
+
+    def register(self, registry: Registry) -> None:
+        """Register what this participant needs (a custom agent registers itself)."""
+
+
+class Assistant(Participant):
+    """A model-backed participant: system message, model, tools, optional reflection.
+
+    `handoffs` (swarm) become tools named ``transfer_to_<name>``. Without
+    `reflect_on_tool_use`, the tool results are the turn's answer; with it, the model is
+    called again to answer from them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        system_message: str = "You are a helpful assistant.",
+        model: ModelClient | None = None,
+        tools: Sequence[Callable[..., Any] | Tool] = (),
+        description: str = "",
+        reflect_on_tool_use: bool = False,
+        handoffs: Sequence[str] = (),
+        max_tool_iterations: int = 3,
+        agent_type: str | None = None,
+    ) -> None:
+        super().__init__(name, agent_type, description or system_message.split(".")[0])
+        self.system_message = system_message
+        self._model = model
+        self.tools = {t.name: t for t in map(as_tool, tools)}
+        self.reflect_on_tool_use = reflect_on_tool_use
+        self.handoffs = list(handoffs)
+        self.max_tool_iterations = max_tool_iterations
+
+    @property
+    def model(self) -> ModelClient:
+        """The model client (default: the one CADRE_MODEL names, offline if unset)."""
+        if self._model is None:
+            from ..models import client_from_spec
+            from ..settings import Settings
+
+            self._model = client_from_spec(Settings.from_env().model)
+        return self._model
+
+    def tool_specs(self) -> list[ToolSpec]:
+        """The tools the model is offered, hand-offs included."""
+        specs = [t.spec for t in self.tools.values()]
+        for target in self.handoffs:
+            specs.append(
+                ToolSpec(
+                    name=f"transfer_to_{target}",
+                    description=f"Hand the conversation off to {target}.",
+                    parameters={"type": "object", "properties": {}},
+                )
+            )
+        return specs
+
+    def register(self, registry: Registry) -> None:
+        """Register this assistant's agent type (a configured `AssistantAgent`)."""
+        registry.register(
+            AssistantAgent, type=self.agent_type, factory=lambda i, s: AssistantAgent(i, s, self)
+        )
+
+
+class UserProxy(Participant):
+    """A human: its turn parks the team in ``awaiting_input`` until `HumanInput` arrives."""
+
+    def __init__(self, name: str = "user", *, prompt: str = "Your input:", **kwargs: Any) -> None:
+        super().__init__(name, description=kwargs.pop("description", "a human user"), **kwargs)
+        self.prompt = prompt
+
+    def register(self, registry: Registry) -> None:
+        """Register this proxy's agent type."""
+        registry.register(
+            UserProxyAgent, type=self.agent_type, factory=lambda i, s: UserProxyAgent(i, s, self)
+        )
+
+
+class AssistantState(BaseModel):
+    """An assistant's model conversation in one task, and the tokens it used."""
+
+    history: list[LLMMessage] = []
+    usage: Usage = Usage()
+
+
+_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class AssistantAgent(Agent):
+    """Plays an `Assistant`: one model call per step, tool calls in the same step."""
+
+    State = AssistantState
+
+    def __init__(self, agent_id: AgentId, state: BaseModel, spec: Assistant) -> None:
+        super().__init__(agent_id, state)
+        self.spec = spec
+
+    @handler
+    async def turn(self, msg: RequestTurn, ctx: Context) -> TurnResult:
+        """Answer one turn: the model, then its tool calls, up to `max_tool_iterations`."""
+        history: list[LLMMessage] = self.state.history
+        for message in msg.messages:
+            history.append(
+                LLMMessage(
+                    role="user", content=message.content, name=_NAME.sub("_", message.source)
+                )
+            )
+        if msg.instruction:
+            history.append(LLMMessage(role="user", content=msg.instruction))
+        out: list[ChatMessage] = []
+        for _ in range(self.spec.max_tool_iterations + 1):
+            try:
+                result = await self._call_model(history)
+            except Exception as exc:  # the client retried already; the task fails with why
+                error = f"{self.spec.name}: model call failed: {type(exc).__name__}: {exc}"
+                return TurnResult(turn=msg.turn, messages=out, error=error)
+            if not result.tool_calls:
+                history.append(LLMMessage(role="assistant", content=result.content))
+                out.append(self._message(result.content, result.usage))
+                return TurnResult(turn=msg.turn, messages=out)
+            handoff, outcomes = await self._run_tools(result, history, out)
+            if handoff:
+                return TurnResult(turn=msg.turn, messages=out, handoff=handoff)
+            if not self.spec.reflect_on_tool_use:
+                text = "\n".join(o.content for o in outcomes)
+                history.append(LLMMessage(role="assistant", content=text))
+                out.append(self._message(text, Usage()))
+                return TurnResult(turn=msg.turn, messages=out)
+        text = f"stopped after {self.spec.max_tool_iterations} rounds of tool calls"
+        out.append(self._message(text, Usage()))
+        return TurnResult(turn=msg.turn, messages=out)
+
+    async def _call_model(self, history: list[LLMMessage]) -> ModelResult:
+        system = LLMMessage(role="system", content=self.spec.system_message)
+        specs = self.spec.tool_specs() or None
+        result = await self.spec.model.create([system, *history], tools=specs)
+        self.state.usage = self.state.usage + result.usage
+        return result
+
+    async def _run_tools(
+        self, result: ModelResult, history: list[LLMMessage], out: list[ChatMessage]
+    ) -> tuple[str | None, list[ToolOutcome]]:
+        history.append(
+            LLMMessage(role="assistant", content=result.content, tool_calls=result.tool_calls)
+        )
+        calls = json.dumps([c.model_dump() for c in result.tool_calls])
+        out.append(self._message(calls, result.usage, kind="tool_call"))
+        handoff = None
+        outcomes = []
+        for call in result.tool_calls:
+            target = call.name.removeprefix("transfer_to_")
+            if call.name.startswith("transfer_to_") and target in self.spec.handoffs:
+                handoff = handoff or target
+                outcome = ToolOutcome(f"transferred to {target}")
+            elif (tool := self.spec.tools.get(call.name)) is not None:
+                outcome = await tool.call(call.arguments)
+            else:
+                outcome = ToolOutcome(f"there is no tool named {call.name!r}", is_error=True)
+            outcomes.append(outcome)
+            history.append(LLMMessage(role="tool", content=outcome.content, tool_call_id=call.id))
+            out.append(
+                ChatMessage(
+                    source=self.spec.name,
+                    content=outcome.content,
+                    kind="tool_result",
+                    tool_name=call.name,
+                    is_error=outcome.is_error,
+                )
+            )
+        if handoff:
+            out.append(
+                ChatMessage(
+                    source=self.spec.name,
+                    content=f"handing off to {handoff}",
+                    kind="handoff",
+                    handoff=handoff,
+                )
+            )
+        return handoff, outcomes
+
+    def _message(self, content: str, usage: Usage, kind: str = "text") -> ChatMessage:
+        return ChatMessage(source=self.spec.name, content=content, usage=usage, kind=kind)  # type: ignore[arg-type]
+
+
+class UserProxyAgent(Agent):
+    """Plays a `UserProxy`: asks for input and parks; the answer goes to the manager."""
+
+    def __init__(self, agent_id: AgentId, state: BaseModel, spec: UserProxy) -> None:
+        super().__init__(agent_id, state)
+        self.spec = spec
+
+    @handler
+    async def turn(self, msg: RequestTurn, ctx: Context) -> TurnResult:
+        """Ask the human: the team waits in ``awaiting_input`` (nothing runs meanwhile)."""
+        prompt = msg.instruction or self.spec.prompt
+        return TurnResult(turn=msg.turn, awaiting_input=True, prompt=prompt)

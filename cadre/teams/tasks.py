@@ -1,0 +1,123 @@
+"""The task lifecycle API: submit a task to a team, read its status and transcript, give
+human input, stop or cancel it.
+
+    tasks = Tasks(runtime)
+    task_id = await tasks.submit(team, "Plan a three-day trip to Lisbon")
+    await runtime.run_until_idle()
+    print((await tasks.status(task_id)).status, await tasks.messages(task_id))
+
+Reads need only the store: the root manager (``cadre.team/<task id>``) keeps the status,
+transcript and usage in its state, so another process (the HTTP API) reads them with one
+point read. Writes are messages to that manager.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from ..envelope import new_id
+from ..errors import NotFound, TaskStateError
+from ..ids import AgentId
+from ..messages import Message
+from ..models.base import Usage
+from ..stores.base import StateStore
+from .manager import FINISHED, MANAGER_TYPE, TaskStatus, Team, TeamState
+from .messages import CancelTask, ChatMessage, HumanInput, StartTask, StopTask
+
+
+class _Sender(Protocol):
+    store: StateStore
+
+    async def send(self, to: AgentId, message: Message, *, task_id: str | None = None) -> Any: ...
+
+
+class TaskInfo(BaseModel):
+    """A task as a client sees it."""
+
+    task_id: str
+    team: str
+    status: TaskStatus
+    task: str
+    result: str | None
+    stop_reason: str | None
+    speaker: str | None
+    prompt: str | None
+    messages: int
+    usage: Usage
+    usage_by_agent: dict[str, Usage]
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Tasks:
+    """Submit, read, answer and cancel tasks over a runtime (anything with `send` + `store`)."""
+
+    def __init__(self, runtime: _Sender) -> None:
+        self.runtime = runtime
+        self._submitted: dict[str, str] = {}
+
+    async def submit(self, team: Team | str, task: str, *, task_id: str | None = None) -> str:
+        """Start `team` (registered in the runtime's process) on `task`; returns the task id."""
+        task_id = task_id or new_id()
+        name = team if isinstance(team, str) else team.name
+        await self.runtime.send(
+            AgentId(MANAGER_TYPE, task_id), StartTask(team=name, task=task), task_id=task_id
+        )
+        self._submitted[task_id] = name
+        return task_id
+
+    async def state(self, task_id: str) -> TeamState:
+        """The manager's stored state (`NotFound` for a task nobody submitted)."""
+        record = await self.runtime.store.load(AgentId(MANAGER_TYPE, task_id))
+        if record.state:
+            return TeamState.model_validate_json(record.state)
+        if task_id in self._submitted:
+            return TeamState(team=self._submitted[task_id])
+        raise NotFound(f"no task {task_id!r} in this store (or it has not started yet)")
+
+    async def status(self, task_id: str) -> TaskInfo:
+        """The task's status, result, whose turn it is, and its token usage."""
+        st = await self.state(task_id)
+        return TaskInfo(
+            task_id=task_id,
+            team=st.team,
+            status=st.status,
+            task=st.task,
+            result=st.result,
+            stop_reason=st.stop_reason,
+            speaker=st.speaker,
+            prompt=st.prompt,
+            messages=len(st.transcript),
+            usage=st.usage,
+            usage_by_agent=st.usage_by_agent,
+            started_at=st.started_at,
+            finished_at=st.finished_at,
+        )
+
+    async def messages(self, task_id: str, *, after: int = 0) -> list[ChatMessage]:
+        """The transcript from message number `after` on (for polling: pass how many you have)."""
+        return (await self.state(task_id)).transcript[after:]
+
+    async def give_input(self, task_id: str, text: str) -> None:
+        """Answer the user proxy the task waits on; `TaskStateError` if it is not waiting."""
+        st = await self.state(task_id)
+        if st.status != "awaiting_input":
+            raise TaskStateError(f"task {task_id} is {st.status}, not awaiting_input")
+        await self._send(task_id, HumanInput(text=text))
+
+    async def cancel(self, task_id: str, reason: str = "cancelled") -> None:
+        """Cancel the task: it is `cancelled` after the manager's next step."""
+        st = await self.state(task_id)
+        if st.status in FINISHED:
+            raise TaskStateError(f"task {task_id} is already {st.status}")
+        await self._send(task_id, CancelTask(reason=reason))
+
+    async def stop(self, task_id: str) -> None:
+        """Ask for a graceful stop (fires an `External` termination after the current turn)."""
+        await self._send(task_id, StopTask())
+
+    async def _send(self, task_id: str, message: Message) -> None:
+        await self.runtime.send(AgentId(MANAGER_TYPE, task_id), message, task_id=task_id)
