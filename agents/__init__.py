@@ -5,5 +5,6 @@ other modules). Add an agent by adding a module here and importing it below.
 """
 
 from agents.notebook import Notebook
+from agents.team import team
 
-__all__ = ["Notebook"]
+__all__ = ["Notebook", "team"]

@@ -225,6 +225,40 @@ def _letter_json(letter: Any) -> dict[str, Any]:
     }
 
 
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """`cadre run TASK`: run a team on the local runtime, printing the conversation."""
+    return _console(args, settings, task=args.task)
+
+
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    """`cadre resume TASK_ID`: continue a task from the store."""
+    return _console(args, settings, task_id=args.task_id)
+
+
+def _console(args: argparse.Namespace, settings: Settings, **what: str) -> int:
+    from .hosts import console
+
+    if args.run_state:
+        settings = _replace(settings, state_path=Path(args.run_state))
+    load_app(settings.app_modules)
+
+    async def go() -> int:
+        async with _runtime(settings) as runtime:
+            if "task_id" in what:
+                return await console.resume_task(runtime, what["task_id"])
+            team = console.find_team(args.team)
+            return await console.run_task(runtime, team, what["task"])
+
+    try:
+        return asyncio.run(go())
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the task is saved; `cadre resume <task id>` continues it",
+            file=sys.stderr,
+        )
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `cadre` command."""
     from . import __version__
@@ -263,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--all", action="store_true", help="redrive every dead letter")
     redrive.add_argument("--no-run", action="store_true", help="queue only; do not run now")
     dlq.set_defaults(func=cmd_dlq)
+
+    run_cmd = sub.add_parser("run", help="run a team on a task, printing the conversation")
+    run_cmd.add_argument("task", help="what the team should do")
+    run_cmd.add_argument("--team", default="default", help="the team's name (default: default)")
+    run_cmd.add_argument("--state", dest="run_state", help="the SQLite file")
+    run_cmd.set_defaults(func=cmd_run)
+    resume = sub.add_parser("resume", help="continue an interrupted task from the store")
+    resume.add_argument("task_id")
+    resume.add_argument("--state", dest="run_state", help="the SQLite file")
+    resume.set_defaults(func=cmd_resume)
 
     worker = sub.add_parser("worker", help="consume RabbitMQ and run steps on PostgreSQL")
     worker.add_argument("--partitions", type=int, help="overrides CADRE_PARTITIONS")

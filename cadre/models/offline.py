@@ -84,7 +84,8 @@ def _answer(messages: list[LLMMessage], request: str) -> str:
     persona_match = _PERSONA.search(system)
     persona = persona_match.group(1).strip() if persona_match else "an assistant"
     tool_results = [m.content for m in messages if m.role == "tool"]
-    text = f'{LABEL} As {persona}, on "{_snippet(request)}":'
+    task = next((m.content for m in messages if m.role == "user" and m.content), request)
+    text = f'{LABEL} As {persona}, on "{_snippet(task)}":'
     if tool_results:
         text += f' the tool answered "{_snippet(tool_results[-1])}".'
     else:
