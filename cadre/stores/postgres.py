@@ -9,11 +9,18 @@ conditional statement (``UPDATE ... WHERE version = $if_match`` or ``INSERT ... 
 DO NOTHING``): a writer holding a stale version changes nothing and gets
 `ConcurrencyConflict`. The etag is the version as text. Dead letters live in
 ``<prefix>dead_letters``. Every statement runs in autocommit on a pooled connection, so a
-step costs one round trip to read and one to write.
+step costs one round trip to write (and one to clear the outbox once it is published).
+
+Reads are served from a per-process cache of the records this store wrote, because a
+partition (and so an agent) has one active consumer at a time: the cached record is the
+stored one unless another worker wrote since, and then the conditional write fails,
+the entry is dropped, and the step is redone on a fresh read. Correctness rests on the
+version check alone; the cache only saves the read round trip. `cache_size=0` disables it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import datetime
 from typing import Any
@@ -69,13 +76,23 @@ class PostgresStore:
     ``<prefix>dead_letters`` (the prefix lets tests and apps share one database)."""
 
     def __init__(
-        self, dsn: str, *, prefix: str = "cadre_", min_size: int = 1, max_size: int = 8
+        self,
+        dsn: str,
+        *,
+        prefix: str = "cadre_",
+        min_size: int = 1,
+        max_size: int = 8,
+        cache_size: int = 10_000,
+        connect_timeout: float = 10.0,
     ) -> None:
         if not _PREFIX.match(prefix):
             raise ConfigurationError(f"table prefix {prefix!r} must match {_PREFIX.pattern}")
         self.dsn, self.prefix = dsn, prefix
         self._min, self._max = min_size, max_size
         self._pool: Any = None
+        self._cache: dict[AgentId, AgentRecord] = {}
+        self._cache_size = cache_size
+        self._connect_timeout = connect_timeout
         p = prefix
         self._sql_load = (
             f"SELECT state, state_version, seen, outbox, version FROM {p}agents "
@@ -106,7 +123,7 @@ class PostgresStore:
                 open=False,
             )
             try:
-                await pool.open(wait=True, timeout=10)
+                await pool.open(wait=True, timeout=self._connect_timeout)
             except Exception as exc:
                 await pool.close()
                 raise StoreError(f"cannot connect to PostgreSQL at {self.dsn}: {exc}") from exc
@@ -143,7 +160,10 @@ class PostgresStore:
             )
 
     async def load(self, agent_id: AgentId) -> AgentRecord:
-        """The stored record, or an empty one."""
+        """The stored record (from the cache of what this store wrote), or an empty one."""
+        cached = self._cache.get(agent_id)
+        if cached is not None:
+            return cached
         rows = await self._execute(self._sql_load, (agent_id.type, agent_id.key))
         if not rows:
             return AgentRecord(agent_id)
@@ -172,12 +192,26 @@ class PostgresStore:
             params = (record.state, record.state_version, seen, outbox, aid.type, aid.key)
             rows = await self._execute(self._sql_update, (*params, int(if_match)))
         if not rows:
+            self._cache.pop(aid, None)  # someone else wrote: read it afresh next time
             raise ConcurrencyConflict(f"{aid}: the stored version is not {if_match}")
-        return str(rows[0][0])
+        etag = str(rows[0][0])
+        self._remember(dataclasses.replace(record, etag=etag))
+        return etag
+
+    def _remember(self, record: AgentRecord) -> None:
+        if not self._cache_size:
+            return
+        self._cache.pop(record.agent_id, None)
+        self._cache[record.agent_id] = record
+        if len(self._cache) > self._cache_size:
+            del self._cache[next(iter(self._cache))]  # the least recently written
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
         """Empty the outbox if the record is still the one written with `etag`."""
         await self._execute(self._sql_clear, (agent_id.type, agent_id.key, int(etag)))
+        cached = self._cache.get(agent_id)
+        if cached is not None and cached.etag == etag:
+            self._cache[agent_id] = dataclasses.replace(cached, outbox=())
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""

@@ -22,6 +22,11 @@ from cadre.processing import RetryPolicy
 class Item(Message, name="test.worker.Item"):
     seq: int
     pause: float = 0.0
+    flaky: bool = False
+
+
+FAILED_ONCE: set[int] = set()
+"""Flaky items that already failed once (in this process)."""
 
 
 class Transcript(BaseModel):
@@ -35,6 +40,9 @@ class Splitter(Agent):
     async def on_item(self, msg: Item, ctx: Context) -> None:
         if msg.seq < 0:
             raise RuntimeError(f"poison item {msg.seq}")
+        if msg.flaky and msg.seq not in FAILED_ONCE:
+            FAILED_ONCE.add(msg.seq)
+            raise RuntimeError(f"flaky item {msg.seq} fails once")
         await asyncio.sleep(msg.pause)
         self.state.got.append(msg.seq)
         ctx.send(AgentId("sink", "a"), Item(seq=msg.seq))

@@ -1,0 +1,97 @@
+"""PostgreSQL store quirks beyond the StateStore conformance suite."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from cadre.errors import ConcurrencyConflict, ConfigurationError, StoreError
+from cadre.ids import AgentId
+from cadre.stores.base import AgentRecord
+from tests.conftest import POSTGRES_DSN
+
+A = AgentId("counter", "a")
+
+
+def test_a_prefix_that_is_not_a_plain_identifier_is_refused() -> None:
+    from cadre.stores.postgres import PostgresStore
+
+    with pytest.raises(ConfigurationError, match="prefix"):
+        PostgresStore(POSTGRES_DSN, prefix="x; DROP TABLE y --")
+
+
+async def test_missing_tables_say_to_run_migrate(postgres_store) -> None:
+    from cadre.stores.postgres import PostgresStore
+
+    other = PostgresStore(POSTGRES_DSN, prefix=f"t{uuid.uuid4().hex[:12]}_")
+    try:
+        with pytest.raises(ConfigurationError, match="cadre db migrate"):
+            await other.load(A)
+    finally:
+        await other.close()
+
+
+async def test_an_unreachable_server_is_a_store_error() -> None:
+    from cadre.stores.postgres import PostgresStore
+
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/test", connect_timeout=0.5)
+    with pytest.raises(StoreError, match="cannot connect"):
+        await store.load(A)
+    await store.close()
+
+
+async def test_migrate_is_idempotent(postgres_store) -> None:
+    await postgres_store.save(AgentRecord(A, state='{"n":1}'), if_match=None)
+    await postgres_store.migrate()
+    assert (await postgres_store.load(A)).state == '{"n":1}'
+
+
+async def test_a_write_from_another_process_invalidates_this_ones_cached_record(
+    postgres_store,
+) -> None:
+    from cadre.stores.postgres import PostgresStore
+
+    first = await postgres_store.save(AgentRecord(A, state="1"), if_match=None)
+    other = PostgresStore(POSTGRES_DSN, prefix=postgres_store.prefix)
+    try:
+        await other.save(AgentRecord(A, state="2"), if_match=first)
+    finally:
+        await other.close()
+    stale = await postgres_store.load(A)  # served from this store's cache
+    with pytest.raises(ConcurrencyConflict):
+        await postgres_store.save(AgentRecord(A, state="3"), if_match=stale.etag)
+    fresh = await postgres_store.load(A)
+    assert fresh.state == "2"
+    await postgres_store.save(AgentRecord(A, state="3"), if_match=fresh.etag)
+    assert (await postgres_store.load(A)).state == "3"
+
+
+async def test_seen_and_outbox_are_jsonb_and_the_version_counts_writes(postgres_store) -> None:
+    etag = await postgres_store.save(AgentRecord(A, state="{}", seen=("e1",)), if_match=None)
+    await postgres_store.save(AgentRecord(A, state="{}", seen=("e1", "e2")), if_match=etag)
+    pool = await postgres_store._open()
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            f"SELECT jsonb_typeof(seen), seen->>1, version FROM {postgres_store.prefix}agents"
+        )
+        assert await cur.fetchone() == ("array", "e2", 2)
+
+
+async def test_cadre_db_migrate_creates_the_tables(postgres_store, monkeypatch, capsys) -> None:
+    import asyncio
+
+    from cadre.cli import main
+    from cadre.stores.postgres import PostgresStore
+
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    monkeypatch.setenv("CADRE_POSTGRES_URL", POSTGRES_DSN)
+    monkeypatch.setenv("CADRE_POSTGRES_PREFIX", prefix)
+    assert await asyncio.to_thread(main, ["db", "migrate"]) == 0
+    assert prefix in capsys.readouterr().out
+    store = PostgresStore(POSTGRES_DSN, prefix=prefix)
+    try:
+        assert (await store.load(A)).etag is None  # the tables exist
+    finally:
+        await store.drop()
+        await store.close()

@@ -1,0 +1,187 @@
+"""RabbitMQ transport and worker quirks: routing, persistence, timers, retries in place.
+
+The Transport+Consumer conformance suite (tests/conformance/test_transport.py) is not run
+over RabbitMQ: it asserts transport-level deduplication of ids sent twice before an ack
+and per-recipient (not per-partition) blocking, which a partitioned broker does not give;
+on RabbitMQ the step deduplicates and a partition blocks as a whole (docs/workers.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cadre.envelope import Envelope, new_id, utcnow
+from cadre.errors import ConfigurationError
+from cadre.ids import AgentId
+from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable
+from tests.support.worker_app import Item, make_registry
+
+
+def envelope(recipient: str, seq: int, **extra: object) -> Envelope:
+    return Envelope(
+        id=new_id(),
+        message=Item.message_name,
+        version=1,
+        payload={"seq": seq},
+        task_id="t1",
+        recipient=recipient,
+        created_at=utcnow(),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def rabbit() -> AsyncIterator[object]:
+    try:
+        from cadre.transports.rabbitmq import RabbitMQTransport
+
+        transport = RabbitMQTransport(RABBITMQ_URL, name=f"t{uuid.uuid4().hex[:10]}", partitions=3)
+        await transport.connect()
+    except Exception as exc:
+        unavailable(f"RabbitMQ: {exc}")
+    yield transport
+    await transport.delete_topology()
+    await transport.close()
+
+
+async def get_all(transport, queue_name: str, count: int, within: float = 5.0) -> list:  # type: ignore[no-untyped-def]
+    channel = await transport.connection.channel()
+    queue = await channel.get_queue(queue_name)
+    got = []
+    deadline = time.monotonic() + within
+    while len(got) < count and time.monotonic() < deadline:
+        message = await queue.get(fail=False)
+        if message is None:
+            await asyncio.sleep(0.02)
+            continue
+        await message.ack()
+        got.append(message)
+    await channel.close()
+    return got
+
+
+def test_partitioning_is_stable_and_in_range() -> None:
+    from cadre.transports.rabbitmq import partition_of
+
+    parts = {partition_of(f"sink/{i}", 8) for i in range(200)}
+    assert parts == set(range(8))
+    assert partition_of("sink/a", 8) == 2  # CRC-32: the same in every process and version
+
+
+def test_delay_buckets_never_deliver_early() -> None:
+    from cadre.transports.rabbitmq import MAX_BUCKET_MS, delay_bucket
+
+    assert delay_bucket(0.01) is None
+    for seconds in (0.016, 0.3, 1.0, 7.5, 3600.0):
+        bucket = delay_bucket(seconds)
+        assert bucket is not None and bucket <= seconds * 1000 < 2 * bucket
+    assert delay_bucket(10**7) == MAX_BUCKET_MS
+
+
+def test_a_missing_aio_pika_names_the_extra(monkeypatch) -> None:
+    from cadre.transports import rabbitmq
+
+    monkeypatch.setitem(sys.modules, "aio_pika", None)
+    with pytest.raises(ConfigurationError, match=r"cadre\[workers\]"):
+        rabbitmq.aio_pika()
+
+
+async def test_messages_are_persistent_and_in_order_on_the_recipients_partition(rabbit) -> None:
+    from cadre.transports.rabbitmq import partition_of
+
+    sent = [envelope("sink/a", i) for i in range(20)]
+    await rabbit.send(sent)
+    queue = rabbit.queue_name(partition_of("sink/a", rabbit.partitions))
+    got = await get_all(rabbit, queue, 20)
+    assert [Envelope.from_bytes(m.body).id for m in got] == [e.id for e in sent]
+    assert {m.delivery_mode for m in got} == {2}  # persistent
+
+
+async def test_a_timer_goes_through_a_delay_bucket_and_arrives_when_due(rabbit) -> None:
+    from cadre.transports.rabbitmq import partition_of
+
+    due = datetime.now(UTC) + timedelta(seconds=0.4)
+    await rabbit.send([envelope("sink/a", 1, not_before=due)])
+    queue = rabbit.queue_name(partition_of("sink/a", rabbit.partitions))
+    assert await get_all(rabbit, queue, 1, within=0.2) == []
+    [message] = await get_all(rabbit, queue, 1, within=5)
+    assert datetime.now(UTC) >= due - timedelta(seconds=0.2)  # bucket 256 ms, then re-routed
+    assert Envelope.from_bytes(message.body).payload == {"seq": 1}
+
+
+async def run_worker(rabbit, until, within: float = 20.0):  # type: ignore[no-untyped-def]
+    from cadre.hosts.worker import Worker, WorkerConfig
+    from cadre.processing import RetryPolicy
+
+    config = WorkerConfig(
+        rabbitmq_url=RABBITMQ_URL,
+        postgres_dsn=POSTGRES_DSN,
+        name=rabbit.name,
+        table_prefix=f"{rabbit.name}_",
+        partitions=rabbit.partitions,
+        standby_delay=0.0,
+    )
+    worker = Worker(
+        config, registry=make_registry(), policy=RetryPolicy(max_attempts=3, base_delay=0.05)
+    )
+    await worker.store.migrate()  # type: ignore[attr-defined]
+    task = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + within
+        while not await until(worker.store) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return worker
+    finally:
+        from cadre.stores.postgres import PostgresStore
+
+        worker.stop()
+        await task
+        cleanup = PostgresStore(POSTGRES_DSN, prefix=f"{rabbit.name}_")
+        await cleanup.drop()
+        await cleanup.close()
+
+
+def transcript_is(agent: AgentId, expected: list[int]):  # type: ignore[no-untyped-def]
+    async def check(store) -> bool:  # type: ignore[no-untyped-def]
+        record = await store.load(agent)
+        return record.state is not None and json.loads(record.state)["got"] == expected
+
+    return check
+
+
+async def test_a_failing_step_is_retried_in_place_before_later_envelopes(rabbit) -> None:
+    from cadre.hosts.worker import submit
+
+    items = [Item(seq=0), Item(seq=1, flaky=True), Item(seq=2), Item(seq=3)]
+    for item in items:
+        await submit(rabbit, AgentId("splitter", "r"), item)
+    check = transcript_is(AgentId("splitter", "r"), [0, 1, 2, 3])
+    worker = await run_worker(rabbit, check)
+    assert worker.handled >= 4
+    from tests.support.worker_app import FAILED_ONCE
+
+    assert 1 in FAILED_ONCE  # it did fail once, and still came before 2 and 3
+
+
+async def test_a_worker_runs_a_timer_only_when_it_is_due(rabbit) -> None:
+    due = datetime.now(UTC) + timedelta(seconds=0.6)
+    env = envelope("sink/t", 7, not_before=due)
+    await rabbit.send([env])
+    seen_at: list[datetime] = []
+
+    async def done(store) -> bool:  # type: ignore[no-untyped-def]
+        if (await store.load(AgentId("sink", "t"))).state is None:
+            return False
+        seen_at.append(datetime.now(UTC))
+        return True
+
+    await run_worker(rabbit, done)
+    assert seen_at and seen_at[0] >= due
