@@ -7,6 +7,8 @@ from .manager import MANAGER_TYPE, Selection, Team, TeamManager, TeamState
 from .messages import ChatMessage, HumanInput, RequestTurn, StartTask, TurnResult
 from .participants import Assistant, AssistantAgent, Participant, UserProxy
 from .round_robin import RoundRobinTeam
+from .selector import SelectorTeam
+from .swarm import SwarmTeam
 from .tasks import TaskInfo, Tasks
 from .termination import (
     AllOf,
@@ -41,8 +43,10 @@ __all__ = [
     "RoundRobinTeam",
     "RunView",
     "Selection",
+    "SelectorTeam",
     "SourceMatch",
     "StartTask",
+    "SwarmTeam",
     "TaskInfo",
     "Tasks",
     "Team",
