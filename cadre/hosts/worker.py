@@ -73,7 +73,10 @@ class Worker:
             config.postgres_dsn, prefix=config.table_prefix, max_size=config.concurrency + 2
         )
         self.transport = RabbitMQTransport(
-            config.rabbitmq_url, name=config.name, partitions=config.partitions
+            config.rabbitmq_url,
+            name=config.name,
+            partitions=config.partitions,
+            connection_name=f"cadre worker {config.name} {os.getpid()}",
         )
         self.processor = Processor(
             Step(
@@ -136,7 +139,7 @@ class Worker:
         queue = await channel.declare_queue(
             self.transport.queue_name(partition),
             durable=True,
-            arguments={"x-single-active-consumer": True},
+            arguments={"x-single-active-consumer": True, "x-queue-version": 2},
         )
         tag = await queue.consume(self._on_message)
         self._consumers.append((queue, tag))

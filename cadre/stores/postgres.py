@@ -20,7 +20,9 @@ version check alone; the cache only saves the read round trip. `cache_size=0` di
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import re
 from datetime import datetime
 from typing import Any
@@ -29,6 +31,8 @@ from ..envelope import Envelope
 from ..errors import ConcurrencyConflict, ConfigurationError, NotFound, StoreError
 from ..ids import AgentId
 from .base import AgentRecord, DeadLetter
+
+log = logging.getLogger("cadre.stores.postgres")
 
 _PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
@@ -92,6 +96,7 @@ class PostgresStore:
         self._pool: Any = None
         self._cache: dict[AgentId, AgentRecord] = {}
         self._cache_size = cache_size
+        self._clearing: set[asyncio.Task[None]] = set()
         self._connect_timeout = connect_timeout
         p = prefix
         self._sql_load = (
@@ -207,11 +212,28 @@ class PostgresStore:
             del self._cache[next(iter(self._cache))]  # the least recently written
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
-        """Empty the outbox if the record is still the one written with `etag`."""
-        await self._execute(self._sql_clear, (agent_id.type, agent_id.key, int(etag)))
+        """Empty the outbox if the record is still the one written with `etag`.
+
+        The write runs in the background, off the step's critical path: it is conditional
+        on the version, so a later save always wins over it, and if it never lands the
+        outbox is only published again with the same ids, which receivers drop. This
+        process's reads see it cleared at once.
+        """
         cached = self._cache.get(agent_id)
         if cached is not None and cached.etag == etag:
             self._cache[agent_id] = dataclasses.replace(cached, outbox=())
+        elif not self._cache_size:
+            await self._execute(self._sql_clear, (agent_id.type, agent_id.key, int(etag)))
+            return
+        task = asyncio.create_task(self._clear(agent_id, etag))
+        self._clearing.add(task)
+        task.add_done_callback(self._clearing.discard)
+
+    async def _clear(self, agent_id: AgentId, etag: str) -> None:
+        try:
+            await self._execute(self._sql_clear, (agent_id.type, agent_id.key, int(etag)))
+        except Exception as exc:  # the outbox is republished (same ids) at worst
+            log.warning("clearing the outbox of %s failed: %s", agent_id, exc)
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""
@@ -259,7 +281,9 @@ class PostgresStore:
             raise NotFound(f"no dead letter with id {letter_id!r}")
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Finish the outbox clears under way, then close the connection pool."""
+        if self._clearing:
+            await asyncio.gather(*self._clearing, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -68,10 +68,18 @@ class RabbitMQTransport:
     publish channel, and declares the topology.
     """
 
-    def __init__(self, url: str, *, name: str = "cadre", partitions: int = 8) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "cadre",
+        partitions: int = 8,
+        connection_name: str | None = None,
+    ) -> None:
         if partitions < 1:
             raise ConfigurationError("partitions must be at least 1")
         self.url, self.name, self.partitions = url, name, partitions
+        self.connection_name = connection_name or f"cadre {name}"
         self.connection: Any = None
         self._channel: Any = None
         self._exchange: Any = None
@@ -94,7 +102,11 @@ class RabbitMQTransport:
             return
         pika = aio_pika()
         try:
-            self.connection = await pika.connect_robust(self.url, reconnect_interval=0.5)
+            self.connection = await pika.connect_robust(
+                self.url,
+                reconnect_interval=0.5,
+                client_properties={"connection_name": self.connection_name},
+            )
         except Exception as exc:
             raise TransportError(f"cannot connect to RabbitMQ at {self.url}: {exc}") from exc
         self._channel = await self.connection.channel(publisher_confirms=True)
@@ -106,7 +118,9 @@ class RabbitMQTransport:
         )
         for i in range(self.partitions):
             queue = await self._channel.declare_queue(
-                self.queue_name(i), durable=True, arguments={"x-single-active-consumer": True}
+                self.queue_name(i),
+                durable=True,
+                arguments={"x-single-active-consumer": True, "x-queue-version": 2},
             )
             await queue.bind(self._exchange, routing_key=f"#.p{i}")
         await self._channel.declare_queue(self.dlq_name, durable=True)
