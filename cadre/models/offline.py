@@ -8,7 +8,7 @@ so each pattern runs end to end with no endpoint:
   last request), then answers once the tool result is in;
 - with `output_schema`, it returns JSON valid for it (an enum field, such as a selector's
   speaker, takes the value at ``turn % len(choices)``; a boolean named like
-  ``*satisfied*`` turns true once two earlier offline answers are in the conversation);
+  ``*satisfied*`` turns true once six offline texts are in the conversation);
 - a system message that asks for a closing keyword (``APPROVE``, ``TERMINATE``) gets it
   from the agent's second answer on, so a team's text-mention termination fires.
 """
@@ -25,6 +25,8 @@ from .base import LLMMessage, ModelResult, ToolCall, ToolSpec
 from .replay import word_usage
 
 LABEL = "[offline]"
+SATISFIED_AFTER = 6
+"""Offline labels in a conversation after which a ``*satisfied*`` field turns true."""
 _KEYWORD = re.compile(r"\b(APPROVE|TERMINATE|DONE)\b")
 _PERSONA = re.compile(r"\byou are (?:an? |the )?([^.,;\n]+)", re.IGNORECASE)
 
@@ -129,7 +131,7 @@ def _fill(
     if kind == "boolean":
         answers = sum(m.content.count(LABEL) for m in messages if m.role != "system")
         if "satisfied" in name:
-            return answers >= 2
+            return answers >= SATISFIED_AFTER
         return "loop" not in name
     if kind in ("integer", "number"):
         return 1

@@ -3,6 +3,7 @@ conditions and the task lifecycle API. See docs/teams.md."""
 
 from __future__ import annotations
 
+from .magentic import MagenticOneTeam
 from .manager import MANAGER_TYPE, Selection, Team, TeamManager, TeamState
 from .messages import ChatMessage, HumanInput, RequestTurn, StartTask, TurnResult
 from .participants import Assistant, AssistantAgent, Participant, UserProxy
@@ -37,6 +38,7 @@ __all__ = [
     "FunctionCall",
     "Handoff",
     "HumanInput",
+    "MagenticOneTeam",
     "MaxMessages",
     "Participant",
     "RequestTurn",

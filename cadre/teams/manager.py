@@ -198,7 +198,8 @@ class TeamManager(Agent):
         st.parent, st.parent_turn = ctx.envelope.sender, msg.turn
         if not st.task:
             st.task = "\n".join(m.content for m in msg.messages)
-        messages = list(msg.messages)
+        # The parent counted these messages' tokens already.
+        messages = [m.model_copy(update={"usage": Usage()}) for m in msg.messages]
         if msg.instruction:
             messages.append(ChatMessage(source="user", content=msg.instruction, at=ctx.now))
         await self._begin(ctx, messages)
