@@ -124,8 +124,10 @@ class Worker:
             health.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await health
-            await self.transport.close()
-            await self.store.close()
+            try:
+                await self.transport.close()
+            finally:
+                await self.store.close()
             if self.config.health_file is not None:
                 self.config.health_file.unlink(missing_ok=True)
 

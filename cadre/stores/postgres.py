@@ -97,6 +97,7 @@ class PostgresStore:
         self._cache: dict[AgentId, AgentRecord] = {}
         self._cache_size = cache_size
         self._clearing: set[asyncio.Task[None]] = set()
+        self._opening = asyncio.Lock()
         self._connect_timeout = connect_timeout
         p = prefix
         self._sql_load = (
@@ -118,13 +119,21 @@ class PostgresStore:
         )
 
     async def _open(self) -> Any:
-        if self._pool is None:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:  # concurrent first steps must share one pool
+            if self._pool is not None:
+                return self._pool
             _, psycopg_pool = _psycopg()
             pool = psycopg_pool.AsyncConnectionPool(
                 self.dsn,
                 min_size=self._min,
                 max_size=self._max,
-                kwargs={"autocommit": True, "prepare_threshold": 1},
+                kwargs={
+                    "autocommit": True,
+                    "prepare_threshold": 1,
+                    "application_name": f"cadre {self.prefix}",
+                },
                 open=False,
             )
             try:

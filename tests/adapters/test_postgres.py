@@ -95,3 +95,24 @@ async def test_cadre_db_migrate_creates_the_tables(postgres_store, monkeypatch, 
     finally:
         await store.drop()
         await store.close()
+
+
+async def test_concurrent_first_steps_share_one_connection_pool(postgres_store) -> None:
+    import asyncio
+
+    from cadre.stores.postgres import PostgresStore
+
+    store = PostgresStore(POSTGRES_DSN, prefix=postgres_store.prefix, min_size=2, max_size=2)
+    try:
+        await asyncio.gather(*(store.load(AgentId("counter", str(i))) for i in range(12)))
+        pool = await postgres_store._open()
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                (f"cadre {postgres_store.prefix}",),
+            )
+            row = await cur.fetchone()
+        # this test's two stores: at most 4 (fixture) + 2 (this one) connections
+        assert row is not None and row[0] <= 6
+    finally:
+        await store.close()
