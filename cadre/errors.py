@@ -9,6 +9,7 @@
     ├── NotFound                 a dead letter, task or record that does not exist
     ├── ModelError               a model call failed after its retries (the task fails)
     ├── TaskStateError           a task is not in a state that allows this (input, cancel)
+    ├── RetryLater               a host should deliver the envelope again (Functions: abandon)
     └── DeliveryError            an envelope cannot be handled as it is: it goes to the dead letters
         ├── EnvelopeInvalid      the bytes are not an envelope (bad JSON, missing fields)
         ├── UnknownMessage       no contract is registered under that message name
@@ -63,6 +64,19 @@ class ModelError(CadreError):
 
 class TaskStateError(CadreError):
     """A task is not in a state that allows the operation (e.g. input when not awaiting)."""
+
+
+class RetryLater(CadreError):
+    """The envelope could not be handled yet; the host delivers it again.
+
+    Raised by hosts that settle a delivery by raising (Azure Functions abandons the
+    message, and Service Bus redelivers it within its session). `retry_after` is the
+    delay the retry policy asked for.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DeliveryError(CadreError):

@@ -17,6 +17,14 @@
 | CADRE_WORKER_INDEX         | 0                  | this worker's share: partitions p % count == i |
 | CADRE_WORKER_COUNT         | 1                  | how many shares the partitions are split into  |
 | CADRE_HEALTH_FILE          | (none)             | a JSON status file the worker rewrites every 2s|
+| CADRE_COSMOS_ENDPOINT      | (none)             | Cosmos URL (or CosmosDB__accountEndpoint)      |
+| CADRE_COSMOS_KEY           | (none)             | Cosmos key; none: DefaultAzureCredential       |
+| CADRE_COSMOS_DATABASE      | cadre              | Cosmos database name                           |
+| CADRE_COSMOS_CONTAINER     | cadre              | Cosmos container (partition key /pk)           |
+| CADRE_COSMOS_TTL_SECONDS   | (none)             | agents unwritten this long expire (Cosmos TTL) |
+| ServiceBusConnection       | (none)             | Service Bus connection string (local work)     |
+| ServiceBusConnection__fullyQualifiedNamespace | (none) | namespace host; DefaultAzureCredential |
+| CADRE_SERVICEBUS_TOPIC     | cadre              | the Service Bus topic every envelope goes to   |
 | CADRE_MODEL                | offline            | the team's model: see docs/teams.md            |
 """
 
@@ -76,6 +84,14 @@ class Settings:
     worker_index: int = 0
     worker_count: int = 1
     health_file: Path | None = None
+    cosmos_endpoint: str | None = None
+    cosmos_key: str | None = None
+    cosmos_database: str = "cadre"
+    cosmos_container: str = "cadre"
+    cosmos_ttl_seconds: int | None = None
+    servicebus_connection: str | None = None
+    servicebus_namespace: str | None = None
+    servicebus_topic: str = "cadre"
     model: str = "offline"
 
     @classmethod
@@ -101,6 +117,16 @@ class Settings:
             worker_index=_int(env, "CADRE_WORKER_INDEX", 0, minimum=0),
             worker_count=_int(env, "CADRE_WORKER_COUNT", 1),
             health_file=Path(env["CADRE_HEALTH_FILE"]) if env.get("CADRE_HEALTH_FILE") else None,
+            cosmos_endpoint=env.get("CADRE_COSMOS_ENDPOINT")
+            or env.get("CosmosDB__accountEndpoint")
+            or None,
+            cosmos_key=env.get("CADRE_COSMOS_KEY") or None,
+            cosmos_database=env.get("CADRE_COSMOS_DATABASE") or cls.cosmos_database,
+            cosmos_container=env.get("CADRE_COSMOS_CONTAINER") or cls.cosmos_container,
+            cosmos_ttl_seconds=_int(env, "CADRE_COSMOS_TTL_SECONDS", 0) or None,
+            servicebus_connection=env.get("ServiceBusConnection") or None,
+            servicebus_namespace=env.get("ServiceBusConnection__fullyQualifiedNamespace") or None,
+            servicebus_topic=env.get("CADRE_SERVICEBUS_TOPIC") or cls.servicebus_topic,
             model=env.get("CADRE_MODEL") or "offline",
         )
 

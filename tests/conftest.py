@@ -15,7 +15,7 @@ from cadre.transports.inprocess import InProcessTransport
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-STORES = ["memory", "sqlite", "postgres"]
+STORES = ["memory", "sqlite", "postgres", "cosmos"]
 POSTGRES_DSN = os.environ.get("CADRE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 RABBITMQ_URL = os.environ.get("CADRE_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
 TRANSPORTS = ["inprocess", "inprocess_journal"]
@@ -58,6 +58,29 @@ async def postgres_store() -> AsyncIterator[object]:
         unavailable(f"PostgreSQL: {exc}")
     yield store
     await store.drop()
+    await store.close()
+
+
+@pytest.fixture(scope="session")
+def cosmos_server() -> object:
+    """A local Cosmos DB NoSQL server (npm @vercel/cosmosdb-server) for the whole session."""
+    from tests.support.cosmos_server import start_cosmos_server
+
+    server = start_cosmos_server()
+    if isinstance(server, str):
+        unavailable(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def cosmos_store(cosmos_server) -> AsyncIterator[object]:  # type: ignore[no-untyped-def]
+    """A Cosmos store on its own container of the local server, deleted afterwards."""
+    from tests.support.cosmos_server import open_test_store
+
+    store = await open_test_store(cosmos_server)
+    yield store
+    await store.drop_container()
     await store.close()
 
 

@@ -1,0 +1,143 @@
+"""Cosmos DB store: what the conformance suite does not show — the item layout, ids that
+Cosmos would reject, TTL fields, error translation — against the local NoSQL server
+(npm @vercel/cosmosdb-server; its limits are listed in docs/azure.md)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+
+pytest.importorskip("azure.cosmos")
+
+from cadre.errors import ConcurrencyConflict, ConfigurationError, StoreError
+from cadre.ids import AgentId
+from cadre.settings import Settings
+from cadre.stores.base import AgentRecord, DeadLetter
+from cadre.stores.cosmos import (
+    DEAD_LETTER_PREFIX,
+    CosmosStore,
+    item_id,
+    shared_store,
+)
+from tests.support.cosmos_server import EMULATOR_KEY, open_test_store
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def raw_item(store: CosmosStore, id_: str, pk: str) -> dict:
+    return await store._items().read_item(id_, partition_key=pk)
+
+
+def test_item_ids_never_hold_characters_cosmos_rejects() -> None:
+    for text in ["chat/a/b", "x/why?", "x/#1", "x/back\\slash", "x/ünïcode", "x/" + "k" * 400]:
+        encoded = item_id(text)
+        assert not set(encoded) & set("/\\?#")
+        assert len(encoded) <= 255
+    assert item_id("x/" + "k" * 400) != item_id("x/" + "k" * 401)
+    assert base64.urlsafe_b64decode(item_id("chat/a/b") + "==") == b"chat/a/b"
+
+
+async def test_agent_item_layout_is_a_point_read_on_the_agent_id(cosmos_store) -> None:
+    agent = AgentId("chat", "user/42?#")
+    await cosmos_store.save(AgentRecord(agent, state='{"n":1}'), if_match=None)
+    item = await raw_item(cosmos_store, item_id("chat/user/42?#"), "chat/user/42?#")
+    assert (item["kind"], item["agent_type"], item["agent_key"]) == ("agent", "chat", "user/42?#")
+    assert "ttl" not in item  # no TTL configured: agents are kept
+    assert (await cosmos_store.load(agent)).state == '{"n":1}'
+
+
+async def test_configured_ttl_is_written_on_every_agent_save(cosmos_server) -> None:
+    store = await open_test_store(cosmos_server, ttl_seconds=3600)
+    try:
+        agent = AgentId("chat", "t1")
+        etag = await store.save(AgentRecord(agent, state="1"), if_match=None)
+        await store.save(AgentRecord(agent, state="2"), if_match=etag)
+        item = await raw_item(store, item_id("chat/t1"), "chat/t1")
+        assert item["ttl"] == 3600
+    finally:
+        await store.drop_container()
+        await store.close()
+
+
+async def test_dead_letters_live_in_their_own_partitions_and_never_expire(cosmos_server) -> None:
+    store = await open_test_store(cosmos_server, ttl_seconds=60)
+    try:
+        letter = DeadLetter(
+            id="a/b?c#d",
+            body=b"\x00\xff",
+            reason="envelope_invalid",
+            detail="d",
+            failed_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        await store.add_dead_letter(letter)
+        item = await raw_item(store, item_id("a/b?c#d"), DEAD_LETTER_PREFIX + "a/b?c#d")
+        assert (item["kind"], item["ttl"]) == ("dead_letter", -1)
+        assert await store.get_dead_letter("a/b?c#d") == letter
+        # An agent record and its listing never mix with dead letters.
+        await store.save(AgentRecord(AgentId("chat", "x"), state="1"), if_match=None)
+        assert [d.id for d in await store.list_dead_letters()] == ["a/b?c#d"]
+    finally:
+        await store.drop_container()
+        await store.close()
+
+
+async def test_stale_etag_conflict_comes_from_the_server(cosmos_store) -> None:
+    agent = AgentId("chat", "c")
+    first = await cosmos_store.save(AgentRecord(agent, state="1"), if_match=None)
+    await cosmos_store.save(AgentRecord(agent, state="2"), if_match=first)
+    with pytest.raises(ConcurrencyConflict) as info:
+        await cosmos_store.save(AgentRecord(agent, state="3"), if_match=first)
+    assert info.value.__cause__.status_code == 412  # type: ignore[union-attr]
+
+
+async def test_a_missing_container_is_a_configuration_error(cosmos_server) -> None:
+    store = CosmosStore(
+        cosmos_server.endpoint,
+        key=EMULATOR_KEY,
+        database="cadre-tests",
+        container="does-not-exist",
+        client_options={"enable_endpoint_discovery": False},
+    )
+    try:
+        with pytest.raises(ConfigurationError, match="container missing"):
+            await store.list_dead_letters()
+    finally:
+        await store.close()
+
+
+async def test_an_unreachable_endpoint_is_a_store_error() -> None:
+    store = CosmosStore(
+        "https://127.0.0.1:9",
+        key=EMULATOR_KEY,
+        client_options={"connection_verify": False, "retry_total": 0, "connection_timeout": 2},
+    )
+    try:
+        with pytest.raises(StoreError):
+            await store.load(AgentId("chat", "a"))
+    finally:
+        await store.close()
+
+
+def test_settings_configure_the_store() -> None:
+    with pytest.raises(ConfigurationError, match="CADRE_COSMOS_ENDPOINT"):
+        CosmosStore.from_settings(Settings.from_env({}))
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        Settings.from_env({"CADRE_COSMOS_TTL_SECONDS": "0"})
+    settings = Settings.from_env(
+        {
+            "CosmosDB__accountEndpoint": "https://acct.documents.azure.com:443/",
+            "CADRE_COSMOS_DATABASE": "db",
+            "CADRE_COSMOS_CONTAINER": "agents",
+            "CADRE_COSMOS_TTL_SECONDS": "86400",
+        }
+    )
+    store = shared_store(settings)
+    assert store is shared_store(settings)
+    assert (store.endpoint, store.database, store.container_name, store.ttl_seconds) == (
+        "https://acct.documents.azure.com:443/",
+        "db",
+        "agents",
+        86400,
+    )
