@@ -152,3 +152,19 @@ async def test_handoff_termination_stops_at_the_hand_off(harness: Harness) -> No
     info, messages = await harness.run(team, "Help")
     assert speakers(messages) == ["user", "desk"]
     assert info.status == "completed" and info.stop_reason == "desk handed off to user"
+
+
+async def test_a_swarm_runs_end_to_end_on_the_offline_model(harness: Harness) -> None:
+    offline = OfflineClient()
+    team = SwarmTeam(
+        "swarm-offline",
+        [
+            Assistant("desk", model=offline, handoffs=["flights"]),
+            Assistant("flights", model=offline, handoffs=["desk"]),
+        ],
+        termination=MaxMessages(max_messages=6),
+    )
+    info, messages = await harness.run(team, "Book a flight")
+    handoffs = [m.handoff for m in messages if m.kind == "handoff"]
+    assert handoffs[:2] == ["flights", "desk"]
+    assert info.status == "completed"
