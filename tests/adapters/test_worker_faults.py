@@ -8,6 +8,7 @@ the list of what it received (the transcript).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -55,6 +56,11 @@ class Cluster:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.worker_app"], cwd=ROOT, env=env
         )
+        self.procs.append(proc)
+        return proc
+
+    def spawn(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
         self.procs.append(proc)
         return proc
 
@@ -217,3 +223,27 @@ async def test_poison_message_is_dead_lettered_and_does_not_block(cluster: Clust
     assert reasons["envelope_invalid"] == b"not an envelope"
     letters = await cluster.store.list_dead_letters()  # type: ignore[attr-defined]
     assert {d.reason for d in letters} == {"handler_failed", "envelope_invalid"}
+
+
+async def test_cadre_worker_command_writes_health_and_stops_on_sigterm(cluster: Cluster) -> None:
+    health = cluster.tmp / "cli-health.json"
+    env = {
+        **os.environ,
+        "CADRE_APP": "tests.support.worker_app",
+        "CADRE_RABBITMQ_URL": RABBITMQ_URL,
+        "CADRE_POSTGRES_URL": POSTGRES_DSN,
+        "CADRE_POSTGRES_PREFIX": f"{cluster.name}_",
+        "CADRE_QUEUE_NAME": cluster.name,
+        "CADRE_HEALTH_FILE": str(health),
+    }
+    cmd = [sys.executable, "-m", "cadre.cli", "worker", "--partitions", str(PARTITIONS)]
+    proc = cluster.spawn(cmd, env)
+    for _ in range(100):
+        if health.exists() and health.read_text():
+            break
+        await asyncio.sleep(0.1)
+    status = json.loads(health.read_text())
+    assert status["connected"] is True and status["pid"] == proc.pid
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert not health.exists()
