@@ -114,8 +114,8 @@ class OpenAIClient:
                 raise ConfigurationError(
                     f"CADRE_MODEL=openai-compatible:{rest}: use openai-compatible:<model>@<url>"
                 )
-            key = env.get("CADRE_MODEL_API_KEY") or "not-needed"
-            client = cls.openai(model, api_key=key, base_url=base_url, **options)
+            local_key = env.get("CADRE_MODEL_API_KEY") or "not-needed"
+            client = cls.openai(model, api_key=local_key, base_url=base_url, **options)
             client._label = f"openai-compatible:{model}"
             return client
         key = env.get("OPENAI_API_KEY")

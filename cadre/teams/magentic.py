@@ -153,7 +153,7 @@ class MagenticOneTeam(Team):
             is_request_satisfied=(bool, ...),
             is_in_loop=(bool, ...),
             is_progress_being_made=(bool, ...),
-            next_speaker=(Literal[tuple(names)], ...),  # type: ignore[valid-type]
+            next_speaker=(Literal[tuple(names)], ...),
             instruction_or_question=(str, ...),
         )
         prompt = PROGRESS_PROMPT.format(

@@ -291,7 +291,8 @@ class TeamManager(Agent):
         if st.termination is None:
             return None
         view = RunView(st.transcript[st.run_start :], st.run_usage, st.timed_out, st.stop_requested)
-        return st.termination.check(view)
+        reason: str | None = st.termination.check(view)
+        return reason
 
     async def _advance(self, ctx: Context) -> None:
         st, team = self.state, self.team

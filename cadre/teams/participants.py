@@ -22,7 +22,7 @@ from ..context import Context
 from ..ids import AgentId
 from ..models.base import LLMMessage, ModelClient, ModelResult, ToolSpec, Usage
 from ..models.tools import Tool, ToolOutcome, as_tool
-from ..registry import Registry
+from ..registry import Registry, default_registry
 from .messages import ChatMessage, RequestTurn, TurnResult
 
 
@@ -39,7 +39,7 @@ class Participant:
         """The agent that plays this participant in the team run keyed `key`."""
         return AgentId(self.agent_type, key)
 
-    def register(self, registry: Registry) -> None:
+    def register(self, registry: Registry | None = None) -> Any:
         """Register what this participant needs (a custom agent registers itself)."""
 
 
@@ -95,9 +95,10 @@ class Assistant(Participant):
             )
         return specs
 
-    def register(self, registry: Registry) -> None:
+    def register(self, registry: Registry | None = None) -> Any:
         """Register this assistant's agent type (a configured `AssistantAgent`)."""
-        registry.register(
+        registry = registry if registry is not None else default_registry
+        return registry.register(
             AssistantAgent, type=self.agent_type, factory=lambda i, s: AssistantAgent(i, s, self)
         )
 
@@ -109,9 +110,10 @@ class UserProxy(Participant):
         super().__init__(name, description=kwargs.pop("description", "a human user"), **kwargs)
         self.prompt = prompt
 
-    def register(self, registry: Registry) -> None:
+    def register(self, registry: Registry | None = None) -> Any:
         """Register this proxy's agent type."""
-        registry.register(
+        registry = registry if registry is not None else default_registry
+        return registry.register(
             UserProxyAgent, type=self.agent_type, factory=lambda i, s: UserProxyAgent(i, s, self)
         )
 

@@ -123,7 +123,7 @@ class SelectorTeam(Team):
 
 
 def _choice_schema(names: list[str]) -> type[BaseModel]:
-    return create_model("NextSpeaker", speaker=(Literal[tuple(names)], ...))  # type: ignore[call-overload]
+    return create_model("NextSpeaker", speaker=(Literal[tuple(names)], ...))
 
 
 def _parse(content: str, names: list[str]) -> str | None:

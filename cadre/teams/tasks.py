@@ -19,19 +19,22 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from ..envelope import new_id
-from ..errors import NotFound, TaskStateError
+from ..errors import ConfigurationError, NotFound, TaskStateError
 from ..ids import AgentId
 from ..messages import Message
 from ..models.base import Usage
+from ..registry import Registry
 from ..stores.base import StateStore
-from .manager import FINISHED, MANAGER_TYPE, TaskStatus, Team, TeamState
+from .manager import FINISHED, MANAGER_TYPE, TaskStatus, Team, TeamCatalog, TeamState
 from .messages import CancelTask, ChatMessage, HumanInput, StartTask, StopTask
 
 
 class _Sender(Protocol):
     store: StateStore
 
-    async def send(self, to: AgentId, message: Message, *, task_id: str | None = None) -> Any: ...
+    async def send(self, to: AgentId, message: Message, *, task_id: str | None = None) -> Any:
+        """Send a message from outside any agent."""
+        ...
 
 
 class TaskInfo(BaseModel):
@@ -62,12 +65,27 @@ class Tasks:
     async def submit(self, team: Team | str, task: str, *, task_id: str | None = None) -> str:
         """Start `team` (registered in the runtime's process) on `task`; returns the task id."""
         task_id = task_id or new_id()
-        name = team if isinstance(team, str) else team.name
+        name = self._registered(team)
         await self.runtime.send(
             AgentId(MANAGER_TYPE, task_id), StartTask(team=name, task=task), task_id=task_id
         )
         self._submitted[task_id] = name
         return task_id
+
+    def _registered(self, team: Team | str) -> str:
+        """The team's name, once it is registered in the runtime's registry (when it has one)."""
+        registry = getattr(self.runtime, "registry", None)
+        if not isinstance(registry, Registry):
+            return team if isinstance(team, str) else team.name
+        entry = registry.types.get(MANAGER_TYPE)
+        catalog = entry.factory if entry is not None else None
+        if isinstance(team, Team):
+            if not isinstance(catalog, TeamCatalog) or catalog.teams.get(team.name) is not team:
+                team.register(registry)
+            return team.name
+        if not isinstance(catalog, TeamCatalog):
+            raise ConfigurationError(f"no team is registered in this runtime (asked for {team!r})")
+        return catalog.get(team).name
 
     async def state(self, task_id: str) -> TeamState:
         """The manager's stored state (`NotFound` for a task nobody submitted)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cadre import LocalRuntime, Registry
-from cadre.errors import NotFound, TaskStateError
+from cadre.errors import ConfigurationError, NotFound, TaskStateError
 from cadre.models import ModelResult, ReplayClient, ToolCall
 from cadre.teams import Assistant, MaxMessages, RoundRobinTeam, Tasks, TextMention, UserProxy
 
@@ -162,3 +162,22 @@ async def test_a_task_parked_at_a_user_proxy_survives_a_restart(tmp_path: Path) 
         info = await tasks.status(task_id)
         assert info.status == "completed" and info.result == "Lisbon. DONE"
         assert speakers(await tasks.messages(task_id)) == ["user", "writer", "human", "writer"]
+
+
+async def test_submit_registers_a_team_object_and_rejects_unknown_names(harness: Harness) -> None:
+    team = RoundRobinTeam(
+        "unregistered",
+        [Assistant("w", model=ReplayClient(["hi"]))],
+        termination=MaxMessages(max_messages=2),
+    )
+    task_id = await harness.tasks.submit(team, "go")  # registered on the way
+    await harness.runtime.run_until_idle()
+    assert (await harness.tasks.status(task_id)).status == "completed"
+    with pytest.raises(ConfigurationError, match="team 'nope' is not registered"):
+        await harness.tasks.submit("nope", "go")
+    queued = Tasks(harness.runtime)
+    await harness.runtime.stop()
+    waiting = await queued.submit("unregistered", "later")
+    assert (await queued.status(waiting)).status == "queued"
+    with pytest.raises(NotFound):
+        await Tasks(harness.runtime).status(waiting)
