@@ -29,6 +29,7 @@ _EXPORTS = {
     "TypeSubscription": "ids",
     "default_registry": "registry",
     "handler": "agent",
+    "state_migration": "migrations",
     "upcaster": "messages",
 }
 
@@ -55,5 +56,6 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .hosts.local import LocalRuntime  # noqa: F401
     from .ids import AgentId, TopicId, TypePrefixSubscription, TypeSubscription  # noqa: F401
     from .messages import Message, upcaster  # noqa: F401
+    from .migrations import state_migration  # noqa: F401
     from .processing import RetryPolicy  # noqa: F401
     from .registry import Registry, default_registry  # noqa: F401

@@ -259,6 +259,26 @@ def _console(args: argparse.Namespace, settings: Settings, **what: str) -> int:
         return 130
 
 
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    """`cadre schema export|check`: write or guard the committed contracts in schemas/."""
+    from . import schema_files
+
+    load_app(settings.app_modules)
+    found, directory = schema_files.collect(), Path(args.dir)
+    if args.schema_command == "export":
+        written = schema_files.export(found, directory)
+        print(f"{len(found)} contract(s) in {directory}/; {len(written)} file(s) written")
+        return 0
+    problems = schema_files.check(found, directory)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print("release breaking changes as a new version: docs/contracts.md", file=sys.stderr)
+        return 1
+    print(f"{len(found)} contract(s) match {directory}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `cadre` command."""
     from . import __version__
@@ -316,6 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("migrate", help="create the tables (idempotent)")
     db.set_defaults(func=cmd_db)
+
+    schema = sub.add_parser("schema", help="export or check the committed message/state schemas")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
+    for action, text in (("export", "write schemas/"), ("check", "fail on breaking changes")):
+        schema_sub.add_parser(action, help=text).add_argument(
+            "--dir", default="schemas", help="the schemas folder (default: schemas)"
+        )
+    schema.set_defaults(func=cmd_schema)
     return parser
 
 

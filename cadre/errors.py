@@ -14,6 +14,7 @@
         ├── EnvelopeInvalid      the bytes are not an envelope (bad JSON, missing fields)
         ├── UnknownMessage       no contract is registered under that message name
         ├── UnsupportedVersion   the message version is newer than this code knows
+        ├── StateVersionUnsupported  stored agent state is newer than the code, or unmigratable
         ├── PayloadInvalid       the payload does not validate against the contract
         ├── UnknownAgentType     the recipient's agent type is not registered
         ├── NoHandler            the agent type has no handler for the message type
@@ -104,6 +105,13 @@ class UnsupportedVersion(DeliveryError):
     """The envelope's message version is newer than the registered contract."""
 
     reason = "unsupported_version"
+
+
+class StateVersionUnsupported(DeliveryError):
+    """The recipient's stored state has a newer state version than this code knows, or no
+    migration leads from its version to the code's; the stored state is left untouched."""
+
+    reason = "state_version_unsupported"
 
 
 class PayloadInvalid(DeliveryError):

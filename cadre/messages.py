@@ -89,6 +89,10 @@ class ContractRegistry:
             raise ContractError(f"an upcaster for {name!r} v{from_version} is already registered")
         self._upcasters[key] = upcaster
 
+    def has_upcaster(self, name: str, from_version: int) -> bool:
+        """Whether an upcaster from `from_version` of `name` to the next is registered."""
+        return (name, from_version) in self._upcasters
+
     def get(self, name: str) -> type[Message]:
         """The class registered under `name`; `UnknownMessage` when there is none."""
         try:

@@ -3,7 +3,7 @@
     record = load(recipient)                      state + etag + seen ids + outbox
     publish(record.outbox)                        a crashed step's replies go out first
     if envelope.id in record.seen: clear; return  redelivery: no second effect
-    agent  = create(recipient.type, record.state)
+    agent  = create(type, migrate(record.state))  older state versions migrated on load
     await agent.dispatch(message, ctx)            outgoing messages collect in ctx.outbox
     etag   = save(record', if_match=record.etag)  state + seen + outbox: one atomic write
     publish(outbox); clear_outbox(etag)           ids derived from envelope.id: idempotent
@@ -23,6 +23,7 @@ from .context import Context
 from .envelope import Envelope
 from .errors import EnvelopeInvalid
 from .messages import ContractRegistry, contracts
+from .migrations import load_state, state_version
 from .registry import Registry, default_registry
 from .stores.base import AgentRecord, StateStore
 from .transports.base import Transport
@@ -87,8 +88,7 @@ class Step:
             return StepResult(Outcome.DUPLICATE, record.outbox)
 
         state_model = agent_type.cls.State
-        state = state_model.model_validate_json(record.state) if record.state else state_model()
-        agent = agent_type.create(recipient, state)
+        agent = agent_type.create(recipient, load_state(agent_type.name, state_model, record))
         ctx = Context(envelope, recipient, self.registry)
         await agent.dispatch(message, ctx)
 
@@ -100,6 +100,7 @@ class Step:
             AgentRecord(
                 recipient,
                 state=agent.state.model_dump_json(),
+                state_version=state_version(state_model),
                 seen=(*seen, envelope.id),
                 outbox=outbox,
             ),
