@@ -8,12 +8,14 @@
     tool.spec          # name, description (the docstring), JSON-schema parameters (pydantic)
     await tool.call('{"city": "Lisbon"}')   # -> ToolOutcome(content=..., is_error=False)
 
+Plain functions run in a worker thread, coroutine functions on the event loop.
 A failing call (bad JSON, invalid arguments, an exception in the function) becomes a tool
 result with ``is_error=True`` that the model reads, never a crash of the agent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import Callable
@@ -75,9 +77,10 @@ class Tool:
         except (ValueError, ValidationError) as exc:
             return ToolOutcome(f"invalid arguments for {self.name}: {exc}", is_error=True)
         try:
-            result = self.fn(**dict(parsed))
-            if inspect.isawaitable(result):
-                result = await result
+            if inspect.iscoroutinefunction(self.fn):
+                result = await self.fn(**dict(parsed))
+            else:  # a blocking function must not stall the runtime's event loop
+                result = await asyncio.to_thread(self.fn, **dict(parsed))
         except Exception as exc:  # the model reads the error and may try again
             return ToolOutcome(f"{self.name} failed: {type(exc).__name__}: {exc}", is_error=True)
         if isinstance(result, BaseModel):
