@@ -207,13 +207,19 @@ class CosmosStore:
         from azure.core import MatchConditions
 
         item = self._agent_item(record)
-        async with _translated(f"save {item['pk']}"):
-            if if_match is None:
-                written = await self._items().create_item(item)
-            else:
-                written = await self._items().replace_item(
-                    item["id"], item, etag=if_match, match_condition=MatchConditions.IfNotModified
-                )
+        try:
+            async with _translated(f"save {item['pk']}"):
+                if if_match is None:
+                    written = await self._items().create_item(item)
+                else:
+                    written = await self._items().replace_item(
+                        item["id"],
+                        item,
+                        etag=if_match,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+        except NotFound as exc:  # gone since it was read (deleted, or expired by TTL)
+            raise ConcurrencyConflict(f"{item['pk']}: the record no longer exists") from exc
         return str(written["_etag"])
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:

@@ -92,6 +92,14 @@ async def test_stale_etag_conflict_comes_from_the_server(cosmos_store) -> None:
     assert info.value.__cause__.status_code == 412  # type: ignore[union-attr]
 
 
+async def test_replacing_a_record_that_is_gone_is_a_conflict(cosmos_store) -> None:
+    # E.g. expired by TTL between the load and the save: the step reloads and starts afresh.
+    agent = AgentId("chat", "expired")
+    with pytest.raises(ConcurrencyConflict, match="no longer exists"):
+        await cosmos_store.save(AgentRecord(agent, state="1"), if_match="an-old-etag")
+    assert (await cosmos_store.load(agent)).etag is None
+
+
 async def test_a_missing_container_is_a_configuration_error(cosmos_server) -> None:
     store = CosmosStore(
         cosmos_server.endpoint,

@@ -91,10 +91,11 @@ class MissingItemIs404:
     async def _exists(self, item: str, partition_key: Any) -> bool:
         if (item, partition_key) in self._known:
             return True
-        query = "SELECT VALUE COUNT(1) FROM c WHERE c.pk = @pk AND c.id = @id"
+        # Not COUNT(1): the server's COUNT ignores the WHERE clause.
+        query = "SELECT c.id FROM c WHERE c.pk = @pk AND c.id = @id"
         params = [{"name": "@pk", "value": partition_key}, {"name": "@id", "value": item}]
         found = [n async for n in self._container.query_items(query, parameters=params)]
-        return bool(found and found[0])
+        return bool(found)
 
     async def read_item(self, item: str, partition_key: Any, **kwargs: Any) -> Any:
         """Read one item; a missing one raises `CosmosResourceNotFoundError` (404)."""
@@ -120,11 +121,25 @@ class MissingItemIs404:
         return await self._container.delete_item(item, partition_key=partition_key, **kwargs)
 
 
-async def open_test_store(server: CosmosServer, **options: Any) -> Any:
-    """A CosmosStore on a fresh container of `server` (each test its own)."""
+def _local_server_store_class() -> type:
     from cadre.stores.cosmos import CosmosStore
 
-    store = CosmosStore(
+    class LocalServerCosmosStore(CosmosStore):
+        """A CosmosStore whose container client is wrapped in `MissingItemIs404`, also
+        after `close()` (the local runtime closes its store; tests go on using it)."""
+
+        def _items(self) -> Any:
+            items = super()._items()
+            if not isinstance(items, MissingItemIs404):
+                items = self._container = MissingItemIs404(items)
+            return items
+
+    return LocalServerCosmosStore
+
+
+async def open_test_store(server: CosmosServer, **options: Any) -> Any:
+    """A CosmosStore on a fresh container of `server` (each test its own)."""
+    store = _local_server_store_class()(
         server.endpoint,
         key=EMULATOR_KEY,
         database="cadre-tests",
@@ -134,5 +149,4 @@ async def open_test_store(server: CosmosServer, **options: Any) -> Any:
         **options,
     )
     await store.create_container()
-    store._container = MissingItemIs404(store._container)
     return store
