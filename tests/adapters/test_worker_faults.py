@@ -110,9 +110,21 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     await store.close()
 
 
-async def settle(proc: subprocess.Popen[bytes], seconds: float) -> None:
-    await asyncio.sleep(seconds)
-    assert proc.poll() is None, "the worker died on its own"
+SPLITTER = AgentId("splitter", "1")
+
+
+async def running(c: Cluster, proc: subprocess.Popen[bytes], past: int = 0) -> int:
+    """Wait (bounded) until the splitter's transcript grows past `past`; return its length.
+
+    Faults are injected on progress, not after fixed sleeps, so a slow start on a loaded
+    machine still puts them in the middle of the run."""
+    for _ in range(300):
+        assert proc.poll() is None, "the worker died on its own"
+        done = len(await c.transcript(SPLITTER))
+        if done > past:
+            return done
+        await asyncio.sleep(0.05)
+    raise AssertionError("the worker made no progress in 15 s")
 
 
 async def rabbitmqctl(*args: str) -> str:
@@ -154,10 +166,11 @@ async def test_kill_9_at_random_points_loses_and_doubles_nothing(cluster: Cluste
     progress = []
     for _ in range(3):
         proc = cluster.start_worker()
-        await asyncio.sleep(rng.uniform(0.8, 1.4))
+        await running(cluster, proc, past=progress[-1] if progress else 0)
+        await asyncio.sleep(rng.uniform(0.0, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        progress.append(len(await cluster.transcript(AgentId("sink", "b"))))
+        progress.append(len(await cluster.transcript(SPLITTER)))
     cluster.start_worker()
     assert await transcripts(cluster, n, 40) == expected(n)
     assert any(0 < p < n for p in progress), progress  # killed mid-run
@@ -167,28 +180,30 @@ async def test_a_cut_connection_reconnects_and_the_run_completes(cluster: Cluste
     n = 80
     proc = cluster.start_worker()
     await cluster.submit([Item(seq=i, pause=0.03) for i in range(n)])
-    await settle(proc, 1.0)
-    assert len(await cluster.transcript(AgentId("splitter", "1"))) < n
+    await running(cluster, proc)
+    assert len(await cluster.transcript(SPLITTER)) < n
     assert await close_worker_connections(cluster.name) >= 1
     assert await transcripts(cluster, n, 40) == expected(n)
     assert proc.poll() is None
 
 
 async def test_two_workers_never_interleave_one_agents_steps(cluster: Cluster) -> None:
+    from cadre.transports.rabbitmq import partition_of
+
     n = 60
-    first = cluster.start_worker(0, 2)
-    cluster.start_worker(1, 2)
+    workers = [cluster.start_worker(0, 2), cluster.start_worker(1, 2)]
+    owner = workers[partition_of(str(SPLITTER), PARTITIONS) % 2]
     await cluster.submit([Item(seq=i, pause=0.03) for i in range(n)])
-    await settle(first, 1.0)
-    assert len(await cluster.transcript(AgentId("splitter", "1"))) < n
-    first.send_signal(signal.SIGKILL)  # the standby takes over mid-stream
+    await running(cluster, owner)
+    assert len(await cluster.transcript(SPLITTER)) < n
+    owner.send_signal(signal.SIGKILL)  # the standby takes the splitter over mid-stream
     assert await transcripts(cluster, n, 40) == expected(n)
 
 
 async def test_sigterm_drains_and_exits_0(cluster: Cluster) -> None:
     proc = cluster.start_worker()
     await cluster.submit([Item(seq=i, pause=0.05) for i in range(40)])
-    await settle(proc, 1.0)
+    await running(cluster, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     done = await cluster.transcript(AgentId("splitter", "1"))
