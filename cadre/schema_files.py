@@ -92,7 +92,8 @@ def collect(
         version = cls.message_version
         ups = [v for v in range(1, version) if registry.has_upcaster(name, v)]
         found.append(message_contract(cls, name, version, ups))
-    for agent_type, entry in agents.types.items():
+    types = {**agents.types, "cadre.inbox": agents.get("cadre.inbox")}  # built in everywhere
+    for agent_type, entry in types.items():
         model = entry.cls.State
         if model is EmptyState:
             continue

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 
 from cadre.cli import main
-from cadre.schema_files import check, committed, export, message_contract, state_contract
+from cadre.schema_files import (
+    check,
+    collect,
+    committed,
+    export,
+    message_contract,
+    state_contract,
+)
 from cadre.schemas import breaking_changes
 
 
@@ -299,3 +306,16 @@ def test_cli_export_then_check_passes_and_a_breaking_change_fails(
     err = capsys.readouterr().err
     assert "app.AddNote v1: field 'author' removed (or renamed)" in err
     assert "docs/contracts.md" in err
+
+
+def test_collect_covers_named_messages_and_every_stateful_agent_type() -> None:
+    from cadre.registry import Registry
+    from tests.support.contracts import Counter
+
+    agents = Registry()
+    agents.register(Counter, type="counter")
+    found = {(c.kind, c.name): c for c in collect(agents=agents)}
+    assert ("messages", "test.Add") in found
+    assert ("state", "counter") in found and ("state", "cadre.inbox") in found
+    assert not any("<locals>" in name for _, name in found)
+    assert found[("state", "counter")].schema["properties"]["total"]["type"] == "integer"
