@@ -149,3 +149,12 @@ def test_settings_configure_the_store() -> None:
         "agents",
         86400,
     )
+
+
+def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "azure.cosmos", None)  # as if not installed
+    store = CosmosStore("https://acct.documents.azure.com:443/", key=EMULATOR_KEY)
+    with pytest.raises(ConfigurationError, match=r"cadre\[azure\]"):
+        store._items()

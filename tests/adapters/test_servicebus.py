@@ -240,3 +240,12 @@ def test_settings_pick_connection_string_or_namespace() -> None:
     transport = shared_transport(settings)
     assert transport is shared_transport(settings)
     assert (transport.topic, transport._namespace) == ("agents", "ns.servicebus.windows.net")
+
+
+async def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "azure.servicebus", None)  # as if not installed
+    transport = ServiceBusTransport(connection_string="Endpoint=sb://ns/;SharedAccessKey=x")
+    with pytest.raises(ConfigurationError, match=r"cadre\[azure\]"):
+        await transport.send([envelope(1)])
