@@ -182,7 +182,8 @@ class RabbitMQTransport:
         await self.connect()
         channel = await self.connection.channel()
         names = [self.queue_name(i) for i in range(self.partitions)]
-        names += [self.dlq_name, *(f"{self.name}.delay.{ms}" for ms in self._buckets)]
+        buckets = [1 << k for k in range(MIN_BUCKET_MS.bit_length() - 1, 28)]
+        names += [self.dlq_name, *(f"{self.name}.delay.{ms}" for ms in buckets)]  # any process's
         for queue in names:
             await channel.queue_delete(queue)
         await channel.exchange_delete(self.name)
