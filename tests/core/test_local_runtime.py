@@ -41,19 +41,22 @@ async def test_replies_flow_and_state_persists(runtime_factory) -> None:  # type
 async def test_one_message_at_a_time_per_agent_in_order_and_agents_in_parallel(store) -> None:  # type: ignore[no-untyped-def]
     ordering.EVENTS.clear()
     async with LocalRuntime(store=store, registry=ordering.make_registry(), concurrency=8) as rt:
-        started = time.monotonic()
         for seq in range(10):
             for key in ("a", "b", "c", "d"):
                 await rt.send(AgentId("tracker", key), ordering.Step(seq=seq, pause=0.01))
         await rt.run_until_idle()
-        elapsed = time.monotonic() - started
         for key in ("a", "b", "c", "d"):
             mine = [(kind, seq) for k, kind, seq in ordering.EVENTS if k == key]
             # start/end strictly alternate: no two steps of one agent ever overlap
             assert mine == [(kind, seq) for seq in range(10) for kind in ("start", "end")]
             assert (await rt.state(AgentId("tracker", key))).seqs == list(range(10))  # type: ignore[attr-defined]
-    # 40 steps of 10 ms: serial would take >= 0.4 s; four agents in parallel take ~0.1 s.
-    assert elapsed < 0.35
+    # Different agents run in parallel: their steps overlap (measured from the event order,
+    # not wall-clock time, so a slow network store cannot make this flaky).
+    in_flight, most = set(), 0
+    for key, kind, _seq in ordering.EVENTS:
+        (in_flight.add if kind == "start" else in_flight.discard)(key)
+        most = max(most, len(in_flight))
+    assert most >= 3, f"at most {most} agent(s) ever ran at once"
 
 
 async def test_timer_fires_at_its_time(runtime_factory) -> None:  # type: ignore[no-untyped-def]
