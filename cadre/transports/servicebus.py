@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,8 @@ from ..envelope import Envelope, utcnow
 from ..errors import ConfigurationError, EnvelopeInvalid, TransportError
 
 MAX_SESSION_ID = 128
+MAX_SUBSCRIPTION_NAME = 50
+_SUBSCRIPTION_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?$")
 
 
 def _sdk() -> Any:
@@ -51,6 +54,22 @@ def session_id(key: str) -> str:
     if len(key) <= MAX_SESSION_ID:
         return key
     return "~" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+def subscription_name(agent_type: str) -> str:
+    """The topic subscription of an agent type: the type itself when Service Bus accepts it
+    (1-50 letters, digits, ``.``, ``-``, ``_``, starting and ending with a letter or digit),
+    else its valid part cut to 41 characters + ``-`` + 8 hex digits of a hash of the type.
+
+    The one naming rule: the Functions triggers and ``cadre infra agent-types`` (which
+    generates the Bicep parameter) both call it.
+    """
+    if _SUBSCRIPTION_NAME_RE.match(agent_type):
+        return agent_type
+    digest = hashlib.blake2b(agent_type.encode(), digest_size=4).hexdigest()
+    core = re.sub(r"[^A-Za-z0-9._-]", "", agent_type)
+    core = core.strip("._-")[: MAX_SUBSCRIPTION_NAME - len(digest) - 1].rstrip("._-")
+    return f"{core}-{digest}" if core else digest
 
 
 def application_properties(envelope: Envelope, agent_type: str) -> dict[str, str | int]:
