@@ -13,7 +13,7 @@ that is not valid JSON counts a stall and the next participant in list order spe
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
 
@@ -22,6 +22,7 @@ from ..models.base import LLMMessage, ModelClient, Usage
 from .manager import Selection, Team, TeamState
 from .messages import ChatMessage
 from .participants import Participant
+from .selector import one_of
 
 ORCHESTRATOR = "orchestrator"
 
@@ -153,7 +154,7 @@ class MagenticOneTeam(Team):
             is_request_satisfied=(bool, ...),
             is_in_loop=(bool, ...),
             is_progress_being_made=(bool, ...),
-            next_speaker=(Literal[tuple(names)], ...),
+            next_speaker=(one_of(names), ...),
             instruction_or_question=(str, ...),
         )
         prompt = PROGRESS_PROMPT.format(

@@ -122,8 +122,13 @@ class SelectorTeam(Team):
         return Selection(name)
 
 
+def one_of(names: list[str]) -> Any:
+    """``Literal[*names]`` built at run time (typed ``Any``: a run-time type form)."""
+    return Literal[tuple(names)]
+
+
 def _choice_schema(names: list[str]) -> type[BaseModel]:
-    return create_model("NextSpeaker", speaker=(Literal[tuple(names)], ...))
+    return create_model("NextSpeaker", speaker=(one_of(names), ...))
 
 
 def _parse(content: str, names: list[str]) -> str | None:
