@@ -34,9 +34,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
-from .processing import RetryPolicy
+
+if TYPE_CHECKING:  # imported when used: reading settings must not load pydantic (cold start)
+    from .processing import RetryPolicy
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -132,6 +135,8 @@ class Settings:
 
     def retry_policy(self) -> RetryPolicy:
         """The retry policy these settings describe."""
+        from .processing import RetryPolicy
+
         return RetryPolicy(
             max_attempts=self.max_attempts,
             base_delay=self.retry_base_seconds,
