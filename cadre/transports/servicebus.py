@@ -34,6 +34,9 @@ from ..envelope import Envelope, utcnow
 from ..errors import ConfigurationError, EnvelopeInvalid, TransportError
 
 MAX_SESSION_ID = 128
+AGENT_TYPE_PROPERTY = "cadre_agent_type"
+"""The application property each agent type's subscription filters on (infra/ creates the
+filters from it)."""
 MAX_SUBSCRIPTION_NAME = 50
 _SUBSCRIPTION_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?$")
 
@@ -75,7 +78,7 @@ def subscription_name(agent_type: str) -> str:
 def application_properties(envelope: Envelope, agent_type: str) -> dict[str, str | int]:
     """The properties subscriptions filter on and tools read without parsing the body."""
     props: dict[str, str | int] = {
-        "cadre_agent_type": agent_type,
+        AGENT_TYPE_PROPERTY: agent_type,
         "cadre_message": envelope.message,
         "cadre_version": envelope.version,
         "cadre_task_id": envelope.task_id,
