@@ -279,6 +279,28 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_infra(args: argparse.Namespace, settings: Settings) -> int:
+    """`cadre infra agent-types`: the agent types and subscriptions infra/ deploys."""
+    from . import infra
+    from .registry import default_registry
+
+    load_app(settings.app_modules)
+    document = infra.agent_types_document(default_registry)
+    if args.check:
+        problem = infra.check_file(document, Path(args.check))
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
+        print(f"{args.check} matches the registry ({len(document['agentTypes'])} agent types)")
+        return 0
+    if args.write:
+        Path(args.write).write_text(infra.render(document))
+        print(f"wrote {len(document['agentTypes'])} agent types to {args.write}")
+        return 0
+    print(infra.render(document), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `cadre` command."""
     from . import __version__
@@ -344,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--dir", default="schemas", help="the schemas folder (default: schemas)"
         )
     schema.set_defaults(func=cmd_schema)
+
+    infra = sub.add_parser("infra", help="what the Azure templates in infra/ need from the app")
+    infra_sub = infra.add_subparsers(dest="infra_command", required=True, metavar="ACTION")
+    types = infra_sub.add_parser("agent-types", help="agent types and their subscriptions (JSON)")
+    types.add_argument("--write", metavar="PATH", help="write the JSON to PATH")
+    types.add_argument("--check", metavar="PATH", help="exit 1 when PATH is not up to date")
+    infra.set_defaults(func=cmd_infra)
     return parser
 
 
