@@ -152,3 +152,15 @@ def upcaster(name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
         return fn
 
     return register
+
+
+class DeliveryFailed(Message, name="cadre.DeliveryFailed", version=1):
+    """Sent to the sender of a message that was dead-lettered, when the sender's agent type
+    has a handler for it (team managers do: the task fails with this reason instead of
+    waiting forever). Its id derives from the dead-lettered envelope's, so it is sent once."""
+
+    envelope_id: str
+    message: str
+    recipient: str | None = None
+    reason: str
+    detail: str

@@ -30,6 +30,9 @@ from .stores.base import DeadLetter
 log = logging.getLogger("cadre.processing")
 
 
+_FAILED = "cadre.DeliveryFailed"
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how patiently a failing handler is retried before dead-lettering."""
@@ -196,4 +199,46 @@ class Processor:
         )
         await self.store.add_dead_letter(letter)
         log.warning("dead-lettered %s (%s): %s", letter.id, reason, detail)
+        if envelope is not None:
+            await self._notify_sender(envelope, letter)
         return Processed(Disposition.DEAD_LETTERED, envelope, dead_letter=letter, error=detail)
+
+    async def _notify_sender(self, envelope: Envelope, letter: DeadLetter) -> None:
+        """Tell the sending agent (if its type handles `DeliveryFailed`) that its message
+        was dead-lettered. Sent after the dead letter is recorded and before the delivery
+        is settled, so a crash in between re-sends it (same id: receivers drop the copy)."""
+        sender = envelope.sender_id
+        if sender is None or envelope.message == _FAILED or sender == envelope.recipient_id:
+            return
+        from .messages import DeliveryFailed
+
+        try:
+            cls = self.step.registry.get(sender.type).cls
+            cls.handler_for(DeliveryFailed)
+        except Exception:  # an unknown type, or no handler: nobody to tell
+            return
+        notice = DeliveryFailed(
+            envelope_id=envelope.id,
+            message=envelope.message,
+            recipient=envelope.recipient,
+            reason=letter.reason,
+            detail=letter.detail[:2000],
+        )
+        await self.step.transport.send(
+            [
+                Envelope(
+                    id=hashlib.blake2b(
+                        f"{envelope.id}:failed".encode(), digest_size=16
+                    ).hexdigest(),
+                    message=DeliveryFailed.message_name,
+                    version=DeliveryFailed.message_version,
+                    payload=notice.model_dump(mode="json"),
+                    task_id=envelope.task_id,
+                    recipient=str(sender),
+                    sender=envelope.recipient,
+                    causation_id=envelope.id,
+                    created_at=utcnow(),
+                    traceparent=envelope.traceparent,
+                )
+            ]
+        )

@@ -23,6 +23,7 @@ from ..agent import Agent, handler
 from ..context import Context
 from ..errors import ConfigurationError
 from ..ids import AgentId
+from ..messages import DeliveryFailed
 from ..models.base import Usage
 from ..registry import Registry, default_registry
 from .messages import (
@@ -269,6 +270,17 @@ class TeamManager(Agent):
         if st.speaker and isinstance(self.team.participants.get(st.speaker), Team):
             ctx.send(self.team.participants[st.speaker].agent_id(self.id.key), msg)
         self._finish(ctx, "cancelled", msg.reason, notify_parent=False)
+
+    @handler
+    async def on_delivery_failed(self, msg: DeliveryFailed, ctx: Context) -> None:
+        """A message this manager sent was dead-lettered (a participant type that is not
+        registered, a handler out of attempts, ...): the task fails with the reason rather
+        than waiting forever for a turn that cannot come."""
+        if self.state.status in FINISHED:
+            return
+        target = msg.recipient or "its recipient"
+        reason = f"{msg.message} to {target} failed ({msg.reason}): {msg.detail}"
+        self._finish(ctx, "failed", reason)
 
     @handler
     async def on_stop(self, msg: StopTask, ctx: Context) -> None:
