@@ -1,18 +1,25 @@
-"""Glue between an Azure Functions Service Bus trigger and the `Processor`.
+"""The Azure Functions host: the runtime behind ``function_app.py``.
 
-`function_app.py` stays thin:
+`function_app.py` stays thin: every Service Bus trigger calls ``deliver`` and the HTTP
+trigger calls ``handle_http``; both build the host on first use (cold start pays only for
+``azure.functions``; see `cadre.hosts.functions_index`):
 
     @app.service_bus_topic_trigger(arg_name="msg", topic_name="cadre", subscription_name=...,
                                    connection="ServiceBusConnection", is_sessions_enabled=True)
-    async def planner(msg: func.ServiceBusMessage) -> None:
-        await handle_delivery(processor, received(msg))
+    async def agent_notebook(msg: func.ServiceBusMessage) -> None:
+        await deliver(msg)
+
+`FunctionsRuntime` is what the HTTP API's `Tasks(runtime)` needs (``send``, ``store``,
+``redrive``, ``health``) on the Cosmos DB store and the Service Bus transport, and the
+`Processor` the triggers run.
 
 How a delivery is settled (Functions completes a message when the function returns and
 abandons it when the function raises):
 
 - handled, duplicate, dead-lettered: return, so the message is completed. A `DeliveryError`
   (bad bytes, unknown contract, ...) or a handler out of attempts is recorded in the store's
-  dead letters by the `Processor` first; it is never looped through ``maxDeliveryCount``;
+  dead letters by the `Processor` first; it is never looped through ``maxDeliveryCount``.
+  A dead-lettered turn request of a team also fails its task (`failure_notice`);
 - retry: wait the retry policy's delay (at most `max_wait` seconds, within the session lock)
   and raise `RetryLater`, so Service Bus redelivers the message within its session: later
   messages for the same agent stay behind it. Set the subscription's ``maxDeliveryCount``
@@ -20,18 +27,32 @@ abandons it when the function raises):
 - a store that cannot even record a dead letter lets its error through: the message is
   abandoned and comes back.
 
-This module does not import ``azure.functions``: `received` reads any object with
-``get_body()`` and ``delivery_count``.
+`received` reads any object with ``get_body()`` and ``delivery_count``; this module imports
+``azure.functions`` only to answer HTTP requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import telemetry
+from ..envelope import Envelope, derive_id, new_id, utcnow
 from ..errors import RetryLater
-from ..processing import Disposition, Processed, Processor
+from ..ids import AgentId
+from ..inbox import INBOX_TYPE
+from ..messages import Message
+from ..processing import Disposition, Processed, Processor, RetryPolicy
+from ..registry import Registry, default_registry
+from ..settings import Settings
+from ..step import DEFAULT_SEEN_LIMIT, Step
+from ..stores.base import StateStore
+from ..transports.base import Transport
+
+log = logging.getLogger("cadre.functions")
 
 DEFAULT_MAX_WAIT = 30.0
 """Longest in-function wait before a retry: well inside Service Bus' default 60 s lock."""
@@ -74,3 +95,233 @@ async def handle_delivery(
         f"envelope {envelope_id} (attempt {attempt}) will be redelivered: {processed.error}",
         retry_after=processed.retry_after,
     )
+
+
+_REQUEST_TURN = "cadre.team.RequestTurn"
+
+
+def failure_notice(processed: Processed) -> Envelope | None:
+    """For a dead-lettered team turn request: the `TurnResult` with the error that fails
+    the task (sent to the manager that asked), so its status says why instead of waiting
+    forever. None for anything else. Its id is derived from the dead envelope's id, so a
+    notice sent twice is dropped as a duplicate."""
+    envelope, letter = processed.envelope, processed.dead_letter
+    if envelope is None or letter is None or envelope.message != _REQUEST_TURN:
+        return None
+    manager = envelope.reply_to or envelope.sender
+    turn = envelope.payload.get("turn")
+    if manager is None or not isinstance(turn, int):
+        return None
+    from ..teams.messages import TurnResult
+
+    participant = envelope.payload.get("participant") or envelope.recipient
+    result = TurnResult(
+        turn=turn, error=f"{participant} failed ({letter.reason}): {letter.detail}"[:2000]
+    )
+    return Envelope.trusted(
+        id=derive_id(f"{envelope.id}:dead-letter", 0),
+        message=result.message_name,
+        version=result.message_version,
+        payload=result.model_dump(mode="json"),
+        task_id=envelope.task_id,
+        recipient=manager,
+        topic=None,
+        sender=envelope.recipient,
+        reply_to=None,
+        causation_id=envelope.id,
+        created_at=utcnow(),
+        not_before=None,
+        attempt=1,
+        traceparent=envelope.traceparent,
+    )
+
+
+class FunctionsRuntime:
+    """Agents on Azure Functions: Cosmos DB state, Service Bus messages.
+
+    What the HTTP API needs (``send``, ``store``, ``registry``, ``redrive``, ``health``) and
+    what the Service Bus triggers run (``deliver``). One per worker process, built on first
+    use by `runtime()`; the store and transport are created lazily too and reused by every
+    invocation.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        transport: Transport,
+        *,
+        registry: Registry | None = None,
+        policy: RetryPolicy | None = None,
+        seen_limit: int = DEFAULT_SEEN_LIMIT,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        topic: str = "cadre",
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.registry = registry or default_registry
+        self.step = Step(store, transport, registry=self.registry, seen_limit=seen_limit)
+        self.processor = Processor(self.step, policy=policy)
+        self.max_wait = max_wait
+        self.topic = topic
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FunctionsRuntime:
+        """The app's agents (``CADRE_APP``), `shared_store` and `shared_transport`."""
+        from ..cli import load_app
+        from ..stores.cosmos import shared_store
+        from ..transports.servicebus import shared_transport
+
+        load_app(settings.app_modules)
+        return cls(
+            shared_store(settings),
+            shared_transport(settings),
+            policy=settings.retry_policy(),
+            seen_limit=settings.seen_limit,
+            topic=settings.servicebus_topic,
+        )
+
+    async def deliver(self, message: Any) -> Processed:
+        """Run one Service Bus message through the step; return to complete it, raise
+        `RetryLater` to have it redelivered (see the module docstring)."""
+        processed = await handle_delivery(self.processor, received(message), max_wait=self.max_wait)
+        if processed.disposition is Disposition.DEAD_LETTERED:
+            notice = failure_notice(processed)
+            if notice is not None:
+                log.warning("task %s fails: %s", notice.task_id, notice.payload["error"])
+                await self.transport.send([notice])
+        return processed
+
+    async def send(
+        self,
+        to: AgentId,
+        message: Message,
+        *,
+        task_id: str | None = None,
+        reply_to: AgentId | None = None,
+    ) -> Envelope:
+        """Send a message from outside any agent (the HTTP API); a new task unless
+        `task_id` is given. Replies go to `reply_to`, or else to the task's inbox."""
+        if not message.message_name:
+            raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
+        task = task_id or new_id()
+        envelope_id = new_id()
+        payload = message.model_dump(mode="json")
+        traceparent = telemetry.current().producer_traceparent(
+            "send",
+            message.message_name,
+            str(to),
+            task_id=task,
+            envelope_id=envelope_id,
+            payload=payload,
+        )
+        envelope = Envelope.trusted(
+            id=envelope_id,
+            message=message.message_name,
+            version=message.message_version,
+            payload=payload,
+            task_id=task,
+            recipient=str(to),
+            topic=None,
+            sender=None,
+            reply_to=str(reply_to) if reply_to else f"{INBOX_TYPE}/{task}",
+            causation_id=None,
+            created_at=utcnow(),
+            not_before=None,
+            attempt=1,
+            traceparent=traceparent,
+        )
+        await self.transport.send([envelope])
+        return envelope
+
+    async def redrive(self, letter_id: str) -> Envelope:
+        """Send a dead letter's envelope again (attempt 1) and remove it from the dead
+        letters (`NotFound` when there is none)."""
+        from .local import redrive_envelope
+
+        letter = await self.store.get_dead_letter(letter_id)
+        envelope = redrive_envelope(letter)
+        await self.transport.send([envelope])
+        await self.store.delete_dead_letter(letter_id)
+        return envelope
+
+    async def health(self) -> dict[str, Any]:
+        """Whether the store answers (one point read), and what this host serves."""
+        checks: dict[str, str] = {}
+        try:
+            await self.store.load(AgentId(INBOX_TYPE, "health-probe"))
+            checks["store"] = "ok"
+        except Exception as exc:  # reported, not raised: a health check must answer
+            checks["store"] = f"error: {type(exc).__name__}: {exc}"
+        return {
+            "status": "ok" if all(v == "ok" for v in checks.values()) else "degraded",
+            "host": "azure-functions",
+            "checks": checks,
+            "topic": self.topic,
+            "agent_types": sorted({*self.registry.types, INBOX_TYPE}),
+        }
+
+    async def close(self) -> None:
+        """Release the transport and the store."""
+        try:
+            await self.transport.close()
+        finally:
+            await self.store.close()
+
+
+_runtime: FunctionsRuntime | None = None
+_http: Any = None
+
+
+def runtime() -> FunctionsRuntime:
+    """This process's runtime, built from the environment on first use."""
+    global _runtime
+    if _runtime is None:
+        from ..observability import configure
+
+        configure()  # exporters first, so the first message is traced too
+        _runtime = FunctionsRuntime.from_settings(Settings.from_env())
+    return _runtime
+
+
+def use_runtime(rt: FunctionsRuntime | None) -> None:
+    """Install `rt` as this process's runtime (tests, custom wiring); None: rebuild from
+    the environment on next use. The HTTP app is rebuilt over it."""
+    global _runtime, _http
+    _runtime, _http = rt, None
+
+
+async def deliver(message: Any) -> Processed:
+    """What every Service Bus trigger runs."""
+    return await runtime().deliver(message)
+
+
+def http_app() -> Any:
+    """The HTTP API (`cadre.api.create_app`) over `runtime()`, wrapped for Functions."""
+    global _http
+    if _http is None:
+        import azure.functions as func
+
+        from ..api import create_app
+
+        _http = func.AsgiMiddleware(create_app(runtime()))  # type: ignore[no-untyped-call]
+    return _http
+
+
+async def handle_http(request: Any, context: Any = None) -> Any:
+    """What the HTTP trigger runs: the request through the ASGI app."""
+    return await http_app().handle_async(request, context)
+
+
+__all__: Sequence[str] = (
+    "DEFAULT_MAX_WAIT",
+    "FunctionsRuntime",
+    "Received",
+    "deliver",
+    "failure_notice",
+    "handle_delivery",
+    "handle_http",
+    "http_app",
+    "received",
+    "runtime",
+    "use_runtime",
+)
