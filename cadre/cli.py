@@ -190,9 +190,11 @@ async def _dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Consume RabbitMQ partitions and run steps on PostgreSQL until SIGTERM."""
+    from . import observability
     from .hosts.worker import config_from_settings, run_worker
 
     load_app(settings.app_modules)
+    observability.configure()
     overrides = {"partitions": args.partitions, "concurrency": args.concurrency}
     return run_worker(config_from_settings(settings, **overrides), settings.retry_policy())
 
@@ -250,7 +252,8 @@ def _console(args: argparse.Namespace, settings: Settings, **what: str) -> int:
             return await console.run_task(runtime, team, what["task"])
 
     try:
-        return asyncio.run(go())
+        with traced(args.trace):
+            return asyncio.run(go())
     except KeyboardInterrupt:
         print(
             "\ninterrupted: the task is saved; `cadre resume <task id>` continues it",
@@ -348,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue an interrupted task from the store")
     resume.add_argument("task_id")
     resume.add_argument("--state", dest="run_state", help="the SQLite file")
+    for command in (run_cmd, resume):
+        command.add_argument("--trace", metavar="PATH", help="write the spans to PATH (JSONL)")
     resume.set_defaults(func=cmd_resume)
 
     worker = sub.add_parser("worker", help="consume RabbitMQ and run steps on PostgreSQL")
