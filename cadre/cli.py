@@ -262,6 +262,18 @@ def _console(args: argparse.Namespace, settings: Settings, **what: str) -> int:
         return 130
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """`cadre serve`: the HTTP API and the live page on the local runtime."""
+    from .hosts.serve import serve
+
+    if args.serve_state:
+        settings = _replace(settings, state_path=Path(args.serve_state))
+    if args.serve_app:
+        settings = _replace(settings, app_modules=tuple(args.serve_app.split(",")))
+    load_app(settings.app_modules)
+    return asyncio.run(serve(settings, args.host, args.port))
+
+
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     """`cadre schema export|check`: write or guard the committed contracts in schemas/."""
     from . import schema_files
@@ -354,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (run_cmd, resume):
         command.add_argument("--trace", metavar="PATH", help="write the spans to PATH (JSONL)")
     resume.set_defaults(func=cmd_resume)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API and the live page (port 7071)")
+    serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7071, help="port (default: 7071)")
+    serve.add_argument("--state", dest="serve_state", help="the SQLite file")
+    serve.add_argument("--app", dest="serve_app", help="app modules (overrides CADRE_APP)")
+    serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="consume RabbitMQ and run steps on PostgreSQL")
     worker.add_argument("--partitions", type=int, help="overrides CADRE_PARTITIONS")

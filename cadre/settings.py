@@ -26,6 +26,8 @@
 | ServiceBusConnection__fullyQualifiedNamespace | (none) | namespace host; DefaultAzureCredential |
 | CADRE_SERVICEBUS_TOPIC     | cadre              | the Service Bus topic every envelope goes to   |
 | CADRE_MODEL                | offline            | the team's model: see docs/teams.md            |
+| CADRE_API_KEY              | (none)             | `cadre serve`: key clients send as x-api-key   |
+| CADRE_MAX_TASK_CHARS       | 20000              | HTTP API: longest task or input text (413)     |
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class Settings:
     servicebus_namespace: str | None = None
     servicebus_topic: str = "cadre"
     model: str = "offline"
+    api_key: str | None = None
+    max_task_chars: int = 20_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +135,8 @@ class Settings:
             servicebus_namespace=env.get("ServiceBusConnection__fullyQualifiedNamespace") or None,
             servicebus_topic=env.get("CADRE_SERVICEBUS_TOPIC") or cls.servicebus_topic,
             model=env.get("CADRE_MODEL") or "offline",
+            api_key=env.get("CADRE_API_KEY") or None,
+            max_task_chars=_int(env, "CADRE_MAX_TASK_CHARS", 20_000),
         )
 
     def retry_policy(self) -> RetryPolicy:

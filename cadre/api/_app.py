@@ -1,0 +1,344 @@
+"""The HTTP API: one FastAPI app, the same under `cadre serve` and Azure Functions.
+
+Routes live under ``/api``; the live page is served at ``/``. Every error is a problem
+details object (see `_problems`). The app does not own the runtime: the host starts and
+stops it (`cadre.hosts.serve`, the Functions app).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from ..errors import NotFound
+from ..registry import Registry, default_registry
+from ..stores.base import DeadLetter
+from ._models import (
+    Accepted,
+    CancelRequest,
+    DeadLetterView,
+    Health,
+    InputRequest,
+    MessagePage,
+    Redriven,
+    TaskRequest,
+    TaskView,
+    TeamView,
+)
+from ._problems import PROBLEM_JSON, BodyLimit, CatchAll, ProblemError, install
+from ._service import Runtime, Service
+from ._stream import events, message_view
+
+STATIC = Path(__file__).parent / "static"
+DEFAULT_MAX_TASK_CHARS = 20_000
+
+ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,199}$"
+TaskId = Annotated[str, PathParam(pattern=ID_PATTERN, description="the task id")]
+LetterId = Annotated[str, PathParam(pattern=ID_PATTERN, description="the dead letter id")]
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        401: "missing or wrong x-api-key",
+        404: "no such task, team or dead letter",
+        409: "the task is not in a state that allows this",
+        413: "the request or its text is over the size limit",
+        422: "the request is invalid (the problem names the field)",
+        503: "a dependency failed",
+    }
+    ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    return {
+        code: {"description": described[code], "content": {PROBLEM_JSON: ref}} for code in codes
+    }
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    api_key: str | None = None,
+    max_task_chars: int | None = None,
+    admin: bool = True,
+    registry: Registry | None = None,
+    poll_seconds: float = 0.25,
+    heartbeat_seconds: float = 15.0,
+) -> FastAPI:
+    """The API over `runtime` (anything with `send` and `store`; see `cadre.api`)."""
+    limit = max_task_chars or DEFAULT_MAX_TASK_CHARS
+    registry = registry or getattr(runtime, "registry", None) or default_registry
+    service = Service(runtime, registry if isinstance(registry, Registry) else None)
+    app = FastAPI(
+        title="Cadre",
+        version=__version__,
+        description="Submit tasks to teams of agents, follow them live, answer, cancel.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    install(app)
+    guard = _key_guard(api_key)
+    common = _problems(401, 422) if api_key else _problems(422)
+    api = APIRouter(prefix="/api", dependencies=guard, responses=common)
+    _task_routes(api, service, limit, poll_seconds, heartbeat_seconds)
+    _team_routes(api, service)
+    if admin:
+        _admin_routes(api, service, runtime)
+    app.include_router(api)
+    _health_route(app, service)
+    _page_routes(app)
+    app.state.cadre = service
+    # Outermost first: a request over the size limit never reaches the app.
+    app.add_middleware(BodyLimit, max_bytes=limit * 6 + 16_384)
+    app.add_middleware(CatchAll)
+    return app
+
+
+def _key_guard(api_key: str | None) -> list[Any]:
+    if not api_key:
+        return []
+    header = APIKeyHeader(name="x-api-key", auto_error=False, description="CADRE_API_KEY")
+
+    async def check(given: Annotated[str | None, Depends(header)]) -> None:
+        if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise ProblemError(
+                401,
+                "unauthorized",
+                "Unauthorized",
+                "send the API key in the x-api-key header" if given is None else "wrong API key",
+            )
+
+    return [Depends(check)]
+
+
+def _accepted(request: Request, task_id: str, status: str) -> Accepted:
+    url = request.url_for("get_task", task_id=task_id).path
+    return Accepted(task_id=task_id, status=status, status_url=url, messages_url=f"{url}/messages")  # type: ignore[arg-type]
+
+
+def _task_routes(
+    api: APIRouter, service: Service, limit: int, poll: float, heartbeat: float
+) -> None:
+    def check_size(field: str, text: str) -> None:
+        if len(text) > limit:
+            raise ProblemError(
+                413,
+                "text-too-large",
+                "Text too large",
+                f"{field} has {len(text)} characters; the limit is {limit} (CADRE_MAX_TASK_CHARS)",
+            )
+
+    @api.post(
+        "/tasks",
+        status_code=202,
+        response_model=Accepted,
+        responses=_problems(404, 413),
+        summary="Submit a task to a team",
+    )
+    async def submit_task(
+        body: TaskRequest,
+        request: Request,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                min_length=1,
+                max_length=255,
+                description="retrying with the same key and body returns the same task",
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        check_size("body.task", body.task)
+        task_id, replayed = await service.submit(body.team, body.task, idempotency_key)
+        accepted = _accepted(request, task_id, "queued")
+        if replayed:
+            accepted.status = (await service.state(task_id)).status
+        headers = {"Location": accepted.status_url}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=headers)
+
+    @api.get(
+        "/tasks/{task_id}",
+        response_model=TaskView,
+        responses=_problems(404),
+        summary="A task's status, result, usage and timestamps",
+    )
+    async def get_task(task_id: TaskId) -> TaskView:
+        st = await service.state(task_id)
+        submitted = await service.submission(task_id)
+        return TaskView(
+            task_id=task_id,
+            team=st.team,
+            status=st.status,
+            task=st.task,
+            result=st.result,
+            error=st.stop_reason if st.status == "failed" else None,
+            stop_reason=st.stop_reason,
+            speaker=st.speaker,
+            prompt=st.prompt,
+            messages=len(st.transcript),
+            usage=st.usage,
+            usage_by_agent=st.usage_by_agent,
+            submitted_at=submitted.submitted_at if submitted else st.started_at,
+            started_at=st.started_at,
+            finished_at=st.finished_at,
+        )
+
+    @api.get(
+        "/tasks/{task_id}/messages",
+        response_model=MessagePage,
+        responses={
+            200: {
+                "description": "a page of messages, or with `Accept: text/event-stream` a "
+                "live stream of `message`, `status` and `end` events",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_problems(404),
+        },
+        summary="The transcript, paged or live (server-sent events)",
+    )
+    async def get_messages(
+        task_id: TaskId,
+        request: Request,
+        after: Annotated[int, Query(ge=0, le=1_000_000, description="skip this many")] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        last_event_id: Annotated[
+            str | None, Header(alias="Last-Event-ID", include_in_schema=False)
+        ] = None,
+    ) -> Any:
+        st = await service.state(task_id)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            if last_event_id is not None and last_event_id.isdigit():
+                after = int(last_event_id)
+            stream = events(service, task_id, after, poll=poll, heartbeat=heartbeat)
+            return StreamingResponse(
+                stream,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        window = st.transcript[after : after + limit]
+        return MessagePage(
+            task_id=task_id,
+            status=st.status,
+            messages=[message_view(after + i, m) for i, m in enumerate(window)],
+            next_after=after + len(window),
+            has_more=after + len(window) < len(st.transcript),
+        )
+
+    @api.post(
+        "/tasks/{task_id}/input",
+        status_code=202,
+        response_model=Accepted,
+        responses=_problems(404, 409, 413),
+        summary="Answer the user proxy of a task awaiting input",
+    )
+    async def give_input(task_id: TaskId, body: InputRequest, request: Request) -> Accepted:
+        check_size("body.text", body.text)
+        await service.give_input(task_id, body.text)
+        return _accepted(request, task_id, "running")
+
+    @api.post(
+        "/tasks/{task_id}/cancel",
+        status_code=202,
+        response_model=Accepted,
+        responses=_problems(404, 409),
+        summary="Cancel a task that has not finished",
+    )
+    async def cancel_task(
+        task_id: TaskId, request: Request, body: CancelRequest | None = None
+    ) -> Accepted:
+        await service.cancel(task_id, (body or CancelRequest()).reason)
+        return _accepted(request, task_id, (await service.state(task_id)).status)
+
+
+def _team_routes(api: APIRouter, service: Service) -> None:
+    @api.get("/teams", response_model=list[TeamView], summary="The teams and their participants")
+    async def list_teams() -> list[TeamView]:
+        return service.teams()
+
+
+def _admin_routes(api: APIRouter, service: Service, runtime: Runtime) -> None:
+    @api.get(
+        "/dead-letters",
+        response_model=list[DeadLetterView],
+        summary="Dead letters, newest first (admin)",
+        tags=["admin"],
+    )
+    async def list_dead_letters(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> list[DeadLetterView]:
+        return [_letter_view(d) for d in await service.store.list_dead_letters(limit=limit)]
+
+    redrive = getattr(runtime, "redrive", None)
+    if redrive is None:
+        return
+
+    @api.post(
+        "/dead-letters/{letter_id}/redrive",
+        status_code=202,
+        response_model=Redriven,
+        responses=_problems(404),
+        summary="Send a dead letter again and remove it from the list (admin)",
+        tags=["admin"],
+    )
+    async def redrive_dead_letter(letter_id: LetterId) -> Redriven:
+        try:
+            envelope = await redrive(letter_id)
+        except NotFound:
+            detail = f"no dead letter {letter_id!r}"
+            raise ProblemError(
+                404, "dead-letter-not-found", "Dead letter not found", detail
+            ) from None
+        return Redriven(
+            id=letter_id,
+            envelope_id=str(getattr(envelope, "id", letter_id)),
+            agent=str(getattr(envelope, "recipient", "")),
+        )
+
+
+def _letter_view(letter: DeadLetter) -> DeadLetterView:
+    try:
+        body: Any = json.loads(letter.body)
+    except ValueError:
+        body = letter.body.decode("utf-8", errors="replace")
+    return DeadLetterView(
+        id=letter.id,
+        reason=letter.reason,
+        detail=letter.detail,
+        failed_at=letter.failed_at,
+        attempts=letter.attempts,
+        agent=letter.agent,
+        message=letter.message,
+        task_id=letter.task_id,
+        body=body,
+    )
+
+
+def _health_route(app: FastAPI, service: Service) -> None:
+    @app.get(
+        "/api/health",
+        response_model=Health,
+        responses={503: {"description": "a check failed", "model": Health}},
+        summary="Liveness, and a check of the store and the transport (no key needed)",
+    )
+    async def health() -> JSONResponse:
+        checks = await service.health()
+        ok = all(c.ok for c in checks.values())
+        body = Health(status="ok" if ok else "degraded", checks=checks)
+        return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
+
+
+def _page_routes(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")

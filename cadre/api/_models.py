@@ -1,0 +1,154 @@
+"""The API's request and response bodies (they are its OpenAPI contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models.base import Usage
+from ..teams.manager import TaskStatus
+from ..teams.messages import MessageKind
+
+
+class TaskOptions(BaseModel):
+    """Per-task settings. None is defined yet: an unknown key is a 422, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskRequest(BaseModel):
+    """`POST /api/tasks`: which team, and what it should do."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team: str = Field(default="default", min_length=1, max_length=200, examples=["default"])
+    task: str = Field(min_length=1, examples=["Plan a three-day trip to Lisbon"])
+    options: TaskOptions = TaskOptions()
+
+
+class InputRequest(BaseModel):
+    """`POST /api/tasks/{id}/input`: the human's answer to the user proxy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, examples=["Yes, go ahead."])
+
+
+class CancelRequest(BaseModel):
+    """`POST /api/tasks/{id}/cancel` (the body is optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="cancelled by the client", max_length=500)
+
+
+class Accepted(BaseModel):
+    """A request the task's manager will act on at its next step."""
+
+    task_id: str
+    status: TaskStatus
+    status_url: str
+    messages_url: str
+
+
+class TaskView(BaseModel):
+    """`GET /api/tasks/{id}`: a task as a client sees it."""
+
+    task_id: str
+    team: str
+    status: TaskStatus
+    task: str
+    result: str | None
+    error: str | None = Field(description="why the task failed (status failed), else null")
+    stop_reason: str | None = Field(description="why the task ended, once it has")
+    speaker: str | None = Field(description="the participant whose turn it is")
+    prompt: str | None = Field(description="the user proxy's question (awaiting_input)")
+    messages: int = Field(description="transcript length")
+    usage: Usage
+    usage_by_agent: dict[str, Usage]
+    submitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class MessageView(BaseModel):
+    """One transcript entry; `index` counts from 0."""
+
+    index: int
+    source: str
+    content: str
+    kind: MessageKind
+    tokens: int
+    usage: Usage
+    tool_name: str | None = None
+    is_error: bool = False
+    handoff: str | None = None
+    at: datetime | None = None
+
+
+class MessagePage(BaseModel):
+    """`GET /api/tasks/{id}/messages`: up to `limit` messages after `after`."""
+
+    task_id: str
+    status: TaskStatus
+    messages: list[MessageView]
+    next_after: int = Field(description="pass as `after` to get the messages that follow")
+    has_more: bool
+
+
+ParticipantKind = Literal["assistant", "user_proxy", "team", "agent"]
+
+
+class Participant(BaseModel):
+    """One member of a team."""
+
+    name: str
+    kind: ParticipantKind
+    description: str
+
+
+class TeamView(BaseModel):
+    """A team this app serves."""
+
+    name: str
+    pattern: str
+    description: str
+    participants: list[Participant]
+
+
+class Check(BaseModel):
+    """One dependency's health."""
+
+    ok: bool
+    detail: str
+
+
+class Health(BaseModel):
+    """`GET /api/health`: 200 when every check passes, 503 otherwise."""
+
+    status: Literal["ok", "degraded"]
+    checks: dict[str, Check]
+
+
+class DeadLetterView(BaseModel):
+    """An envelope that could not be handled."""
+
+    id: str
+    reason: str
+    detail: str
+    failed_at: datetime
+    attempts: int
+    agent: str | None
+    message: str | None
+    task_id: str | None
+    body: Any = Field(description="the envelope as JSON (or text when it is not JSON)")
+
+
+class Redriven(BaseModel):
+    """A dead letter sent again."""
+
+    id: str
+    envelope_id: str
+    agent: str

@@ -1,0 +1,82 @@
+"""A task's transcript as server-sent events, until the task ends.
+
+    event: message   id: <n>   data: <MessageView JSON>     one per transcript entry
+    event: status              data: {"status", "speaker", "prompt"}   when any changes
+    event: end                 data: {"status", "result", "stop_reason"}   then the stream closes
+    : keep-alive                                            a comment every `heartbeat` seconds
+
+The stream polls the store (a point read of the task's manager), so it works in any host
+and across processes. A client that reconnects with ``Last-Event-ID: n`` (EventSource
+does so by itself) gets the messages after the n-th.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from ..errors import CadreError
+from ..teams.manager import FINISHED
+from ..teams.messages import ChatMessage
+from ._models import MessageView
+from ._service import Service
+
+log = logging.getLogger("cadre.api")
+
+
+def message_view(index: int, message: ChatMessage) -> MessageView:
+    """A transcript entry as the API shows it."""
+    return MessageView(
+        index=index,
+        source=message.source,
+        content=message.content,
+        kind=message.kind,
+        tokens=message.usage.total_tokens,
+        usage=message.usage,
+        tool_name=message.tool_name,
+        is_error=message.is_error,
+        handoff=message.handoff,
+        at=message.at,
+    )
+
+
+def _event(name: str, data: str, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {name}\ndata: {data}\n\n"
+
+
+async def events(
+    service: Service, task_id: str, after: int, *, poll: float, heartbeat: float
+) -> AsyncIterator[str]:
+    """The event stream of one task (see the module docstring)."""
+    yield "retry: 2000\n\n"
+    sent, shown, quiet_since = after, None, time.monotonic()
+    while True:
+        try:
+            st = await service.state(task_id)
+        except CadreError as exc:  # a store hiccup: say so, keep the stream, try again
+            log.warning("stream of task %s: reading the store failed: %s", task_id, exc)
+            yield ": store unavailable, retrying\n\n"
+            await asyncio.sleep(max(poll, 1.0))
+            continue
+        for index, message in enumerate(st.transcript[sent:], start=sent):
+            yield _event("message", message_view(index, message).model_dump_json(), index + 1)
+            quiet_since = time.monotonic()
+        sent = max(sent, len(st.transcript))
+        now = (st.status, st.speaker, st.prompt)
+        if now != shown:
+            shown = now
+            status = {"status": st.status, "speaker": st.speaker, "prompt": st.prompt}
+            yield _event("status", json.dumps(status))
+            quiet_since = time.monotonic()
+        if st.status in FINISHED:
+            end = {"status": st.status, "result": st.result, "stop_reason": st.stop_reason}
+            yield _event("end", json.dumps(end))
+            return
+        if time.monotonic() - quiet_since >= heartbeat:
+            yield ": keep-alive\n\n"
+            quiet_since = time.monotonic()
+        await asyncio.sleep(poll)

@@ -1,0 +1,108 @@
+"""`cadre serve`: the HTTP API and the live page on the local runtime, with uvicorn.
+
+    cadre serve                      # http://127.0.0.1:7071/  (the port `func start` uses)
+
+The same app (`cadre.api.create_app`) the Functions host serves, over the local runtime
+and its SQLite file, so a client written against one works against the other. Ctrl-C (or
+SIGTERM) stops accepting requests, lets steps under way finish, and closes the store;
+queued work stays in the file for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from ..settings import Settings
+
+
+def _uvicorn() -> Any:
+    try:
+        import uvicorn
+    except ModuleNotFoundError:
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError(
+            "cadre serve needs FastAPI and uvicorn: pip install 'cadre[api]'"
+        ) from None
+    return uvicorn
+
+
+async def serve(settings: Settings, host: str, port: int, *, out: TextIO | None = None) -> int:
+    """Run the API on the local runtime until a signal stops it; returns the exit code."""
+    uvicorn = _uvicorn()
+    from ..api import create_app
+    from .local import LocalRuntime
+
+    out = out or sys.stdout
+    runtime = LocalRuntime.sqlite(
+        settings.state_path,
+        policy=settings.retry_policy(),
+        concurrency=settings.concurrency,
+        seen_limit=settings.seen_limit,
+    )
+    await runtime.start()
+    try:
+        app = create_app(runtime, api_key=settings.api_key, max_task_chars=settings.max_task_chars)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+        server = _Server(config)
+        shown = "localhost" if host in ("127.0.0.1", "::1") else host
+        bind = f"[{shown}]" if ":" in shown else shown
+        print(f"cadre serve: state {settings.state_path}", file=out, flush=True)
+        print(f"  page      http://{bind}:{port}/", file=out, flush=True)
+        print(f"  API       http://{bind}:{port}/api  (docs: /api/docs)", file=out, flush=True)
+        if settings.api_key:
+            print("  API key   required (x-api-key header)", file=out, flush=True)
+        print("Ctrl-C stops (queued work stays in the state file)", file=out, flush=True)
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits when it cannot bind
+            print(f"cadre serve: could not listen on {host}:{port}", file=sys.stderr)
+            return 1
+        print("cadre serve: stopped", file=out, flush=True)
+        return 0
+    finally:
+        await runtime.close()
+
+
+class _Server:
+    """A uvicorn server whose Ctrl-C/SIGTERM ends `serve()` and nothing else (uvicorn's
+    own handling re-raises the signal afterwards, which would skip the runtime's close)."""
+
+    def __init__(self, config: Any) -> None:
+        uvicorn = _uvicorn()
+
+        class Quiet(uvicorn.Server):  # type: ignore[misc, name-defined]
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                loop = asyncio.get_running_loop()
+                handled = []
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                        loop.add_signal_handler(sig, self._stop)
+                        handled.append(sig)
+                try:
+                    yield
+                finally:
+                    for sig in handled:
+                        loop.remove_signal_handler(sig)
+
+            def _stop(self) -> None:
+                server: Any = self  # a second Ctrl-C stops without waiting for requests
+                server.force_exit = bool(server.should_exit)
+                server.should_exit = True
+
+        self._server = Quiet(config)
+
+    @property
+    def started(self) -> bool:
+        return bool(self._server.started)
+
+    async def serve(self) -> None:
+        await self._server.serve()
