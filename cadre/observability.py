@@ -162,16 +162,49 @@ def span_tree(path: str | Path, trace_id: str | None = None) -> str:
 
     def walk(parent: str | None, depth: int) -> None:
         for record in children.get(parent, []):
-            attrs = record["attributes"]
-            where = attrs.get("cadre.agent.type")
-            detail = f" @ {where}/{attrs.get('cadre.agent.key')}" if where else ""
-            outcome = f" [{attrs['cadre.outcome']}]" if "cadre.outcome" in attrs else ""
-            millis = (record["end_ns"] - record["start_ns"]) / 1e6
-            lines.append(
-                f"{'  ' * depth}{record['name']} ({record['kind'].lower()}){detail}{outcome} "
-                f"{millis:.1f} ms"
-            )
+            indent = "  " * depth
+            lines.append(f"{indent}{_span_line(record)}")
+            for event in record.get("events", []):
+                lines.append(f"{indent}  · {_event_line(event)}")
             walk(record["span_id"], depth + 1)
 
     walk(None, 0)
     return "\n".join(lines)
+
+
+def _short(key: str) -> str:
+    return key if len(key) <= 12 else f"{key[:8]}…"
+
+
+def _span_line(record: dict[str, Any]) -> str:
+    """One span: name, kind, where it ran, its outcome or tokens, its duration."""
+    attrs = record["attributes"]
+    parts = [f"{record['name']} ({record['kind'].lower()})"]
+    if "cadre.agent.key" in attrs:
+        parts.append(f"@ {attrs['cadre.agent.type']}/{_short(str(attrs['cadre.agent.key']))}")
+    elif "gen_ai.agent.name" in attrs:
+        parts.append(f"@ {attrs['gen_ai.agent.name']}")
+    if "cadre.outcome" in attrs:
+        parts.append(f"[{attrs['cadre.outcome']}]")
+    if "gen_ai.usage.input_tokens" in attrs:
+        parts.append(
+            f"[{attrs['gen_ai.usage.input_tokens']} in, "
+            f"{attrs.get('gen_ai.usage.output_tokens', 0)} out tokens]"
+        )
+    if record.get("status") == "ERROR":
+        parts.append("ERROR")
+    parts.append(f"{(record['end_ns'] - record['start_ns']) / 1e6:.1f} ms")
+    return " ".join(parts)
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    """A team decision: ``speaker_selected writer (round robin)``, ``terminated ...``."""
+    name = event["name"].removeprefix("cadre.team.")
+    attrs = event.get("attributes", {})
+    if "cadre.team.speaker" in attrs and "cadre.team.selected_by" in attrs:
+        return f"{name} {attrs['cadre.team.speaker']} ({attrs['cadre.team.selected_by']})"
+    if "cadre.team.reason" in attrs:
+        status = attrs.get("cadre.task.status")
+        return f"{name}{f' {status}' if status else ''}: {attrs['cadre.team.reason']}"
+    details = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in attrs.items())
+    return f"{name} {details}".strip()

@@ -49,6 +49,14 @@ OUTCOME = "cadre.outcome"
 DEAD_LETTER_REASON = "cadre.dead_letter.reason"
 TASK_STATUS = "cadre.task.status"
 CONTENT = "cadre.message.content"
+AGENT_NAME = "gen_ai.agent.name"
+TEAM = "cadre.team"
+
+# Span events of team decisions (on the manager's process span).
+SPEAKER_SELECTED = "cadre.team.speaker_selected"
+TERMINATED = "cadre.team.terminated"
+AWAITING_INPUT = "cadre.team.awaiting_input"
+CANCELLED = "cadre.team.cancelled"
 
 # Metric names.
 PROCESS_DURATION = "messaging.process.duration"
@@ -85,9 +93,11 @@ ATTRIBUTE_NAMES = frozenset(
         OUTCOME,
         DEAD_LETTER_REASON,
         TASK_STATUS,
-        "cadre.team",
+        TEAM,
+        AGENT_NAME,
         "messaging.system",
         "gen_ai.request.model",
+        "gen_ai.response.model",
         "gen_ai.token.type",
         "gen_ai.operation.name",
         "gen_ai.system",
@@ -129,6 +139,70 @@ def _parent_context(traceparent: str | None) -> otel_context.Context:
 
 
 _task_id: ContextVar[str | None] = ContextVar("cadre_task_id", default=None)
+_host_span: ContextVar[trace.SpanContext | None] = ContextVar("cadre_host_span", default=None)
+"""The span of the invocation a host runs this delivery in (`functions_context`)."""
+
+
+def _process_parent(
+    traceparent: str | None,
+) -> tuple[otel_context.Context, list[trace.Link] | None]:
+    """The parent of a process span: the producer in the envelope; or, under a host that
+    continued that trace (Functions reads the message's Diagnostic-Id), the host's span,
+    so it sits between. A host span of another trace only gets a link: a task stays one
+    trace."""
+    parent = _parent_context(traceparent)
+    host = _host_span.get()
+    if host is None:
+        return parent, None
+    producer = trace.get_current_span(parent).get_span_context()
+    if not producer.is_valid or producer.trace_id == host.trace_id:
+        return trace.set_span_in_context(trace.NonRecordingSpan(host), _ROOT), None
+    return parent, [trace.Link(host)]
+
+
+@contextlib.contextmanager
+def functions_context(context: Any) -> Iterator[otel_context.Context]:
+    """Continue the Azure Functions host's trace inside the block.
+
+    `context` is the invocation's ``azure.functions.Context``; its
+    ``trace_context.trace_parent`` is the host's span. Inside the block spans Cadre starts
+    (a task submitted over HTTP) are its children, and a delivery's process span nests
+    under it when the host continued the message's trace. Without a trace context this
+    changes nothing.
+    """
+    carrier = _carrier(getattr(context, "trace_context", None))
+    if not carrier:
+        yield otel_context.get_current()
+        return
+    ctx = _propagator.extract(carrier)
+    span_context = trace.get_current_span(ctx).get_span_context()
+    if not span_context.is_valid:
+        yield otel_context.get_current()
+        return
+    host_token = _host_span.set(span_context)
+    token = otel_context.attach(ctx)
+    try:
+        yield ctx
+    finally:
+        otel_context.detach(token)
+        _host_span.reset(host_token)
+
+
+def _carrier(trace_context: Any) -> dict[str, str]:
+    """The W3C headers of a Functions `TraceContext` (the worker's class spells them
+    ``Traceparent``/``Tracestate`` too)."""
+    if trace_context is None:
+        return {}
+    parent = getattr(trace_context, "trace_parent", None) or getattr(
+        trace_context, "Traceparent", None
+    )
+    state = getattr(trace_context, "trace_state", None) or getattr(
+        trace_context, "Tracestate", None
+    )
+    carrier = {"traceparent": parent} if isinstance(parent, str) and parent else {}
+    if carrier and isinstance(state, str) and state:
+        carrier["tracestate"] = state
+    return carrier
 
 
 _DISABLED_PROVIDERS = {
@@ -264,22 +338,16 @@ class Telemetry:
 
     # -- consuming ------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def processing(self, envelope: Envelope) -> Iterator[ProcessScope]:
-        """Around one step: a CONSUMER span child of the envelope's producer, the task id
-        for log records, and the step's metrics once the outcome is known."""
+    def processing(self, envelope: Envelope) -> _Processing:
+        """Around one step (``with tel.processing(envelope) as scope``): a CONSUMER span child
+        of the envelope's producer, the task id for log records, and the step's metrics once
+        the outcome is known."""
         self.refresh()
-        scope = ProcessScope(self, envelope)
-        token_task = _task_id.set(envelope.task_id)
-        if not self.tracing:
-            try:
-                yield scope
-            finally:
-                _task_id.reset(token_task)
-                scope.finish(None)
-            return
+        return _Processing(self, envelope)
+
+    def _start_process_span(self, envelope: Envelope) -> trace.Span:
         assert self._tracer is not None
-        parent = _parent_context(envelope.traceparent)
+        parent, links = _process_parent(envelope.traceparent)
         agent_type, _, key = (envelope.recipient or "").partition("/")
         attributes: dict[str, Any] = {
             "messaging.system": MESSAGING_SYSTEM,
@@ -295,39 +363,50 @@ class Telemetry:
         }
         if self.capture_content:
             attributes[CONTENT] = _json(envelope.payload)
-        span = self._tracer.start_span(
+        return self._tracer.start_span(
             f"process {envelope.message}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
+            links=links,
         )
-        token_ctx = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            yield scope
-        finally:
-            otel_context.detach(token_ctx)
-            _task_id.reset(token_task)
-            scope.finish(span)
-            span.end()
 
     # -- models, tools, tasks -------------------------------------------------------
 
     @contextlib.contextmanager
     def model_span(
-        self, model: str, *, agent_type: str | None = None, provider: str = "openai"
+        self,
+        model: str,
+        *,
+        agent_type: str | None = None,
+        agent_name: str | None = None,
+        provider: str = "openai",
     ) -> Iterator[trace.Span]:
-        """A `chat <model>` CLIENT span; call `record_tokens` with the usage inside it."""
+        """A `chat <model>` CLIENT span, current inside the block; call `record_tokens`
+        with the usage inside it. An exception marks it failed (``error.type``)."""
+        self.refresh()
+        if not self.tracing:
+            yield trace.INVALID_SPAN
+            return
+        assert self._tracer is not None
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": model,
             "gen_ai.system": provider,
+            "gen_ai.provider.name": provider,
         }
         if agent_type:
             attributes[AGENT_TYPE] = agent_type
-        with self.tracer.start_as_current_span(
+        if agent_name:
+            attributes[AGENT_NAME] = agent_name
+        with self._tracer.start_as_current_span(
             f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
-            yield span
+            try:
+                yield span
+            except BaseException as exc:
+                span.set_attribute("error.type", type(exc).__qualname__)
+                raise
 
     def record_tokens(
         self,
@@ -337,37 +416,59 @@ class Telemetry:
         input_tokens: int,
         output_tokens: int,
         agent_type: str | None = None,
+        agent_name: str | None = None,
         provider: str = "openai",
+        response_model: str | None = None,
     ) -> None:
-        """Token usage of one model call: on its span and in `gen_ai.client.token.usage`."""
+        """Token usage of one model call: on its span and in `gen_ai.client.token.usage`
+        (per agent type, agent name and model)."""
         if span is not None and span.is_recording():
             span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+        self.refresh()
+        if not self.measuring:
+            return
         usage = self.instruments.token_usage
         base: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": model,
             "gen_ai.system": provider,
         }
+        if response_model:
+            base["gen_ai.response.model"] = response_model
         if agent_type:
             base[AGENT_TYPE] = agent_type
+        if agent_name:
+            base[AGENT_NAME] = agent_name
         usage.record(input_tokens, {**base, "gen_ai.token.type": "input"})
         usage.record(output_tokens, {**base, "gen_ai.token.type": "output"})
 
     @contextlib.contextmanager
-    def tool_span(self, name: str) -> Iterator[trace.Span]:
-        """An `execute_tool <name>` span around one tool call."""
+    def tool_span(
+        self, name: str, *, call_id: str | None = None, agent_name: str | None = None
+    ) -> Iterator[trace.Span]:
+        """An `execute_tool <name>` span around one tool call, current inside the block."""
+        self.refresh()
+        if not self.tracing:
+            yield trace.INVALID_SPAN
+            return
+        assert self._tracer is not None
         attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name}
-        with self.tracer.start_as_current_span(
+        if call_id:
+            attributes["gen_ai.tool.call.id"] = call_id
+        if agent_name:
+            attributes[AGENT_NAME] = agent_name
+        with self._tracer.start_as_current_span(
             f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attributes
         ) as span:
             yield span
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
-        """A span event on the current span (team decisions: next speaker, termination)."""
+        """A span event on the current span (team decisions: next speaker, termination).
+        None values are left out."""
         span = trace.get_current_span()
         if span.is_recording():
-            span.add_event(name, dict(attributes))
+            span.add_event(name, {k: v for k, v in attributes.items() if v is not None})
 
     def count_unreadable(self, reason: str) -> None:
         """Bytes that are not an envelope were dead-lettered (no step, so no span)."""
@@ -384,6 +485,34 @@ class Telemetry:
             attributes["cadre.team"] = team
         self.instruments.tasks.add(1, attributes)
         self.instruments.task_duration.record(duration_seconds, attributes)
+
+
+class _Processing:
+    """The context manager `Telemetry.processing` returns (a class, not a generator: it
+    runs twice per message on the hot path)."""
+
+    __slots__ = ("_span", "_task_token", "_token", "scope", "telemetry")
+
+    def __init__(self, telemetry: Telemetry, envelope: Envelope) -> None:
+        self.telemetry = telemetry
+        self.scope = ProcessScope(telemetry, envelope)
+        self._span: trace.Span | None = None
+        self._token: object = None
+
+    def __enter__(self) -> ProcessScope:
+        self._task_token = _task_id.set(self.scope.envelope.task_id)
+        if self.telemetry.tracing:
+            self._span = self.telemetry._start_process_span(self.scope.envelope)
+            self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self.scope
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+        _task_id.reset(self._task_token)
+        self.scope.finish(self._span)
+        if self._span is not None:
+            self._span.end()
 
 
 class ProcessScope:

@@ -39,6 +39,9 @@ def _snippet(text: str, words: int = 12) -> str:
 class OfflineClient:
     """A deterministic stand-in model (see the module docstring)."""
 
+    provider = "cadre.offline"
+    """Its ``gen_ai.system`` on spans and token metrics."""
+
     @property
     def model_name(self) -> str:
         """Always ``offline``."""

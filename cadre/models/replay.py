@@ -29,6 +29,9 @@ def word_usage(messages: Sequence[LLMMessage], content: str) -> Usage:
 class ReplayClient:
     """Returns scripted responses in order; `calls` holds what each call was given."""
 
+    provider = "cadre.replay"
+    """Its ``gen_ai.system`` on spans and token metrics."""
+
     def __init__(self, responses: Sequence[Response], *, name: str = "replay") -> None:
         self.responses = list(responses)
         self.calls: list[list[LLMMessage]] = []

@@ -18,8 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError, create_model
 
 from ..context import Context
+from ..models import traced
 from ..models.base import LLMMessage, ModelClient, Usage
-from .manager import Selection, Team, TeamState
+from .manager import MANAGER_TYPE, Selection, Team, TeamState
 from .messages import ChatMessage
 from .participants import Participant
 from .selector import one_of
@@ -99,8 +100,12 @@ class MagenticOneTeam(Team):
         return "\n".join(f"{m.source}: {m.content}" for m in state.transcript if m.kind == "text")
 
     async def _ask(self, prompt: str, schema: type[BaseModel] | None = None) -> tuple[str, Usage]:
-        result = await self.model.create(
-            [LLMMessage(role="user", content=prompt)], output_schema=schema
+        result = await traced.create(
+            self.model,
+            [LLMMessage(role="user", content=prompt)],
+            output_schema=schema,
+            agent_type=MANAGER_TYPE,
+            agent_name=ORCHESTRATOR,
         )
         return result.content, result.usage
 
@@ -140,13 +145,15 @@ class MagenticOneTeam(Team):
             last = state.pattern.get("last")
             speaker = names[(names.index(last) + 1) % len(names)] if last in names else names[0]
             instruction = "Please continue with the plan."
+            selected_by = "orchestrator fallback (invalid progress ledger)"
         else:
             speaker, instruction = ledger.next_speaker, ledger.instruction_or_question
+            selected_by = "orchestrator progress ledger"
         state.pattern["last"] = speaker
         state.record(
             ChatMessage(source=ORCHESTRATOR, content=f"{speaker}: {instruction}", at=ctx.now)
         )
-        return Selection(speaker)
+        return Selection(speaker, selected_by=selected_by)
 
     async def _progress(self, state: TeamState, names: list[str]) -> Any:
         schema = create_model(

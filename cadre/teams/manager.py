@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
+from .. import telemetry
 from ..agent import Agent, handler
 from ..context import Context
 from ..errors import ConfigurationError
@@ -89,10 +90,12 @@ class TeamState(BaseModel):
 
 @dataclass(frozen=True)
 class Selection:
-    """The next speaker, and an instruction for it (the orchestrator's)."""
+    """The next speaker, an instruction for it (the orchestrator's), and what chose it
+    (recorded on the manager's span: ``round robin``, ``selector model``, ...)."""
 
     speaker: str
     instruction: str | None = None
+    selected_by: str = "team"
 
 
 class Team(Participant):
@@ -229,6 +232,16 @@ class TeamManager(Agent):
             return
         if msg.awaiting_input:
             st.status, st.prompt = "awaiting_input", msg.prompt
+            tel = telemetry.current()
+            tel.event(
+                telemetry.AWAITING_INPUT,
+                {
+                    telemetry.TEAM: st.team,
+                    "cadre.team.speaker": st.speaker,
+                    "cadre.team.turn": st.turn,
+                    "cadre.team.prompt": msg.prompt if tel.capture_content else None,
+                },
+            )
             if st.parent:
                 ctx.send(AgentId.parse(st.parent), msg.model_copy(update={"turn": st.parent_turn}))
             return
@@ -267,6 +280,9 @@ class TeamManager(Agent):
         st = self.state
         if st.status in FINISHED:
             return
+        telemetry.current().event(
+            telemetry.CANCELLED, {telemetry.TEAM: st.team, "cadre.team.reason": msg.reason}
+        )
         if st.speaker and isinstance(self.team.participants.get(st.speaker), Team):
             ctx.send(self.team.participants[st.speaker].agent_id(self.id.key), msg)
         self._finish(ctx, "cancelled", msg.reason, notify_parent=False)
@@ -333,6 +349,15 @@ class TeamManager(Agent):
         st.turn += 1
         st.run_turns += 1
         st.speaker = name
+        telemetry.current().event(
+            telemetry.SPEAKER_SELECTED,
+            {
+                telemetry.TEAM: st.team,
+                "cadre.team.speaker": name,
+                "cadre.team.selected_by": selection.selected_by,
+                "cadre.team.turn": st.turn,
+            },
+        )
         request = RequestTurn(
             turn=st.turn, participant=name, messages=delta, instruction=selection.instruction
         )
@@ -344,6 +369,7 @@ class TeamManager(Agent):
         st = self.state
         st.status, st.stop_reason, st.speaker, st.prompt = status, reason, None, None
         st.finished_at = ctx.now
+        self._report(status, reason)
         if st.result is None:
             texts = [m for m in st.transcript[st.run_start :] if m.kind == "text"]
             st.result = texts[-1].content if texts else ""
@@ -356,3 +382,21 @@ class TeamManager(Agent):
                 AgentId.parse(st.parent),
                 TurnResult(turn=st.parent_turn, messages=[answer], error=error),
             )
+
+    def _report(self, status: TaskStatus, reason: str) -> None:
+        """The end of a run on the manager's span; a root task's status and duration in
+        the task metrics (at least once: a step redone after a crash reports again)."""
+        st = self.state
+        tel = telemetry.current()
+        tel.event(
+            telemetry.TERMINATED,
+            {
+                telemetry.TEAM: st.team,
+                telemetry.TASK_STATUS: status,
+                "cadre.team.reason": reason,
+                "cadre.team.turns": st.run_turns,
+            },
+        )
+        if st.parent is None and st.started_at and st.finished_at:
+            seconds = (st.finished_at - st.started_at).total_seconds()
+            tel.record_task(status, seconds, team=st.team)

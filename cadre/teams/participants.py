@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from ..agent import Agent, handler
 from ..context import Context
 from ..ids import AgentId
+from ..models import traced
 from ..models.base import LLMMessage, ModelClient, ModelResult, ToolSpec, Usage
 from ..models.tools import Tool, ToolOutcome, as_tool
 from ..registry import Registry, default_registry
@@ -175,7 +176,13 @@ class AssistantAgent(Agent):
     async def _call_model(self, history: list[LLMMessage]) -> ModelResult:
         system = LLMMessage(role="system", content=self.spec.system_message)
         specs = self.spec.tool_specs() or None
-        result = await self.spec.model.create([system, *history], tools=specs)
+        result = await traced.create(
+            self.spec.model,
+            [system, *history],
+            tools=specs,
+            agent_type=self.id.type,
+            agent_name=self.spec.name,
+        )
         self.state.usage = self.state.usage + result.usage
         return result
 
@@ -191,13 +198,15 @@ class AssistantAgent(Agent):
         outcomes = []
         for call in result.tool_calls:
             target = call.name.removeprefix("transfer_to_")
-            if call.name.startswith("transfer_to_") and target in self.spec.handoffs:
-                handoff = handoff or target
-                outcome = ToolOutcome(f"transferred to {target}")
-            elif (tool := self.spec.tools.get(call.name)) is not None:
-                outcome = await tool.call(call.arguments)
-            else:
-                outcome = ToolOutcome(f"there is no tool named {call.name!r}", is_error=True)
+            with traced.tool_span(call, agent_name=self.spec.name) as span:
+                if call.name.startswith("transfer_to_") and target in self.spec.handoffs:
+                    handoff = handoff or target
+                    outcome = ToolOutcome(f"transferred to {target}")
+                elif (tool := self.spec.tools.get(call.name)) is not None:
+                    outcome = await tool.call(call.arguments)
+                else:
+                    outcome = ToolOutcome(f"there is no tool named {call.name!r}", is_error=True)
+                traced.finish_tool_span(span, call, outcome)
             outcomes.append(outcome)
             history.append(LLMMessage(role="tool", content=outcome.content, tool_call_id=call.id))
             out.append(

@@ -16,4 +16,4 @@ class RoundRobinTeam(Team):
         names = list(self.participants)
         index = state.pattern.get("next", 0) % len(names)
         state.pattern["next"] = index + 1
-        return Selection(names[index])
+        return Selection(names[index], selected_by="round robin")

@@ -20,8 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, create_model
 
 from ..context import Context
+from ..models import traced
 from ..models.base import LLMMessage, ModelClient
-from .manager import Selection, Team, TeamState
+from .manager import MANAGER_TYPE, Selection, Team, TeamState
 from .participants import Participant
 
 DEFAULT_SELECTOR_PROMPT = """You are in a role play game. The following roles are available:
@@ -86,7 +87,13 @@ class SelectorTeam(Team):
         schema = _choice_schema(names)
         messages = [LLMMessage(role="user", content=prompt)]
         for _ in range(self.max_selector_attempts):
-            result = await self.model.create(messages, output_schema=schema)
+            result = await traced.create(
+                self.model,
+                messages,
+                output_schema=schema,
+                agent_type=MANAGER_TYPE,
+                agent_name=f"{self.name}.selector",
+            )
             state.add_usage(f"{self.name}.selector", result.usage)
             name = _parse(result.content, names)
             if name is not None:
@@ -119,7 +126,7 @@ class SelectorTeam(Team):
     def _picked(state: TeamState, name: str, how: str) -> Selection:
         state.pattern["last"] = name
         state.pattern.setdefault("selections", []).append(how)
-        return Selection(name)
+        return Selection(name, selected_by=f"selector {how}")
 
 
 def one_of(names: list[str]) -> Any:

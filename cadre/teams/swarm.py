@@ -24,7 +24,10 @@ class SwarmTeam(Team):
 
     async def select(self, state: TeamState, ctx: Context) -> Selection | None:
         """The participant the last hand-off named (the first participant at the start)."""
-        return Selection(state.pattern.get("current") or next(iter(self.participants)))
+        current = state.pattern.get("current")
+        if current:
+            return Selection(current, selected_by="swarm hand-off")
+        return Selection(next(iter(self.participants)), selected_by="swarm first participant")
 
     def after_turn(self, state: TeamState, speaker: str, result: TurnResult) -> None:
         """Follow a hand-off to a participant; after a human answers, back to who asked."""

@@ -4,20 +4,16 @@ in-memory exporters: a task is one trace whose tree is the message flow."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from cadre import AgentId, LocalRuntime, RetryPolicy, telemetry
 from cadre.telemetry import LogContextFilter, Telemetry
 from tests.support.contracts import Add, Fail, Note, make_registry
+
+from .conftest import Otel
 
 COUNTER, RECORDER, ANNOUNCER = (
     AgentId("counter", "a"),
@@ -25,41 +21,6 @@ COUNTER, RECORDER, ANNOUNCER = (
     AgentId("announcer", "a"),
 )
 FAST = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.001)
-
-
-@dataclass
-class Otel:
-    spans: InMemorySpanExporter
-    metrics: InMemoryMetricReader
-
-    def finished(self) -> list[ReadableSpan]:
-        return list(self.spans.get_finished_spans())
-
-    def metric_points(self, name: str) -> list[tuple[dict[str, object], object]]:
-        data = self.metrics.get_metrics_data()
-        points = []
-        for resource in data.resource_metrics if data else []:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name == name:
-                        for point in metric.data.data_points:
-                            value = getattr(point, "value", None)
-                            if value is None:
-                                value = point.count  # a histogram: how many recorded
-                            points.append((dict(point.attributes), value))
-        return points
-
-
-@pytest.fixture
-def otel() -> Iterator[Otel]:
-    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    meter_provider = MeterProvider(metric_readers=[reader])
-    with telemetry.installed(Telemetry(tracer_provider, meter_provider, capture_content=False)):
-        yield Otel(spans, reader)
-    tracer_provider.shutdown()
-    meter_provider.shutdown()
 
 
 def by_id(spans: list[ReadableSpan]) -> dict[int, ReadableSpan]:
