@@ -18,8 +18,8 @@ abandons it when the function raises):
 
 - handled, duplicate, dead-lettered: return, so the message is completed. A `DeliveryError`
   (bad bytes, unknown contract, ...) or a handler out of attempts is recorded in the store's
-  dead letters by the `Processor` first; it is never looped through ``maxDeliveryCount``.
-  A dead-lettered turn request of a team also fails its task (`failure_notice`);
+  dead letters by the `Processor` first (which tells the sender: a team whose turn request
+  is dead-lettered fails with the reason); it is never looped through ``maxDeliveryCount``;
 - retry: wait the retry policy's delay (at most `max_wait` seconds, within the session lock)
   and raise `RetryLater`, so Service Bus redelivers the message within its session: later
   messages for the same agent stay behind it. Set the subscription's ``maxDeliveryCount``
@@ -34,13 +34,12 @@ abandons it when the function raises):
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import telemetry
-from ..envelope import Envelope, derive_id, new_id, utcnow
+from ..envelope import Envelope, new_id, utcnow
 from ..errors import RetryLater
 from ..ids import AgentId
 from ..inbox import INBOX_TYPE
@@ -51,8 +50,6 @@ from ..settings import Settings
 from ..step import DEFAULT_SEEN_LIMIT, Step
 from ..stores.base import StateStore
 from ..transports.base import Transport
-
-log = logging.getLogger("cadre.functions")
 
 DEFAULT_MAX_WAIT = 30.0
 """Longest in-function wait before a retry: well inside Service Bus' default 60 s lock."""
@@ -94,45 +91,6 @@ async def handle_delivery(
     raise RetryLater(
         f"envelope {envelope_id} (attempt {attempt}) will be redelivered: {processed.error}",
         retry_after=processed.retry_after,
-    )
-
-
-_REQUEST_TURN = "cadre.team.RequestTurn"
-
-
-def failure_notice(processed: Processed) -> Envelope | None:
-    """For a dead-lettered team turn request: the `TurnResult` with the error that fails
-    the task (sent to the manager that asked), so its status says why instead of waiting
-    forever. None for anything else. Its id is derived from the dead envelope's id, so a
-    notice sent twice is dropped as a duplicate."""
-    envelope, letter = processed.envelope, processed.dead_letter
-    if envelope is None or letter is None or envelope.message != _REQUEST_TURN:
-        return None
-    manager = envelope.reply_to or envelope.sender
-    turn = envelope.payload.get("turn")
-    if manager is None or not isinstance(turn, int):
-        return None
-    from ..teams.messages import TurnResult
-
-    participant = envelope.payload.get("participant") or envelope.recipient
-    result = TurnResult(
-        turn=turn, error=f"{participant} failed ({letter.reason}): {letter.detail}"[:2000]
-    )
-    return Envelope.trusted(
-        id=derive_id(f"{envelope.id}:dead-letter", 0),
-        message=result.message_name,
-        version=result.message_version,
-        payload=result.model_dump(mode="json"),
-        task_id=envelope.task_id,
-        recipient=manager,
-        topic=None,
-        sender=envelope.recipient,
-        reply_to=None,
-        causation_id=envelope.id,
-        created_at=utcnow(),
-        not_before=None,
-        attempt=1,
-        traceparent=envelope.traceparent,
     )
 
 
@@ -183,13 +141,7 @@ class FunctionsRuntime:
     async def deliver(self, message: Any) -> Processed:
         """Run one Service Bus message through the step; return to complete it, raise
         `RetryLater` to have it redelivered (see the module docstring)."""
-        processed = await handle_delivery(self.processor, received(message), max_wait=self.max_wait)
-        if processed.disposition is Disposition.DEAD_LETTERED:
-            notice = failure_notice(processed)
-            if notice is not None:
-                log.warning("task %s fails: %s", notice.task_id, notice.payload["error"])
-                await self.transport.send([notice])
-        return processed
+        return await handle_delivery(self.processor, received(message), max_wait=self.max_wait)
 
     async def send(
         self,
@@ -317,7 +269,6 @@ __all__: Sequence[str] = (
     "FunctionsRuntime",
     "Received",
     "deliver",
-    "failure_notice",
     "handle_delivery",
     "handle_http",
     "http_app",

@@ -41,19 +41,11 @@ INDEX_FILE = "cadre-functions.json"
 CONNECTION = "ServiceBusConnection"
 """The connection setting name of every trigger (and of the sending side)."""
 
-INBOX_TYPE = "cadre.inbox"
-"""The built-in inbox (replies to messages sent from outside): present in every app."""
-
-MAX_SUBSCRIPTION = 50
 MAX_FUNCTION_NAME = 128
 _NOT_IN_FUNCTION_NAME = re.compile(r"[^A-Za-z0-9_]")
 _INDEX_VERSION = 1
-
-
-def _hashed(text: str, limit: int) -> str:
-    """`text` cut to fit `limit` with a hash of the whole of it (stable, distinct)."""
-    digest = hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
-    return f"{text[: limit - len(digest) - 1]}-{digest}"
+_NAMING_SOURCES = ("hosts/functions_index.py", "transports/servicebus.py")
+"""Cadre's files that make function and subscription names (part of the fingerprint)."""
 
 
 def function_name(agent_type: str) -> str:
@@ -61,52 +53,32 @@ def function_name(agent_type: str) -> str:
     replaced by ``_`` (Functions names allow ``[A-Za-z0-9_-]``; ``_`` keeps them readable as
     Python names); over 128 characters: cut, plus ``-`` and 8 hex digits of a hash."""
     name = "agent_" + _NOT_IN_FUNCTION_NAME.sub("_", agent_type)
-    return name if len(name) <= MAX_FUNCTION_NAME else _hashed(name, MAX_FUNCTION_NAME)
-
-
-def subscription_name(agent_type: str) -> str:
-    """The agent type itself (agent types use only letters, digits, ``_``, ``.`` and ``-``,
-    all allowed in subscription names); over 50 characters: the first 41, ``-`` and 8 hex
-    digits of a hash of the whole type."""
-    if len(agent_type) <= MAX_SUBSCRIPTION:
-        return agent_type
-    return _hashed(agent_type, MAX_SUBSCRIPTION)
-
-
-def subscription_filter(agent_type: str) -> str:
-    """The SQL filter of the agent type's subscription."""
-    return "cadre_agent_type = '{}'".format(agent_type.replace("'", "''"))
+    if len(name) <= MAX_FUNCTION_NAME:
+        return name
+    digest = hashlib.blake2b(agent_type.encode(), digest_size=4).hexdigest()
+    return f"{name[: MAX_FUNCTION_NAME - len(digest) - 1]}-{digest}"
 
 
 @dataclass(frozen=True, slots=True)
 class AgentFunction:
-    """One Service Bus trigger: the agent type it serves, its function and subscription."""
+    """One Service Bus trigger: the agent type it serves, its function and subscription
+    (`cadre.transports.servicebus.subscription_name`, the rule infra/ uses too)."""
 
     agent_type: str
     function_name: str
     subscription: str
 
-    @classmethod
-    def for_type(cls, agent_type: str) -> AgentFunction:
-        """The function of `agent_type`, named by the rules above."""
-        return cls(agent_type, function_name(agent_type), subscription_name(agent_type))
 
-
-def agent_functions(agent_types: Iterable[str]) -> list[AgentFunction]:
-    """One function per type (sorted); two types that would share a function or
-    subscription name are a `ConfigurationError` naming both."""
-    functions = [AgentFunction.for_type(t) for t in sorted(set(agent_types))]
-    for attribute in ("function_name", "subscription"):
-        owners: dict[str, str] = {}
-        for fn in functions:
-            name = getattr(fn, attribute)
-            if name in owners:
-                raise ConfigurationError(
-                    f"agent types {owners[name]!r} and {fn.agent_type!r} would share the "
-                    f"{attribute.replace('_', ' ')} {name!r}; rename one of them"
-                )
-            owners[name] = fn.agent_type
-    return functions
+def _check_unique_function_names(functions: Iterable[AgentFunction]) -> None:
+    owners: dict[str, str] = {}
+    for fn in functions:
+        key = fn.function_name.lower()  # Functions names are case-insensitive
+        if key in owners:
+            raise ConfigurationError(
+                f"agent types {owners[key]!r} and {fn.agent_type!r} would share the function "
+                f"name {fn.function_name!r}; rename one of them"
+            )
+        owners[key] = fn.agent_type
 
 
 def _top_level_files(module: str) -> list[Path]:
@@ -122,11 +94,15 @@ def _top_level_files(module: str) -> list[Path]:
 
 
 def fingerprint(modules: Sequence[str]) -> str:
-    """A hash of the app modules' names and source files, and of Cadre's version."""
+    """A hash of the app modules' names and source files, of Cadre's version and of the
+    files that make the names."""
     from .. import __version__
 
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{_INDEX_VERSION}:{__version__}:{','.join(modules)}".encode())
+    cadre_root = Path(__file__).resolve().parents[1]
+    for name in _NAMING_SOURCES:
+        digest.update(b"\0" + (cadre_root / name).read_bytes())
     seen: set[Path] = set()
     for module in modules:
         for path in _top_level_files(module):
@@ -136,13 +112,21 @@ def fingerprint(modules: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def registered_types(modules: Sequence[str]) -> list[str]:
-    """Import the app modules and list every agent type they register (and the inbox)."""
+def registered_functions(modules: Sequence[str]) -> list[AgentFunction]:
+    """Import the app modules and name a function for every agent type they register (and
+    the inbox); `ConfigurationError` when two types would share a name."""
     from ..cli import load_app
+    from ..infra import agent_types_document
     from ..registry import default_registry
 
     load_app(modules)
-    return sorted({*default_registry.types, INBOX_TYPE})
+    rows = agent_types_document(default_registry)["agentTypes"]
+    functions = [
+        AgentFunction(row["agentType"], function_name(row["agentType"]), row["subscription"])
+        for row in rows
+    ]
+    _check_unique_function_names(functions)
+    return functions
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,30 +146,35 @@ def read_index(root: Path, modules: Sequence[str]) -> list[AgentFunction] | None
     """The functions in ``root/cadre-functions.json`` if it matches the app's sources."""
     try:
         data = json.loads((root / INDEX_FILE).read_text())
-    except (OSError, ValueError):
+        if data.get("fingerprint") != fingerprint(modules):
+            return None
+        functions = [
+            AgentFunction(e["agent_type"], e["function_name"], e["subscription"])
+            for e in data["functions"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if data.get("fingerprint") != fingerprint(modules):
-        return None
-    types = [entry["agent_type"] for entry in data.get("functions", ())]
-    return agent_functions(types)
+    return functions
 
 
 def build_index(root: Path, modules: Sequence[str]) -> dict[str, object]:
     """The index file's content, from the registry (imports the app)."""
+    from ..transports.servicebus import AGENT_TYPE_PROPERTY
+
     _with_app_on_path(root)
-    functions = agent_functions(registered_types(modules))
+    functions = registered_functions(modules)
     return {
         "about": "Generated by `python -m cadre.hosts.functions_index`: one Service Bus "
         "trigger per agent type (see docs/azure.md).",
         "fingerprint": fingerprint(modules),
         "app_modules": list(modules),
         "connection": CONNECTION,
+        "filter_property": AGENT_TYPE_PROPERTY,
         "functions": [
             {
                 "agent_type": fn.agent_type,
                 "function_name": fn.function_name,
                 "subscription": fn.subscription,
-                "filter": subscription_filter(fn.agent_type),
             }
             for fn in functions
         ],
@@ -210,8 +199,13 @@ def load_index(root: Path, modules: Sequence[str]) -> FunctionIndex:
     # A read-only package cannot keep it: every cold start imports the app (correct, slower).
     with contextlib.suppress(OSError):
         (root / INDEX_FILE).write_text(json.dumps(content, indent=2) + "\n")
-    types = [entry["agent_type"] for entry in content["functions"]]  # type: ignore[attr-defined]
-    return FunctionIndex(tuple(agent_functions(types)), from_file=False)
+    entries: list[dict[str, str]] = content["functions"]  # type: ignore[assignment]
+    return FunctionIndex(
+        tuple(
+            AgentFunction(e["agent_type"], e["function_name"], e["subscription"]) for e in entries
+        ),
+        from_file=False,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
