@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -61,3 +65,57 @@ def otel() -> Iterator[Otel]:
         yield Otel(spans, reader)
     tracer_provider.shutdown()
     meter_provider.shutdown()
+
+
+class Collector:
+    """A local HTTP server standing in for an OTLP collector and for Application Insights'
+    ingestion: it keeps every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, bytes]] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                collector.requests.append((self.path, body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"itemsReceived": 1, "itemsAccepted": 1, "errors": []}')
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def paths(self) -> set[str]:
+        return {path for path, _ in self.requests}
+
+    def otlp_spans(self) -> list[Any]:
+        """Every span received on /v1/traces (OTLP protobuf ``Span`` objects)."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        spans = []
+        for path, body in list(self.requests):
+            if path == "/v1/traces":
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        spans.extend(scope.spans)
+        return spans
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    c = Collector()
+    c.thread.start()
+    yield c
+    c.server.shutdown()
+    c.server.server_close()

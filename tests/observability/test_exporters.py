@@ -3,14 +3,10 @@ server standing in for the collector (OTLP) and for Application Insights' ingest
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,43 +14,9 @@ import pytest
 from cadre import observability
 from cadre.errors import ConfigurationError
 
+from .conftest import Collector
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, bytes]] = []
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                collector.requests.append((self.path, body))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b'{"itemsReceived": 1, "itemsAccepted": 1, "errors": []}')
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def paths(self) -> set[str]:
-        return {path for path, _ in self.requests}
-
-
-@pytest.fixture
-def collector() -> Iterator[Collector]:
-    c = Collector()
-    c.thread.start()
-    yield c
-    c.server.shutdown()
-    c.server.server_close()
 
 
 def run_child(env: dict[str, str]) -> str:
