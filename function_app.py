@@ -37,10 +37,10 @@ async def http_api(req: func.HttpRequest, context: func.Context) -> func.HttpRes
 def add_agent_function(spec: AgentFunction) -> None:
     """Register the session-enabled Service Bus topic trigger of one agent type."""
 
-    async def trigger(msg: func.ServiceBusMessage) -> None:
+    async def trigger(msg: func.ServiceBusMessage, context: func.Context) -> None:
         from cadre.hosts.functions import deliver
 
-        await deliver(msg)
+        await deliver(msg, context)
 
     trigger.__name__ = trigger.__qualname__ = spec.function_name
     trigger.__doc__ = f"Messages for agent type {spec.agent_type!r}."

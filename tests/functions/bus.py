@@ -24,7 +24,27 @@ from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch
 
 from cadre.transports.servicebus import AGENT_TYPE_PROPERTY
 
-Trigger = Callable[[FunctionsMessage], Awaitable[None]]
+Trigger = Callable[[FunctionsMessage, Any], Awaitable[None]]
+
+
+@dataclass
+class TraceContext:
+    """The shape of the worker's ``TraceContext``."""
+
+    trace_parent: str | None = None
+    trace_state: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class InvocationContext:
+    """The shape of the ``azure.functions.Context`` the worker passes as ``context``."""
+
+    function_name: str
+    invocation_id: str = "00000000-0000-0000-0000-000000000000"
+    function_directory: str = "."
+    trace_context: TraceContext = field(default_factory=TraceContext)
+    retry_context: Any = None
 
 
 class _Batch:
@@ -129,6 +149,7 @@ class Loopback:
         self.seen_ids: set[str] = set()
         self.duplicates: list[str] = []
         self.completed: list[tuple[str, str, int]] = []  # (agent type, message id, deliveries)
+        self.delivered_messages: list[ServiceBusMessage] = []
         self.broker_dead_letters: list[ServiceBusMessage] = []
         bus.listeners.append(self._enqueue)
 
@@ -160,8 +181,9 @@ class Loopback:
             message, count = self.queue.popleft()
             agent_type = str(message.application_properties[AGENT_TYPE_PROPERTY])
             trigger = self.triggers[agent_type]
+            context = InvocationContext(trigger.__name__, invocation_id=f"inv-{deliveries}")
             try:
-                await trigger(functions_message(message, count))
+                await trigger(functions_message(message, count), context)
             except Exception:  # the host abandons the message: it comes back first
                 if count >= self.max_delivery_count:
                     self.broker_dead_letters.append(message)
@@ -169,6 +191,7 @@ class Loopback:
                     self.queue.appendleft((message, count + 1))
                 continue
             self.completed.append((agent_type, str(message.message_id), count))
+            self.delivered_messages.append(message)
         return deliveries
 
     def sent_to(self, agent_type: str) -> list[Any]:

@@ -18,13 +18,20 @@ from cadre.ids import AgentId
 from cadre.teams import Tasks
 from cadre.transports.servicebus import to_message
 from messages import AddNote, NoteAdded
-from tests.functions.bus import FakeServiceBus, Loopback, body_of, functions_message
+from tests.functions.bus import (
+    FakeServiceBus,
+    InvocationContext,
+    Loopback,
+    body_of,
+    functions_message,
+)
 from tests.functions.conftest import MAX_ATTEMPTS
 from tests.functions.flaky_agents import Flaky, Poke
 
 pytestmark = pytest.mark.timeout(60)
 
 ALICE = AgentId("notebook", "alice")
+CONTEXT = InvocationContext("agent_notebook")
 
 
 def incoming(message: Any, recipient: AgentId, **extra: Any) -> Envelope:
@@ -53,7 +60,7 @@ async def test_notebook_function_saves_state_and_publishes_the_reply_and_the_tim
     triggers: dict[str, Any], functions_runtime: FunctionsRuntime, bus: FakeServiceBus
 ) -> None:
     envelope = incoming(AddNote(text="buy milk", remind_in_seconds=3600), ALICE)
-    await triggers["notebook"](functions_message(to_message(envelope)))
+    await triggers["notebook"](functions_message(to_message(envelope)), CONTEXT)
 
     assert await state_of(functions_runtime, ALICE) == {"notes": ["buy milk"], "reminders": []}
     (topic, batch_a), (_, batch_b) = bus.batches  # one batch per session
@@ -86,9 +93,9 @@ async def test_redelivered_message_completes_without_a_second_effect(
     triggers: dict[str, Any], functions_runtime: FunctionsRuntime, bus: FakeServiceBus
 ) -> None:
     message = to_message(incoming(AddNote(text="once"), ALICE))
-    await triggers["notebook"](functions_message(message, delivery_count=1))
+    await triggers["notebook"](functions_message(message, delivery_count=1), CONTEXT)
     sent = len(bus.sent)
-    await triggers["notebook"](functions_message(message, delivery_count=2))  # lock lost
+    await triggers["notebook"](functions_message(message, delivery_count=2), CONTEXT)  # lock lost
     assert await state_of(functions_runtime, ALICE) == {"notes": ["once"], "reminders": []}
     assert len(bus.sent) == sent == 1
 
@@ -99,10 +106,10 @@ async def test_publish_that_fails_after_the_save_is_redelivered_with_the_same_id
     message = to_message(incoming(AddNote(text="kept"), ALICE))
     bus.fail_sends = 1  # the state is saved with its outbox; the publish fails
     with pytest.raises(RetryLater):
-        await triggers["notebook"](functions_message(message, delivery_count=1))
+        await triggers["notebook"](functions_message(message, delivery_count=1), CONTEXT)
     assert bus.sent == []
     assert await state_of(functions_runtime, ALICE) == {"notes": ["kept"], "reminders": []}
-    await triggers["notebook"](functions_message(message, delivery_count=2))
+    await triggers["notebook"](functions_message(message, delivery_count=2), CONTEXT)
     [reply] = bus.sent
     assert reply.message_id == derive_id(
         "env-1", 0
@@ -125,7 +132,7 @@ async def test_unreadable_message_is_dead_lettered_and_completed_at_its_first_de
         content_type="application/json",
         correlation_id=None,
     )
-    await triggers["notebook"](garbled)  # returns: the message is completed, not retried
+    await triggers["notebook"](garbled, CONTEXT)  # returns: the message is completed, not retried
     [letter] = await functions_runtime.store.list_dead_letters()
     assert (letter.reason, letter.attempts, letter.body) == (
         "envelope_invalid",
@@ -155,7 +162,7 @@ async def test_message_that_cannot_be_handled_is_dead_lettered_with_its_reason_a
     reason: str,
 ) -> None:
     message = functions_message(to_message(envelope))
-    await triggers["notebook"](message)
+    await triggers["notebook"](message, CONTEXT)
     [letter] = await functions_runtime.store.list_dead_letters()
     assert (letter.id, letter.reason, letter.attempts) == ("env-1", reason, 1)
     assert letter.body == envelope.to_bytes()
