@@ -28,6 +28,7 @@
 | CADRE_MODEL                | offline            | the team's model: see docs/teams.md            |
 | CADRE_API_KEY              | (none)             | `cadre serve`: key clients send as x-api-key   |
 | CADRE_MAX_TASK_CHARS       | 20000              | HTTP API: longest task or input text (413)     |
+| CADRE_FUNCTIONS_RETRY_WAIT_SECONDS | 30 | Functions: longest retry wait in one invocation |
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Settings:
     model: str = "offline"
     api_key: str | None = None
     max_task_chars: int = 20_000
+    functions_retry_wait_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +139,7 @@ class Settings:
             model=env.get("CADRE_MODEL") or "offline",
             api_key=env.get("CADRE_API_KEY") or None,
             max_task_chars=_int(env, "CADRE_MAX_TASK_CHARS", 20_000),
+            functions_retry_wait_seconds=_float(env, "CADRE_FUNCTIONS_RETRY_WAIT_SECONDS", 30.0),
         )
 
     def retry_policy(self) -> RetryPolicy:
