@@ -135,6 +135,7 @@ class FunctionsRuntime:
             shared_transport(settings),
             policy=settings.retry_policy(),
             seen_limit=settings.seen_limit,
+            max_wait=settings.functions_retry_wait_seconds,
             topic=settings.servicebus_topic,
         )
 
