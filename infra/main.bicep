@@ -104,6 +104,9 @@ param openAiModelVersion string = '2024-07-18'
 @minValue(1)
 param openAiCapacity int = 10
 
+@description('An existing Azure OpenAI endpoint to use when deployOpenAi is false (AZURE_OPENAI_ENDPOINT; grant the app identity Cognitive Services OpenAI User on it). Empty: none.')
+param openAiEndpoint string = ''
+
 @description('Azure OpenAI data-plane API version (AZURE_OPENAI_API_VERSION).')
 param openAiApiVersion string = '2024-10-21'
 
@@ -245,7 +248,7 @@ var appSettings = {
   CADRE_MODEL: deployOpenAi ? 'azure-openai:${openAiDeploymentName}' : cadreModel
   CADRE_MODEL_TIMEOUT: '60'
   CADRE_MODEL_MAX_RETRIES: '3'
-  AZURE_OPENAI_ENDPOINT: deployOpenAi ? openAi.outputs.endpoint : ''
+  AZURE_OPENAI_ENDPOINT: deployOpenAi ? openAi.outputs.endpoint : openAiEndpoint
   AZURE_OPENAI_API_VERSION: openAiApiVersion
   CADRE_TRACE_CONTENT: traceContent ? 'true' : 'false'
 }
@@ -287,4 +290,4 @@ output CADRE_COSMOS_DATABASE string = cosmos.outputs.databaseName
 output CADRE_COSMOS_CONTAINER string = cosmos.outputs.containerName
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
 output AZURE_WORKBOOK_ID string = monitoring.outputs.workbookId
-output AZURE_OPENAI_ENDPOINT string = deployOpenAi ? openAi.outputs.endpoint : ''
+output AZURE_OPENAI_ENDPOINT string = deployOpenAi ? openAi.outputs.endpoint : openAiEndpoint

@@ -339,7 +339,12 @@ def check_app_settings(infra: Path = INFRA, root: Path = ROOT) -> list[str]:
     for flex_forbidden in ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION"):
         if flex_forbidden in settings:
             problems.append(f"{flex_forbidden} is not allowed on Flex Consumption")
+    problems += _literal_defaults_agree(settings)
     main = BicepFile.load(infra / "main.bicep")
+    from cadre.models.openai import DEFAULT_AZURE_API_VERSION
+
+    if main.parameters["openAiApiVersion"]["default"] != DEFAULT_AZURE_API_VERSION:
+        problems.append(f"openAiApiVersion must default to {DEFAULT_AZURE_API_VERSION}")
     params = main.modules["functionApp"]["config"]["params"]
     if params.get("appSettings") != "appSettings":
         problems.append("the functionApp module must be given appSettings")
@@ -348,6 +353,26 @@ def check_app_settings(infra: Path = INFRA, root: Path = ROOT) -> list[str]:
     applied = [b for b in config.values() if b.get("name") == "appsettings"]
     if [b.get("properties") for b in applied] != ["appSettings"]:
         problems.append("functionapp.bicep must apply its appSettings param as the app settings")
+    return problems
+
+
+def _literal_defaults_agree(settings: dict[str, Any]) -> list[str]:
+    """A CADRE_* app setting given as a literal holds the code's default: reading it gives
+    the same Settings as reading nothing."""
+    from cadre.errors import ConfigurationError
+    from cadre.settings import Settings
+
+    problems = []
+    for name, value in sorted(settings.items()):
+        if not name.startswith("CADRE_") or not isinstance(value, str) or "${" in value:
+            continue
+        try:
+            same = Settings.from_env({name: value}) == Settings.from_env({})
+        except ConfigurationError as exc:
+            problems.append(f"app setting {name}={value!r} is invalid: {exc}")
+            continue
+        if not same:
+            problems.append(f"app setting {name}={value!r} differs from the code's default")
     return problems
 
 

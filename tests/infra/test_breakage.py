@@ -142,6 +142,14 @@ BREAKAGES = [
         "CADRE_COSMOS_ENDPOINT",
     ),
     Breakage(
+        "a-literal-that-is-not-the-code-default",
+        "main.bicep",
+        "  CADRE_SEEN_LIMIT: '64'\n",
+        "  CADRE_SEEN_LIMIT: '46'\n",
+        checks.check_app_settings,
+        "CADRE_SEEN_LIMIT='46' differs",
+    ),
+    Breakage(
         "key-based-service-bus-trigger",
         "main.bicep",
         "  ServiceBusConnection__credential: 'managedidentity'\n",
