@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Security
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader
@@ -50,7 +50,8 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {
         401: "missing or wrong x-api-key",
         404: "no such task, team or dead letter",
-        409: "the task is not in a state that allows this",
+        409: "the task is not in a state that allows this (or the Idempotency-Key was used "
+        "for another request)",
         413: "the request or its text is over the size limit",
         422: "the request is invalid (the problem names the field)",
         503: "a dependency failed",
@@ -85,7 +86,7 @@ def create_app(
     )
     install(app)
     guard = _key_guard(api_key)
-    common = _problems(401, 422) if api_key else _problems(422)
+    common = _problems(401, 422, 503) if api_key else _problems(422, 503)
     api = APIRouter(prefix="/api", dependencies=guard, responses=common)
     _task_routes(api, service, limit, poll_seconds, heartbeat_seconds)
     _team_routes(api, service)
@@ -106,7 +107,8 @@ def _key_guard(api_key: str | None) -> list[Any]:
         return []
     header = APIKeyHeader(name="x-api-key", auto_error=False, description="CADRE_API_KEY")
 
-    async def check(given: Annotated[str | None, Depends(header)]) -> None:
+    # A default, not an Annotated hint: hints are strings here and `header` is a local.
+    async def check(given: str | None = Security(header)) -> None:
         if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
             raise ProblemError(
                 401,
@@ -139,7 +141,7 @@ def _task_routes(
         "/tasks",
         status_code=202,
         response_model=Accepted,
-        responses=_problems(404, 413),
+        responses=_problems(404, 409, 413),
         summary="Submit a task to a team",
     )
     async def submit_task(

@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import StoreError, TransportError
+
 log = logging.getLogger("cadre.api")
 
 PROBLEM_JSON = "application/problem+json"
@@ -140,6 +142,16 @@ def install(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 400:  # FastAPI: a body it cannot decode (not UTF-8, not JSON)
+            message = "the body is not valid JSON (UTF-8)"
+            return problem_response(
+                422,
+                "invalid-request",
+                "Invalid request",
+                f"body: {message}",
+                instance=request.url.path,
+                errors=[FieldError(field="body", message=message)],
+            )
         slug, title = _HTTP_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else title
         if exc.status_code == 404 and detail == "Not Found":
@@ -153,7 +165,21 @@ def install(app: FastAPI) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
+    async def on_unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return problem_response(
+            503,
+            "unavailable",
+            "Service unavailable",
+            f"the {'store' if isinstance(exc, StoreError) else 'transport'} is unavailable; "
+            "retry shortly",
+            instance=request.url.path,
+            headers={"Retry-After": "2"},
+        )
+
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(StoreError, on_unavailable)
+    app.add_exception_handler(TransportError, on_unavailable)
     app.add_exception_handler(RequestValidationError, on_invalid)
     app.add_exception_handler(HTTPException, on_http)
 

@@ -120,7 +120,7 @@ class Service:
             earlier = await self.submission(task_id)
             if earlier is None or (earlier.team, earlier.task) != (team, task):
                 raise ProblemError(
-                    422,
+                    409,
                     "idempotency-key-reused",
                     "Idempotency key reused",
                     "this Idempotency-Key was used for a different request (team or task "

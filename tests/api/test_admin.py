@@ -1,0 +1,130 @@
+"""Health, dead letters and the API key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from cadre import AgentId, LocalRuntime
+from cadre.api import create_app
+from cadre.teams import HumanInput
+
+from .conftest import Api, assert_problem, teams_registry
+
+
+async def test_health_checks_the_store_and_the_transport(api: Api) -> None:
+    response = await api.client.get("/api/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["store"] == {"ok": True, "detail": "SQLiteStore answered a read"}
+    assert body["checks"]["transport"]["ok"] is True
+
+
+class WithHealth(LocalRuntime):
+    """A runtime with its own checks (as the Functions host has)."""
+
+    result: Any = None
+
+    async def health(self) -> dict[str, Any]:
+        if isinstance(self.result, Exception):
+            raise self.result
+        return dict(self.result)
+
+
+@pytest.mark.parametrize(
+    ("result", "status", "checks"),
+    [
+        (
+            {"store": {"ok": True, "detail": "cosmos"}, "transport": True},
+            200,
+            {"store", "transport"},
+        ),
+        (
+            {"store": {"ok": True, "detail": "x"}, "transport": {"ok": False, "detail": "down"}},
+            503,
+            {"store", "transport"},
+        ),
+        (ConnectionError("no route"), 503, {"runtime"}),
+    ],
+)
+async def test_health_reports_the_runtimes_own_checks(
+    result: Any, status: int, checks: set[str]
+) -> None:
+    runtime = WithHealth()
+    runtime.result = result
+    transport = httpx.ASGITransport(app=create_app(runtime, registry=teams_registry()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/api/health")
+    assert response.status_code == status
+    assert set(response.json()["checks"]) == checks
+    assert response.json()["status"] == ("ok" if status == 200 else "degraded")
+
+
+async def dead_letter(api: Api) -> str:
+    """Make one: input for an agent type nobody registered is dead-lettered at once."""
+    await api.runtime.send(AgentId("nobody", "k"), HumanInput(text="hello"))
+    await api.idle()
+    [letter] = await api.runtime.store.list_dead_letters()
+    return letter.id
+
+
+async def test_dead_letters_are_listed_and_redriven(api: Api) -> None:
+    letter_id = await dead_letter(api)
+    response = await api.client.get("/api/dead-letters")
+    assert response.status_code == 200
+    [letter] = response.json()
+    assert (letter["id"], letter["reason"], letter["agent"]) == (
+        letter_id,
+        "unknown_agent_type",
+        "nobody/k",
+    )
+    assert letter["message"] == "cadre.team.HumanInput"
+    assert letter["body"]["payload"] == {"text": "hello"}
+
+    response = await api.client.post(f"/api/dead-letters/{letter_id}/redrive")
+    assert response.status_code == 202
+    assert response.json() == {"id": letter_id, "envelope_id": letter_id, "agent": "nobody/k"}
+    assert await api.runtime.store.list_dead_letters() == []
+    await api.idle()  # still nobody to handle it: dead-lettered again, nothing lost
+    assert [d.id for d in await api.runtime.store.list_dead_letters()] == [letter_id]
+
+
+async def test_redriving_an_unknown_dead_letter_is_404(api: Api) -> None:
+    response = await api.client.post("/api/dead-letters/abc123/redrive")
+    assert_problem(response, 404, "dead-letter-not-found")
+
+
+@pytest.mark.parametrize("app_options", [{"admin": False}])
+async def test_admin_routes_can_be_left_out(api: Api) -> None:
+    assert_problem(await api.client.get("/api/dead-letters"), 404)
+    assert_problem(await api.client.post("/api/dead-letters/x/redrive"), 404)
+
+
+@pytest.mark.parametrize("app_options", [{"api_key": "s3cret"}])
+async def test_with_a_key_every_route_but_health_needs_it(api: Api) -> None:
+    for method, path in [
+        ("GET", "/api/teams"),
+        ("POST", "/api/tasks"),
+        ("GET", "/api/tasks/abc"),
+        ("GET", "/api/dead-letters"),
+        ("POST", "/api/dead-letters/abc/redrive"),
+    ]:
+        missing = await api.client.request(method, path)
+        assert "x-api-key" in assert_problem(missing, 401, "unauthorized")["detail"]
+        wrong = await api.client.request(method, path, headers={"x-api-key": "guess"})
+        assert assert_problem(wrong, 401)["detail"] == "wrong API key"
+    assert (await api.client.get("/api/health")).status_code == 200
+    key = {"x-api-key": "s3cret"}
+    assert (await api.client.get("/api/dead-letters", headers=key)).status_code == 200
+    task_id = await api.submit(headers=key)
+    assert (await api.client.get(f"/api/tasks/{task_id}", headers=key)).status_code == 200
+
+
+@pytest.mark.parametrize("app_options", [{"api_key": "s3cret"}])
+async def test_the_openapi_document_declares_the_key(api: Api) -> None:
+    spec = (await api.client.get("/api/openapi.json")).json()
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "x-api-key"
+    assert "401" in spec["paths"]["/api/tasks"]["post"]["responses"]

@@ -1,0 +1,156 @@
+"""Every error is an RFC 9457 problem with a clear detail; nothing a client sends is a 500."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cadre import LocalRuntime
+from cadre.api import create_app
+from cadre.errors import StoreError
+from cadre.stores.memory import MemoryStore
+
+from .conftest import Api, assert_problem, teams_registry
+
+
+async def test_unknown_team_is_404_naming_the_known_ones(api: Api) -> None:
+    response = await api.client.post("/api/tasks", json={"team": "nope", "task": "x"})
+    body = assert_problem(response, 404, "team-not-found")
+    assert body["detail"] == "no team 'nope' (known: default, review)"
+
+
+async def test_unknown_task_is_404(api: Api) -> None:
+    for method, path in [
+        ("GET", "/api/tasks/0123abc"),
+        ("GET", "/api/tasks/0123abc/messages"),
+        ("POST", "/api/tasks/0123abc/cancel"),
+    ]:
+        response = await api.client.request(method, path)
+        assert assert_problem(response, 404, "task-not-found")["detail"] == "no task '0123abc'"
+    response = await api.client.post("/api/tasks/0123abc/input", json={"text": "hi"})
+    assert_problem(response, 404, "task-not-found")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"team": "review"}, "body.task"),
+        ({"task": ""}, "body.task"),
+        ({"task": 42}, "body.task"),
+        ({"task": "x", "team": ""}, "body.team"),
+        ({"task": "x", "colour": "red"}, "body.colour"),
+        ({"task": "x", "options": {"temperature": 2}}, "body.options.temperature"),
+        ([1, 2], "body"),
+    ],
+)
+async def test_an_invalid_body_is_422_naming_the_field(api: Api, body: Any, field: str) -> None:
+    response = await api.client.post("/api/tasks", json=body)
+    problem = assert_problem(response, 422, "invalid-request")
+    assert field in [e["field"] for e in problem["errors"]], problem
+    assert field in problem["detail"]
+
+
+async def test_malformed_json_is_422(api: Api) -> None:
+    response = await api.client.post(
+        "/api/tasks", content=b'{"task": ', headers={"content-type": "application/json"}
+    )
+    assert "JSON" in assert_problem(response, 422)["detail"]
+
+
+async def test_a_body_that_is_not_utf8_is_422(api: Api) -> None:
+    response = await api.client.post(
+        "/api/tasks", content=b'{"task": "\xff"}', headers={"content-type": "application/json"}
+    )
+    assert assert_problem(response, 422, "invalid-request")["errors"][0]["field"] == "body"
+
+
+async def test_bad_query_and_path_values_are_422(api: Api) -> None:
+    task_id = await api.submit()
+    response = await api.client.get(f"/api/tasks/{task_id}/messages?limit=0")
+    assert "query.limit" in assert_problem(response, 422)["detail"]
+    response = await api.client.get(f"/api/tasks/{task_id}/messages?after=-1")
+    assert "query.after" in assert_problem(response, 422)["detail"]
+    response = await api.client.get("/api/tasks/.hidden")
+    assert "path.task_id" in assert_problem(response, 422)["detail"]
+    response = await api.client.post(
+        "/api/tasks", json={"task": "x"}, headers={"Idempotency-Key": ""}
+    )
+    assert "header.Idempotency-Key" in assert_problem(response, 422)["detail"]
+
+
+@pytest.mark.parametrize("app_options", [{"max_task_chars": 100}])
+async def test_text_over_the_limit_is_413(api: Api) -> None:
+    response = await api.client.post("/api/tasks", json={"team": "review", "task": "x" * 101})
+    body = assert_problem(response, 413, "text-too-large")
+    assert body["detail"] == "body.task has 101 characters; the limit is 100 (CADRE_MAX_TASK_CHARS)"
+    assert (await api.client.post("/api/tasks", json={"task": "x" * 100})).status_code == 202
+
+    task_id = await api.submit()
+    await api.idle()
+    response = await api.client.post(f"/api/tasks/{task_id}/input", json={"text": "y" * 101})
+    assert_problem(response, 413, "text-too-large")
+    assert (await api.task(task_id))["status"] == "awaiting_input"  # nothing was sent
+
+
+@pytest.mark.parametrize("app_options", [{"max_task_chars": 100}])
+async def test_a_body_over_the_byte_limit_is_413_before_parsing(api: Api) -> None:
+    big = b'{"task": "' + b"x" * 20_000 + b'"}'
+    response = await api.client.post(
+        "/api/tasks", content=big, headers={"content-type": "application/json"}
+    )
+    assert "bytes" in assert_problem(response, 413, "too-large")["detail"]
+
+    async def chunks():  # type: ignore[no-untyped-def]  # no Content-Length: streamed
+        for _ in range(20):
+            yield b"x" * 1000
+
+    response = await api.client.post("/api/tasks", content=chunks())
+    assert_problem(response, 413, "too-large")
+
+
+async def test_unknown_route_and_method_are_problems(api: Api) -> None:
+    assert_problem(await api.client.get("/api/nothing-here"), 404, "not-found")
+    assert_problem(await api.client.delete("/api/tasks"), 405, "method-not-allowed")
+
+
+class BrokenStore(MemoryStore):
+    """A store whose reads fail: a bug (RuntimeError) or an outage (StoreError)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def load(self, agent_id):  # type: ignore[no-untyped-def]
+        raise self.error
+
+
+async def test_an_unexpected_error_is_a_bare_500_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime = LocalRuntime(store=BrokenStore(RuntimeError("secret internals")))
+    app = create_app(runtime, registry=teams_registry())
+    transport = httpx.ASGITransport(app=app)
+    with caplog.at_level(logging.ERROR, logger="cadre.api"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/api/tasks/abc")
+    body = assert_problem(response, 500, "internal")
+    assert "secret" not in response.text and "RuntimeError" not in response.text
+    assert body["detail"] == "the server failed to handle this request; it has been logged"
+    assert "secret internals" in caplog.text  # the log has what the client does not
+
+
+async def test_a_store_outage_is_503_with_retry_after(tmp_path: Path) -> None:
+    runtime = LocalRuntime(store=BrokenStore(StoreError("database is locked")))
+    app = create_app(runtime, registry=teams_registry())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/api/tasks/abc")
+        assert assert_problem(response, 503, "unavailable")["detail"].startswith("the store")
+        assert response.headers["retry-after"] == "2"
+        health = await client.get("/api/health")
+    assert health.status_code == 503
+    assert health.json()["status"] == "degraded"

@@ -1,0 +1,118 @@
+"""The live page in headless Chromium (Debian's, driven by Playwright; no browser download)
+against a real `cadre serve`: submit, watch messages arrive, answer the user proxy, cancel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import unavailable
+
+from .conftest import ROOT, Served
+
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT_MS = 20_000
+
+
+def chromium_path() -> str:
+    found = os.environ.get("CADRE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(found).exists():
+        unavailable("headless Chromium: apt-get install chromium (Debian's package)")
+    return found
+
+
+@pytest.fixture
+def page(served: Served) -> Iterator[object]:
+    """A fresh page on the served app; fails the test on any page error."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ModuleNotFoundError:
+        unavailable("playwright: pip install -e '.[dev]'")
+    executable = chromium_path()
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on(
+                "console",
+                lambda msg: errors.append(msg.text) if msg.type == "error" else None,
+            )
+            page.goto(served.url + "/")
+            yield page
+        finally:
+            browser.close()
+    assert errors == []
+
+
+def test_submit_watch_answer_the_proxy_and_see_it_complete(page) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    expect(page.get_by_label("Team", exact=True)).to_contain_text("review (round_robin)")
+    page.get_by_label("Team", exact=True).select_option("review")
+    expect(page.locator("#team-members")).to_have_text("drafter, human (you)")
+    page.get_by_role("textbox", name="Task").fill("Write a haiku about the sea")
+    page.get_by_role("button", name="Start task").click()
+
+    timeline = page.get_by_role("list", name="Conversation")
+    expect(timeline.locator("li")).to_have_count(2)
+    expect(timeline.locator("li").nth(0)).to_contain_text("Write a haiku about the sea")
+    drafter = timeline.locator("li").nth(1)
+    expect(drafter.locator(".who")).to_have_text("drafter")
+    expect(drafter).to_contain_text("tokens")
+    expect(page.locator("#status")).to_have_text("awaiting input")
+
+    answer = page.get_by_label("Approve the draft? Reply APPROVE, or say what to change.")
+    expect(answer).to_be_focused()  # the page moves the focus to the question
+    answer.fill("APPROVE")
+    page.get_by_role("button", name="Send answer").click()
+
+    expect(page.locator("#status")).to_have_text("completed")
+    expect(timeline.locator("li")).to_have_count(3)
+    expect(timeline.locator("li").nth(2).locator(".who")).to_have_text("human")
+    expect(page.locator("#result")).to_have_text("APPROVE")
+    expect(page.locator("#tokens")).to_contain_text("tokens in all")
+    expect(page.get_by_role("button", name="Cancel task")).to_be_disabled()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "live-page-completed.png"), full_page=True)
+
+
+def test_cancel_with_the_keyboard(page) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.get_by_label("Team", exact=True).select_option("review")
+    page.get_by_role("textbox", name="Task").fill("Draft a memo")
+    page.keyboard.press("Tab")  # from the task box to the Start button
+    expect(page.get_by_role("button", name="Start task")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_have_text("awaiting input")
+
+    page.get_by_role("button", name="Cancel task").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_have_text("cancelled")
+    expect(page.locator("#notice")).to_contain_text("cancelled on the page")
+    expect(page.locator("#input-form")).to_be_hidden()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "live-page-cancelled.png"), full_page=True)
+
+
+def test_reloading_the_page_reopens_the_task(page, served: Served) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.get_by_label("Team", exact=True).select_option("default")
+    page.get_by_role("textbox", name="Task").fill("Plan a three-day trip to Lisbon")
+    page.get_by_role("button", name="Start task").click()
+    expect(page.locator("#status")).to_have_text("completed")
+    count = page.locator("#timeline li").count()
+    assert count > 5
+    page.reload()
+    expect(page.locator("#status")).to_have_text("completed")
+    expect(page.locator("#timeline li")).to_have_count(count)
