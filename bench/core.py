@@ -12,6 +12,12 @@ measured and the faster is the peer. Also measured: the import time of each pack
 alone (`import_ratio`) and with the names an app uses (`import_used_ratio`).
 
     pip install -e ".[bench]" && python bench/core.py [--pairs 20000] [--publishes 20000]
+    python bench/core.py --tracing-only --pairs 5000      # quick: tracing on against off
+
+Tracing (`tracing_ratio`): ping-pong on the memory store with the OpenTelemetry SDK
+recording every span into its in-memory exporter, against tracing off; also with an
+exporter that lets each span go once exported (`tracing_ratio_streaming`), which is
+what a process exporting over the network pays.
 
 The last line printed is one JSON object with the ratios (Cadre / autogen-core).
 """
@@ -126,23 +132,68 @@ async def cadre_fanout(publishes: int, store_kind: str, folder: Path) -> float:
     return SUBSCRIBERS * publishes / elapsed
 
 
-async def cadre_pingpong_traced(pairs: int, folder: Path) -> float:
-    """Ping-pong on the memory store with every span recorded (SDK, in-memory exporter)."""
+async def cadre_pingpong_traced(pairs: int, folder: Path, *, keep: bool = True) -> float:
+    """Ping-pong on the memory store with every span recorded and exported (SDK, simple
+    span processor). `keep`: the SDK's in-memory exporter, which holds every span until
+    the end (as the issue specifies); otherwise an exporter that counts the spans and
+    lets them go, as a network exporter does once a batch is sent."""
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from cadre import telemetry
 
-    exporter = InMemorySpanExporter()
+    class CountingExporter(SpanExporter):
+        def __init__(self) -> None:
+            self.count = 0
+
+        def export(self, spans: Any) -> SpanExportResult:
+            self.count += len(spans)
+            return SpanExportResult.SUCCESS
+
+    kept, counted = InMemorySpanExporter(), CountingExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(SimpleSpanProcessor(kept if keep else counted))
     with telemetry.installed(telemetry.Telemetry(tracer_provider=provider)):
         rate = await cadre_pingpong(pairs, "memory", folder)
-    spans = len(exporter.get_finished_spans())
+    spans = len(kept.get_finished_spans()) if keep else counted.count
     assert spans >= 4 * pairs - 2, f"only {spans} spans recorded"  # a send + a process each
     provider.shutdown()
     return rate
+
+
+def tracing_ratios(pairs: int, folder: Path, rounds: int = 3) -> dict[str, float]:
+    """Ping-pong with tracing on against off, alternating `rounds` times (medians: this
+    machine is shared, single runs are noisy)."""
+    runs: dict[str, list[float]] = {"traced": [], "traced_streaming": [], "untraced": []}
+    for _ in range(rounds):
+        runs["traced"].append(asyncio.run(cadre_pingpong_traced(pairs, folder)))
+        runs["traced_streaming"].append(
+            asyncio.run(cadre_pingpong_traced(pairs, folder, keep=False))
+        )
+        runs["untraced"].append(asyncio.run(cadre_pingpong(pairs, "memory", folder)))
+    rates = {name: statistics.median(values) for name, values in runs.items()}
+    return {
+        **rates,
+        "ratio": statistics.median(
+            t / u for t, u in zip(runs["traced"], runs["untraced"], strict=True)
+        ),
+        "ratio_streaming": statistics.median(
+            t / u for t, u in zip(runs["traced_streaming"], runs["untraced"], strict=True)
+        ),
+    }
+
+
+def print_tracing(tracing: dict[str, float]) -> None:
+    """The tracing lines of the report."""
+    print(
+        f"tracing: ping-pong on memory {tracing['traced']:,.0f} msgs/s with every span recorded "
+        f"(in-memory exporter), {tracing['untraced']:,.0f} without; ratio {tracing['ratio']:.2f}"
+    )
+    print(
+        f"         with an exporter that lets spans go {tracing['traced_streaming']:,.0f} msgs/s; "
+        f"ratio {tracing['ratio_streaming']:.2f}\n"
+    )
 
 
 # --- autogen-core side --------------------------------------------------------------------
@@ -302,7 +353,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--publishes", type=int, default=20_000)
+    parser.add_argument(
+        "--tracing-only", action="store_true", help="only tracing on against off (quick)"
+    )
     args = parser.parse_args(argv)
+    if args.tracing_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            tracing = tracing_ratios(args.pairs, Path(tmp))
+        print_tracing(tracing)
+        result = {
+            "tracing_ratio": round(tracing["ratio"], 3),
+            "tracing_ratio_streaming": round(tracing["ratio_streaming"], 3),
+        }
+        print(json.dumps(result))
+        return result
 
     def progress(text: str) -> None:
         print(f"  … {text}", file=sys.stderr, flush=True)
@@ -319,10 +383,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cadre["pingpong", store] = asyncio.run(cadre_pingpong(args.pairs, store, folder))
             progress(f"cadre fan-out on {store}")
             cadre["fanout", store] = asyncio.run(cadre_fanout(args.publishes, store, folder))
-        progress("cadre ping-pong on memory, tracing on (in-memory exporter)")
-        traced = asyncio.run(cadre_pingpong_traced(args.pairs, folder))
-        progress("cadre ping-pong on memory, tracing off (again, beside it)")
-        untraced = asyncio.run(cadre_pingpong(args.pairs, "memory", folder))
+        progress("cadre ping-pong on memory, tracing on and off, alternating")
+        tracing = tracing_ratios(args.pairs, folder)
     progress("import times (fresh interpreters)")
     imp_cadre, imp_autogen = import_seconds("import cadre"), import_seconds("import autogen_core")
     # What a cold start really pays: the names an app uses, not just the package.
@@ -360,24 +422,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"autogen_core {imp_autogen_used * 1000:.0f} ms, "
         f"ratio {imp_cadre_used / imp_autogen_used:.2f}\n"
     )
-    print(
-        f"tracing: ping-pong on memory {traced:,.0f} msgs/s with every span recorded, "
-        f"{untraced:,.0f} without; ratio {traced / untraced:.2f}\n"
-    )
+    print_tracing(tracing)
     result = {
         "pingpong_memory_ratio": round(cadre["pingpong", "memory"] / peer["pingpong"], 3),
         "pingpong_sqlite_ratio": round(cadre["pingpong", "sqlite"] / peer["pingpong"], 3),
         "fanout_memory_ratio": round(cadre["fanout", "memory"] / peer["fanout"], 3),
         "fanout_sqlite_ratio": round(cadre["fanout", "sqlite"] / peer["fanout"], 3),
-        "tracing_ratio": round(traced / untraced, 3),
+        "tracing_ratio": round(tracing["ratio"], 3),
+        "tracing_ratio_streaming": round(tracing["ratio_streaming"], 3),
         "import_ratio": round(imp_cadre / imp_autogen, 3),
         "import_used_ratio": round(imp_cadre_used / imp_autogen_used, 3),
         "msgs_per_s": {f"cadre_{w}_{s}": round(v) for (w, s), v in cadre.items()}
         | {f"autogen_pingpong_{k}": round(v) for k, v in ag_pp.items()}
         | {"autogen_fanout": round(ag_fo)}
         | {
-            "cadre_pingpong_memory_traced": round(traced),
-            "cadre_pingpong_memory_untraced": round(untraced),
+            "cadre_pingpong_memory_traced": round(tracing["traced"]),
+            "cadre_pingpong_memory_traced_streaming": round(tracing["traced_streaming"]),
+            "cadre_pingpong_memory_untraced": round(tracing["untraced"]),
         },
         "import_ms": {
             "cadre": round(imp_cadre * 1000, 1),
