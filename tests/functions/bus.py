@@ -8,12 +8,14 @@ message to the function whose subscription filter matches (``cadre_agent_type``)
 detection); keeps scheduled messages until they are released; completes a message when the
 function returns and redelivers it with ``delivery_count + 1`` ahead of the rest of its
 session when the function raises, up to ``max_delivery_count`` (then Service Bus' own
-dead-letter queue).
+dead-letter queue); and invokes each function inside a host span of the message's trace
+(the ``context.trace_context`` the worker passes), as the host does with ``Diagnostic-Id``.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -164,6 +166,14 @@ class Loopback:
         else:
             self.queue.append((message, 1))
 
+    @staticmethod
+    def host_span(traceparent: Any) -> str | None:
+        """A span of the host under `traceparent`: same trace, the host's own span id."""
+        if not isinstance(traceparent, str) or traceparent.count("-") != 3:
+            return None
+        version, trace_id, _, flags = traceparent.split("-")
+        return f"{version}-{trace_id}-{os.urandom(8).hex()}-{flags}"
+
     def release_scheduled(self) -> int:
         """Make every scheduled message due now (a clock jump); returns how many."""
         released = len(self.scheduled)
@@ -182,6 +192,9 @@ class Loopback:
             agent_type = str(message.application_properties[AGENT_TYPE_PROPERTY])
             trigger = self.triggers[agent_type]
             context = InvocationContext(trigger.__name__, invocation_id=f"inv-{deliveries}")
+            # The host continues the message's trace (it reads Diagnostic-Id) in its span.
+            diagnostic_id = (message.application_properties or {}).get("Diagnostic-Id")
+            context.trace_context.trace_parent = self.host_span(diagnostic_id)
             try:
                 await trigger(functions_message(message, count), context)
             except Exception:  # the host abandons the message: it comes back first

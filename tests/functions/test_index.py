@@ -27,6 +27,8 @@ from tests.functions.conftest import ROOT, load_function_app
 
 pytestmark = pytest.mark.timeout(60)
 
+COMMITTED_INDEX = (ROOT / INDEX_FILE).read_text()
+"""As checked out, read at collection: importing a stale ``function_app`` rewrites it."""
 APP_TYPES = ["cadre.inbox", "cadre.team", "critic", "notebook", "planner", "writer"]
 TEST_TYPES = ["fntest.breaker", "fntest.flaky"]
 
@@ -114,7 +116,7 @@ def test_the_repo_function_app_lists_the_app_agents(tmp_path: Path) -> None:
 
 
 def test_committed_index_is_current_and_agrees_with_infra() -> None:
-    committed = json.loads((ROOT / INDEX_FILE).read_text())
+    committed = json.loads(COMMITTED_INDEX)
     fresh = json.loads(
         run_python(
             """

@@ -6,12 +6,19 @@ trigger. State in the Cosmos DB store on the local server; Service Bus at the SD
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import azure.functions as func
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from cadre import telemetry
 from cadre.hosts.functions import FunctionsRuntime
+from cadre.telemetry import Telemetry
 from tests.functions.bus import InvocationContext, Loopback
 
 pytestmark = pytest.mark.timeout(90)
@@ -115,3 +122,40 @@ async def test_bad_requests_get_problem_details_not_crashes(
     status, problem, _ = await call(indexed, "GET", "api/tasks/never-submitted")
     assert status == 404, problem
     assert await loopback.run() == 0  # nothing was sent
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Cadre's telemetry on an OpenTelemetry SDK with an in-memory exporter."""
+    exporter, provider = InMemorySpanExporter(), TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with telemetry.installed(Telemetry(provider, MeterProvider(), capture_content=False)):
+        yield exporter
+    provider.shutdown()
+
+
+async def test_a_task_submitted_over_http_is_one_trace_across_the_functions(
+    indexed: dict[str, Any],
+    functions_runtime: FunctionsRuntime,
+    loopback: Loopback,
+    spans: InMemorySpanExporter,
+) -> None:
+    status, _, _ = await call(
+        indexed, "POST", "api/tasks", {"team": "default", "task": "Plan a day in Porto"}
+    )
+    assert status == 202
+    await loopback.run()
+    trace_id = TRACEPARENT.split("-")[1]
+    carried = {
+        str(m.application_properties["traceparent"]).split("-")[1]
+        for m in loopback.delivered_messages
+    }
+    assert carried == {trace_id}  # every message continues the HTTP request's trace
+    finished = spans.get_finished_spans()
+    assert {format(span.context.trace_id, "032x") for span in finished} == {trace_id}
+    processed = {
+        span.attributes.get("cadre.agent.type")
+        for span in finished
+        if span.name.startswith("process ")
+    }
+    assert {"cadre.team", "planner", "writer", "critic"} <= processed
