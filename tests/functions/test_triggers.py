@@ -224,3 +224,21 @@ async def test_redrive_sends_the_dead_letter_again_and_removes_it(
     await loopback.run()
     assert loopback.completed[-1] == ("fntest.flaky", sent.id, 1)
     assert await state_of(functions_runtime, flaky) == {"pokes": 1}
+
+
+async def test_a_timer_is_a_scheduled_message_handled_when_it_is_due(
+    functions_runtime: FunctionsRuntime, loopback: Loopback
+) -> None:
+    sent = await functions_runtime.send(ALICE, AddNote(text="call mum", remind_in_seconds=600))
+    await loopback.run()
+    assert await state_of(functions_runtime, ALICE) == {"notes": ["call mum"], "reminders": []}
+    assert len(loopback.scheduled) == 1  # waiting in Service Bus, costing nothing
+    assert loopback.release_scheduled() == 1  # ten minutes later
+    await loopback.run()
+    assert await state_of(functions_runtime, ALICE) == {
+        "notes": ["call mum"],
+        "reminders": ["call mum"],
+    }
+    inbox = await state_of(functions_runtime, AgentId("cadre.inbox", sent.task_id))
+    assert inbox is not None
+    assert [r["message"] for r in inbox["replies"]] == ["app.NoteAdded"]  # the reply
