@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -542,21 +544,46 @@ def check_service_bus(infra: Path = INFRA) -> list[str]:
     return problems
 
 
+_APP_AGENT_TYPES = """
+import json
+from cadre import infra
+from cadre.cli import load_app
+from cadre.hosts.functions_index import registered_functions
+from cadre.registry import default_registry
+from cadre.settings import Settings
+
+modules = Settings.from_env({}).app_modules
+load_app(modules)
+triggers = [[f.agent_type, f.subscription] for f in registered_functions(modules)]
+print(json.dumps({"document": infra.agent_types_document(default_registry), "triggers": triggers}))
+"""
+
+
+def app_agent_types(root: Path = ROOT) -> dict[str, Any]:
+    """What `cadre infra agent-types` prints for the app and which subscriptions its
+    Functions triggers use, from a fresh interpreter (the test process's registry also
+    holds the agent types other tests declare)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _APP_AGENT_TYPES],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 def check_agent_types(infra: Path = INFRA) -> list[str]:
     """agent-types.json is what `cadre infra agent-types` prints for the app, and the
     Functions app's triggers listen on exactly those subscriptions."""
     from cadre import infra as cadre_infra
-    from cadre.cli import load_app
-    from cadre.hosts.functions_index import registered_functions
-    from cadre.registry import default_registry
-    from cadre.settings import Settings
     from cadre.transports.servicebus import AGENT_TYPE_PROPERTY, subscription_name
 
     problems = []
-    modules = Settings().app_modules
-    load_app(modules)
-    document = cadre_infra.agent_types_document(default_registry)
-    stale = cadre_infra.check_file(document, infra / "agent-types.json")
+    app = app_agent_types()
+    stale = cadre_infra.check_file(app["document"], infra / "agent-types.json")
     if stale:
         problems.append(stale)
     generated = generated_agent_types(infra)
@@ -566,7 +593,7 @@ def check_agent_types(infra: Path = INFRA) -> list[str]:
     for row in rows:
         if row.get("subscription") != subscription_name(row.get("agentType", "")):
             problems.append(f"{row}: the subscription must be subscription_name(agentType)")
-    triggers = {(f.agent_type, f.subscription) for f in registered_functions(modules)}
+    triggers = {(t, s) for t, s in app["triggers"]}
     deployed = {(r.get("agentType"), r.get("subscription")) for r in rows}
     for agent_type, subscription in sorted(triggers - deployed):
         problems.append(

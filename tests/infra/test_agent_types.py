@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 from cadre import infra
 from cadre.cli import main
 from cadre.errors import ConfigurationError
-from cadre.registry import AgentType, Registry
+from cadre.registry import AgentType, Registry, default_registry
 from cadre.transports.servicebus import AGENT_TYPE_PROPERTY, subscription_name
 
 from .bicep import INFRA, ROOT
@@ -70,16 +72,29 @@ def test_two_types_that_would_share_a_subscription_are_refused() -> None:
         infra.agent_types_document(registry_of("Planner", "planner"))
 
 
-def test_the_command_prints_the_committed_file(
+def test_the_command_prints_the_document_of_the_registry(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["infra", "agent-types"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads((INFRA / "agent-types.json").read_text())
+    assert printed == infra.agent_types_document(default_registry)
     assert {"planner", "writer", "critic", "cadre.team", "cadre.inbox"} <= {
         row["agentType"] for row in printed["agentTypes"]
     }
+
+
+def test_the_committed_file_is_what_the_command_prints_for_the_app() -> None:
+    # a fresh interpreter: this process's registry also holds other tests' agent types
+    done = subprocess.run(
+        [sys.executable, "-m", "cadre.cli", "infra", "agent-types"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout == (INFRA / "agent-types.json").read_text()
 
 
 def test_write_then_check_round_trips_and_check_catches_a_stale_file(
@@ -90,7 +105,7 @@ def test_write_then_check_round_trips_and_check_catches_a_stale_file(
     assert main(["infra", "agent-types", "--check", str(target)]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert main(["infra", "agent-types", "--write", str(target)]) == 0
-    assert target.read_text() == (INFRA / "agent-types.json").read_text()
+    assert json.loads(target.read_text()) == infra.agent_types_document(default_registry)
     assert main(["infra", "agent-types", "--check", str(target)]) == 0
     data = json.loads(target.read_text())
     data["agentTypes"] = data["agentTypes"][1:]
