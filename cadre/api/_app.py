@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,8 +72,17 @@ def create_app(
     registry: Registry | None = None,
     poll_seconds: float = 0.25,
     heartbeat_seconds: float = 15.0,
+    stream_max_seconds: float | None = None,
 ) -> FastAPI:
-    """The API over `runtime` (anything with `send` and `store`; see `cadre.api`)."""
+    """The API over `runtime` (anything with `send` and `store`; see `cadre.api`).
+
+    `api_key`: every route but health needs it in ``x-api-key``. `max_task_chars`: the
+    longest task or input text (413 beyond). `admin`: serve the dead-letter routes.
+    `registry`: where teams are registered (default: the runtime's, else the default one).
+    `poll_seconds`, `heartbeat_seconds`: how often a live stream reads the store and sends a
+    keep-alive comment. `stream_max_seconds`: close a live stream after this long (the
+    client reconnects and resumes); set it where the host buffers or caps responses.
+    """
     limit = max_task_chars or DEFAULT_MAX_TASK_CHARS
     registry = registry or getattr(runtime, "registry", None) or default_registry
     service = Service(runtime, registry if isinstance(registry, Registry) else None)
@@ -88,7 +98,8 @@ def create_app(
     guard = _key_guard(api_key)
     common = _problems(401, 422, 503) if api_key else _problems(422, 503)
     api = APIRouter(prefix="/api", dependencies=guard, responses=common)
-    _task_routes(api, service, limit, poll_seconds, heartbeat_seconds)
+    stream = _StreamOptions(poll_seconds, heartbeat_seconds, stream_max_seconds)
+    _task_routes(api, service, limit, stream)
     _team_routes(api, service)
     if admin:
         _admin_routes(api, service, runtime)
@@ -125,9 +136,14 @@ def _accepted(request: Request, task_id: str, status: str) -> Accepted:
     return Accepted(task_id=task_id, status=status, status_url=url, messages_url=f"{url}/messages")  # type: ignore[arg-type]
 
 
-def _task_routes(
-    api: APIRouter, service: Service, limit: int, poll: float, heartbeat: float
-) -> None:
+@dataclass(frozen=True)
+class _StreamOptions:
+    poll: float
+    heartbeat: float
+    max_seconds: float | None
+
+
+def _task_routes(api: APIRouter, service: Service, limit: int, stream: _StreamOptions) -> None:
     def check_size(field: str, text: str) -> None:
         if len(text) > limit:
             raise ProblemError(
@@ -220,9 +236,16 @@ def _task_routes(
         if "text/event-stream" in request.headers.get("accept", ""):
             if last_event_id is not None and last_event_id.isdigit():
                 after = int(last_event_id)
-            stream = events(service, task_id, after, poll=poll, heartbeat=heartbeat)
+            live = events(
+                service,
+                task_id,
+                after,
+                poll=stream.poll,
+                heartbeat=stream.heartbeat,
+                max_seconds=stream.max_seconds,
+            )
             return StreamingResponse(
-                stream,
+                live,
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -245,7 +268,7 @@ def _task_routes(
     async def give_input(task_id: TaskId, body: InputRequest, request: Request) -> Accepted:
         check_size("body.text", body.text)
         await service.give_input(task_id, body.text)
-        return _accepted(request, task_id, "running")
+        return _accepted(request, task_id, "awaiting_input")
 
     @api.post(
         "/tasks/{task_id}/cancel",

@@ -48,7 +48,10 @@ class Accepted(BaseModel):
     """A request the task's manager will act on at its next step."""
 
     task_id: str
-    status: TaskStatus
+    status: TaskStatus = Field(
+        description="the task's status as of this response; the request takes effect at "
+        "the manager's next step"
+    )
     status_url: str
     messages_url: str
 

@@ -49,12 +49,25 @@ def _event(name: str, data: str, event_id: int | None = None) -> str:
 
 
 async def events(
-    service: Service, task_id: str, after: int, *, poll: float, heartbeat: float
+    service: Service,
+    task_id: str,
+    after: int,
+    *,
+    poll: float,
+    heartbeat: float,
+    max_seconds: float | None = None,
 ) -> AsyncIterator[str]:
-    """The event stream of one task (see the module docstring)."""
+    """The event stream of one task (see the module docstring).
+
+    With `max_seconds`, a stream of a task still going closes after that long, without an
+    `end` event; EventSource reconnects with ``Last-Event-ID`` and misses nothing. Hosts
+    that buffer responses or cap their duration (Azure Functions) turn this into long
+    polling.
+    """
     yield "retry: 2000\n\n"
-    sent, shown, quiet_since = after, None, time.monotonic()
-    while True:
+    started = time.monotonic()
+    sent, shown, quiet_since = after, None, started
+    while max_seconds is None or time.monotonic() - started < max_seconds:
         try:
             st = await service.state(task_id)
         except CadreError as exc:  # a store hiccup: say so, keep the stream, try again

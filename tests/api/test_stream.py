@@ -118,3 +118,23 @@ async def test_a_stream_of_an_unknown_task_is_404(api: Api) -> None:
     response = await api.client.get("/api/tasks/abc/messages", headers=SSE)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_capped_stream_closes_without_end_and_resumes(api: Api) -> None:
+    app = create_app(api.runtime, registry=api.registry, poll_seconds=0.01, stream_max_seconds=0.2)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        submitted = await client.post("/api/tasks", json={"team": "review", "task": "A haiku"})
+        task_id = submitted.json()["task_id"]
+        await api.idle()  # parked at the user proxy: the stream would not end by itself
+        first = parse((await client.get(f"/api/tasks/{task_id}/messages", headers=SSE)).text)
+        assert "end" not in [e.get("event") for e in first]
+        last_id = [e["id"] for e in first if e.get("event") == "message"][-1]
+        await client.post(f"/api/tasks/{task_id}/input", json={"text": "APPROVE"})
+        await api.idle()
+        resumed = await client.get(
+            f"/api/tasks/{task_id}/messages", headers={**SSE, "Last-Event-ID": last_id}
+        )
+    events = parse(resumed.text)
+    assert [e["data"]["source"] for e in events if e.get("event") == "message"] == ["human"]
+    assert events[-1]["event"] == "end"

@@ -91,7 +91,7 @@ function showStatus(s) {
 
 async function finish(end) {
   showStatus({ status: end.status });
-  if (end.result !== null && end.result !== undefined) {
+  if (end.status === "completed" && end.result !== null && end.result !== undefined) {
     $("result").textContent = end.result;
     $("result-box").hidden = false;
   }
