@@ -46,7 +46,7 @@ param pythonVersion string = '3.11'
 param instanceMemoryMB int = 2048
 
 @description('Upper bound on instances the plan scales out to.')
-@minValue(1)
+@minValue(40) // Flex Consumption: "the lowest maximum scale is currently 40" (flex-consumption-plan docs)
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
