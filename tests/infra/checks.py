@@ -328,7 +328,11 @@ def check_app_settings(infra: Path = INFRA, root: Path = ROOT) -> list[str]:
             "appSettings in infra/main.bicep (or to NOT_IN_AZURE in tests/infra/checks.py, "
             "with the reason)"
         )
-    for connection in ("AzureWebJobsStorage", "ServiceBusConnection"):
+    from cadre.hosts.functions_index import CONNECTION  # the triggers' connection name
+
+    for connection in ("AzureWebJobsStorage", CONNECTION):
+        if f"{connection}__fullyQualifiedNamespace" not in settings and connection == CONNECTION:
+            problems.append(f"{connection}__fullyQualifiedNamespace must name the namespace")
         if settings.get(f"{connection}__credential") != "managedidentity":
             problems.append(f"{connection}__credential must be managedidentity")
         if f"{connection}__clientId" not in settings:
@@ -424,6 +428,7 @@ def check_azure_yaml(root: Path = ROOT) -> list[str]:
     for needed in ("function_app.py", "host.json", "requirements.txt"):
         if not (project / needed).exists():
             problems.append(f"azure.yaml project {project} has no {needed}")
+    problems += _check_funcignore(project)
     tags = _bool(
         next(
             iter(
@@ -769,4 +774,40 @@ def check_outputs(infra: Path = INFRA) -> list[str]:
     problems += [f"output {o} is not UPPER_SNAKE" for o in main.outputs if o != o.upper()]
     if main.parsed.get("globals", {}).get("scope", {}).get("value") != "subscription":
         problems.append("main.bicep must deploy at subscription scope (it creates the group)")
+    return problems
+
+
+PACKAGE_NEEDS = (
+    "function_app.py",
+    "host.json",
+    "requirements.txt",
+    "cadre-functions.json",
+    "cadre",
+    "agents",
+    "messages",
+)
+PACKAGE_EXCLUDES = ("node_modules", "tests", "bench", ".git", "infra", "local.settings.json")
+
+
+def _check_funcignore(project: Path) -> list[str]:
+    """The deployed package leaves out the tests, the npm packages and the templates, and
+    keeps everything the app runs."""
+    import fnmatch
+
+    path = project / ".funcignore"
+    if not path.exists():
+        return [f"{project} has no .funcignore: node_modules/ and tests/ would be deployed"]
+    patterns = [
+        line.strip().rstrip("/")
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def ignored(name: str) -> bool:
+        return any(fnmatch.fnmatch(name, p) for p in patterns)
+
+    problems = [
+        f".funcignore excludes {n}, which the app needs" for n in PACKAGE_NEEDS if ignored(n)
+    ]
+    problems += [f".funcignore must exclude {n}" for n in PACKAGE_EXCLUDES if not ignored(n)]
     return problems

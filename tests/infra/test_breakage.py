@@ -315,6 +315,15 @@ def test_a_broken_template_fails_its_check(tmp_path: Path, breakage: Breakage) -
     assert any(breakage.expect in p for p in problems), problems  # ... the broken one fails
 
 
+def test_a_package_that_would_ship_node_modules_or_drop_the_app_fails(tmp_path: Path) -> None:
+    ignore = (ROOT / ".funcignore").read_text()
+    assert checks._check_funcignore(ROOT) == []
+    (tmp_path / ".funcignore").write_text(ignore.replace("node_modules\n", "") + "cadre*\n")
+    problems = checks._check_funcignore(tmp_path)
+    assert ".funcignore must exclude node_modules" in problems
+    assert ".funcignore excludes cadre, which the app needs" in problems
+
+
 def test_a_stale_agent_types_file_fails(tmp_path: Path) -> None:
     infra = tmp_path / "infra"
     shutil.copytree(INFRA, infra)
