@@ -1,13 +1,16 @@
 """The worker host: a long-running process that consumes RabbitMQ partitions and runs steps
 on the PostgreSQL store (`cadre worker`).
 
-Each partition queue is consumed on its own channel with prefetch 1, and the queue has a
-single active consumer across all workers; a message is acknowledged only after its step
-has committed and its outbox is confirmed by the broker. A failing handler is retried in
-place (sleep, then run again, the message still unacknowledged), so nothing later in the
-partition overtakes it. Dead letters go to the store (``cadre dlq``) and to the ``.dlq``
-queue with the reason in headers. SIGTERM stops consuming, lets steps under way finish and
-acknowledge, and exits 0.
+Each partition queue is consumed on its own channel, and the queue has a single active
+consumer across all workers. The channel's prefetch lets the broker hand over several
+messages at once, and they run concurrently when they are for different agents; messages
+for one agent wait for each other, in delivery order (one chain per agent). A message is
+acknowledged only after its step has committed and its outbox is confirmed by the broker.
+A failing handler is retried in place (sleep, then run again, the message still
+unacknowledged), so nothing later for that agent overtakes it. Dead letters go to the
+store (``cadre dlq``) and to the ``.dlq`` queue with the reason in headers. SIGTERM stops
+consuming, lets steps under way finish and acknowledge, returns the messages that have not
+started to their queues, and exits 0.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from ..registry import Registry, default_registry
 from ..step import DEFAULT_SEEN_LIMIT, Step
 from ..stores.base import StateStore
 from ..transports.rabbitmq import RabbitMQTransport, delay_bucket
+from ._confirms import Confirms
 
 log = logging.getLogger("cadre.worker")
 
@@ -47,7 +51,8 @@ class WorkerConfig:
     name: str = "cadre"
     table_prefix: str = "cadre_"
     partitions: int = 8
-    concurrency: int = 16
+    concurrency: int = 64
+    prefetch: int | None = None
     worker_index: int = 0
     worker_count: int = 1
     standby_delay: float = 1.0
@@ -69,8 +74,8 @@ class Worker:
         from ..stores.postgres import PostgresStore
 
         self.config = config
-        self.store: StateStore = store or PostgresStore(
-            config.postgres_dsn, prefix=config.table_prefix, max_size=config.concurrency + 2
+        self.store: StateStore = store or PostgresStore(  # writes are group-committed
+            config.postgres_dsn, prefix=config.table_prefix, max_size=8
         )
         self.transport = RabbitMQTransport(
             config.rabbitmq_url,
@@ -78,10 +83,11 @@ class Worker:
             partitions=config.partitions,
             connection_name=f"cadre worker {config.name} {os.getpid()}",
         )
+        self.confirms = Confirms(self.store, self.transport)
         self.processor = Processor(
             Step(
-                self.store,
-                self.transport,
+                self.confirms.store,
+                self.confirms.transport,
                 registry=registry or default_registry,
                 seen_limit=config.seen_limit,
             ),
@@ -89,11 +95,18 @@ class Worker:
         )
         self.handled = 0
         self._sem = asyncio.Semaphore(config.concurrency)
+        self._chains: dict[str | None, asyncio.Future[None]] = {}  # agent -> its last message
+        self._requeued: set[str] = set()  # agents whose chain was returned to the queue
         self._consumers: list[tuple[Any, str]] = []
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = asyncio.Event()
+
+    @property
+    def prefetch(self) -> int:
+        """Unacknowledged messages per partition channel (default: the concurrency)."""
+        return max(1, self.config.prefetch or self.config.concurrency)
 
     def own_partitions(self) -> list[int]:
         """This worker's share; it consumes the others only as a standby."""
@@ -125,6 +138,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await health
             try:
+                await self.confirms.close()
                 await self.transport.close()
             finally:
                 await self.store.close()
@@ -137,7 +151,7 @@ class Worker:
 
     async def _consume(self, partition: int) -> None:
         channel = await self.transport.connection.channel()
-        await channel.set_qos(prefetch_count=1)
+        await channel.set_qos(prefetch_count=self.prefetch)
         queue = await channel.declare_queue(
             self.transport.queue_name(partition),
             durable=True,
@@ -153,30 +167,73 @@ class Worker:
         await self._idle.wait()
 
     async def _on_message(self, message: Any) -> None:
+        # Deliveries start in the order the broker sent them, and nothing here awaits before
+        # the message takes its place in its agent's chain: per-agent order is delivery order.
         self._in_flight += 1
         self._idle.clear()
         try:
+            envelope: Envelope | None = Envelope.from_bytes(message.body)
+        except EnvelopeInvalid:
+            envelope = None  # the processor dead-letters it with the reason
+        agent = envelope.recipient if envelope is not None else None
+        previous = self._chains.get(agent)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._chains[agent] = mine
+        confirm: tuple[Envelope, ...] | None = None
+        try:
+            if previous is not None:
+                await previous
             async with self._sem:
-                await self._handle(message)
+                if self._stopping.is_set() or (agent is not None and agent in self._requeued):
+                    await self._requeue(message, agent)
+                elif not _channel_closed(message):  # else the broker redelivers it anyway
+                    confirm = await self._handle(message, envelope)
         except Exception:  # the broker redelivers an unacknowledged message
             log.exception("delivery %s failed; the broker will redeliver it", message.message_id)
+        finally:
+            mine.set_result(None)  # the agent's next message may start: its step is committed
+            if self._chains.get(agent) is mine:
+                del self._chains[agent]
+                if agent is not None:
+                    self._requeued.discard(agent)
+        try:
+            if confirm is not None:
+                await self._acknowledge(message, confirm)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
 
-    async def _handle(self, message: Any) -> None:
-        body: bytes = message.body
+    async def _acknowledge(self, message: Any, published: tuple[Envelope, ...]) -> None:
+        """Ack once the step's outbox is confirmed; if it is not, return the message."""
         try:
-            envelope: Envelope | None = Envelope.from_bytes(body)
-        except EnvelopeInvalid:
-            envelope = None  # the processor dead-letters it with the reason
+            await self.confirms.settle(published)
+        except Exception as exc:  # its step is committed: the redelivery republishes the outbox
+            log.warning("delivery %s: %s; returning it to its queue", message.message_id, exc)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        try:
+            await message.ack()
+        except Exception as exc:  # a closed channel: the broker redelivers it
+            log.warning("delivery %s could not be acknowledged: %s", message.message_id, exc)
+            return
+        self.handled += 1
+
+    async def _requeue(self, message: Any, agent: str | None) -> None:
+        """Return a message to its queue; later ones for its agent follow it there."""
+        if agent is not None:
+            self._requeued.add(agent)
+        await message.nack(requeue=True)
+
+    async def _handle(self, message: Any, envelope: Envelope | None) -> tuple[Envelope, ...] | None:
+        """Run the step; the envelopes to be confirmed before the ack, or None: settled."""
+        body: bytes = message.body
         if envelope is not None and envelope.not_before is not None:
             left = (envelope.not_before - datetime.now(UTC)).total_seconds()
             if delay_bucket(left) is not None:  # not due yet: on to the next delay bucket
                 await self.transport.send([envelope])
-                await message.ack()
-                return
+                return ()
             if left > 0:
                 await asyncio.sleep(left)
         attempt = envelope.attempt if envelope is not None else 1
@@ -185,8 +242,8 @@ class Worker:
             if processed.disposition is not Disposition.RETRY:
                 break
             if self._stopping.is_set():  # back to the head of its queue for the next owner
-                await message.nack(requeue=True)
-                return
+                await self._requeue(message, envelope.recipient if envelope else None)
+                return None
             await asyncio.sleep(processed.retry_after or 0.0)
             attempt += 1
         if processed.dead_letter is not None:
@@ -200,8 +257,7 @@ class Worker:
                     "x-cadre-id": letter.id,
                 },
             )
-        await message.ack()
-        self.handled += 1
+        return processed.result.published if processed.result is not None else ()
 
     async def _process(self, body: Envelope | bytes, attempt: int) -> Processed:
         try:
@@ -226,6 +282,15 @@ class Worker:
             }
             path.write_text(json.dumps(status))
             await asyncio.sleep(2.0)
+
+
+def _channel_closed(message: Any) -> bool:
+    """Whether the delivery's channel is gone (its unacknowledged messages are redelivered)."""
+    try:
+        channel = message.channel  # aio-pika raises when the channel is closed
+    except Exception:
+        return True
+    return bool(getattr(channel, "is_closed", False))
 
 
 async def submit(

@@ -8,8 +8,11 @@ verbatim), the seen ids and the outbox (jsonb), and a ``version`` column. `save`
 conditional statement (``UPDATE ... WHERE version = $if_match`` or ``INSERT ... ON CONFLICT
 DO NOTHING``): a writer holding a stale version changes nothing and gets
 `ConcurrencyConflict`. The etag is the version as text. Dead letters live in
-``<prefix>dead_letters``. Every statement runs in autocommit on a pooled connection, so a
-step costs one round trip to write (and one to clear the outbox once it is published).
+``<prefix>dead_letters``.
+
+Saves are group-committed (`cadre.stores._postgres_commit`): the saves that arrive while
+a commit is under way go together in the next one, one statement and one WAL flush for
+many agents, each row still conditional on its own version. A lone step is not delayed.
 
 Reads are served from a per-process cache of the records this store wrote, because a
 partition (and so an agent) has one active consumer at a time: the cached record is the
@@ -21,15 +24,18 @@ version check alone; the cache only saves the read round trip. `cache_size=0` di
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 from ..envelope import Envelope
 from ..errors import ConcurrencyConflict, ConfigurationError, NotFound, StoreError
 from ..ids import AgentId
+from ._postgres_commit import GroupCommit
 from .base import AgentRecord, DeadLetter
 
 log = logging.getLogger("cadre.stores.postgres")
@@ -96,7 +102,7 @@ class PostgresStore:
         self._pool: Any = None
         self._cache: dict[AgentId, AgentRecord] = {}
         self._cache_size = cache_size
-        self._clearing: set[asyncio.Task[None]] = set()
+        self._commits = GroupCommit(prefix, self._connection, self._translate)
         self._opening = asyncio.Lock()
         self._connect_timeout = connect_timeout
         p = prefix
@@ -104,19 +110,16 @@ class PostgresStore:
             f"SELECT state, state_version, seen, outbox, version FROM {p}agents "
             "WHERE agent_type = %s AND agent_key = %s"
         )
-        self._sql_insert = (
-            f"INSERT INTO {p}agents (agent_type, agent_key, state, state_version, seen, outbox,"
-            " version) VALUES (%s, %s, %s, %s, %s, %s, 1) ON CONFLICT DO NOTHING RETURNING version"
-        )
-        self._sql_update = (
-            f"UPDATE {p}agents SET state = %s, state_version = %s, seen = %s, outbox = %s, "
-            "version = version + 1, updated_at = now() "
-            "WHERE agent_type = %s AND agent_key = %s AND version = %s RETURNING version"
-        )
         self._sql_clear = (
             f"UPDATE {p}agents SET outbox = '[]' WHERE agent_type = %s AND agent_key = %s "
             "AND version = %s AND outbox <> '[]'"
         )
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        pool = await self._open()
+        async with pool.connection() as conn:
+            yield conn
 
     async def _open(self) -> Any:
         if self._pool is not None:
@@ -167,6 +170,7 @@ class PostgresStore:
     async def drop(self) -> None:
         """Drop this prefix's tables (tests, teardown)."""
         pool = await self._open()
+        await self._commits.flush()
         async with pool.connection() as conn:
             await conn.execute(
                 f"DROP TABLE IF EXISTS {self.prefix}agents, {self.prefix}dead_letters",
@@ -192,23 +196,20 @@ class PostgresStore:
         )
 
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
-        """One conditional statement on the version column."""
-        psycopg, _ = _psycopg()
-        seen = psycopg.types.json.Jsonb(list(record.seen))
-        outbox = psycopg.types.json.Jsonb([e.model_dump(mode="json") for e in record.outbox])
+        """One conditional write on the version column, group-committed with others."""
         aid = record.agent_id
-        if if_match is None:
-            params: tuple[Any, ...] = (
-                aid.type, aid.key, record.state, record.state_version, seen, outbox
-            )  # fmt: skip
-            rows = await self._execute(self._sql_insert, params)
-        else:
-            params = (record.state, record.state_version, seen, outbox, aid.type, aid.key)
-            rows = await self._execute(self._sql_update, (*params, int(if_match)))
-        if not rows:
+        version = await self._commits.save(
+            aid,
+            record.state,
+            record.state_version,
+            list(record.seen),
+            [e.model_dump(mode="json") for e in record.outbox],
+            None if if_match is None else int(if_match),
+        )
+        if version is None:
             self._cache.pop(aid, None)  # someone else wrote: read it afresh next time
             raise ConcurrencyConflict(f"{aid}: the stored version is not {if_match}")
-        etag = str(rows[0][0])
+        etag = str(version)
         self._remember(dataclasses.replace(record, etag=etag))
         return etag
 
@@ -223,26 +224,28 @@ class PostgresStore:
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
         """Empty the outbox if the record is still the one written with `etag`.
 
-        The write runs in the background, off the step's critical path: it is conditional
-        on the version, so a later save always wins over it, and if it never lands the
-        outbox is only published again with the same ids, which receivers drop. This
-        process's reads see it cleared at once.
+        Off the step's critical path: the write joins a later group commit without being
+        waited for. It is conditional on the version, so a later save always wins over it,
+        and if it never lands the outbox is only published again with the same ids, which
+        receivers drop. This process's reads see it cleared at once.
         """
         cached = self._cache.get(agent_id)
         if cached is not None and cached.etag == etag:
             self._cache[agent_id] = dataclasses.replace(cached, outbox=())
-        elif not self._cache_size:
+        elif not self._cache_size:  # reads go to the table: clear it before returning
             await self._execute(self._sql_clear, (agent_id.type, agent_id.key, int(etag)))
             return
-        task = asyncio.create_task(self._clear(agent_id, etag))
-        self._clearing.add(task)
-        task.add_done_callback(self._clearing.discard)
+        self._commits.clear(agent_id, int(etag))
 
-    async def _clear(self, agent_id: AgentId, etag: str) -> None:
-        try:
-            await self._execute(self._sql_clear, (agent_id.type, agent_id.key, int(etag)))
-        except Exception as exc:  # the outbox is republished (same ids) at worst
-            log.warning("clearing the outbox of %s failed: %s", agent_id, exc)
+    def _translate(self, exc: BaseException) -> BaseException:
+        psycopg, _ = _psycopg()
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            return ConfigurationError(
+                f"PostgreSQL tables {self.prefix}* are missing: run `cadre db migrate`"
+            )
+        if isinstance(exc, psycopg.Error):
+            return StoreError(f"PostgreSQL failed: {exc}")
+        return exc
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""
@@ -290,9 +293,9 @@ class PostgresStore:
             raise NotFound(f"no dead letter with id {letter_id!r}")
 
     async def close(self) -> None:
-        """Finish the outbox clears under way, then close the connection pool."""
-        if self._clearing:
-            await asyncio.gather(*self._clearing, return_exceptions=True)
+        """Commit the writes under way and the pending outbox clears, then close the pool."""
+        if self._pool is not None:
+            await self._commits.flush()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

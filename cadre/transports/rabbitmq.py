@@ -127,11 +127,23 @@ class RabbitMQTransport:
 
     async def send(self, envelopes: Sequence[Envelope]) -> None:
         """Publish every envelope (persistent) and wait for all the broker's confirms."""
+        confirms = await self.publish(envelopes)
+        results = await asyncio.gather(*confirms, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise TransportError(f"RabbitMQ did not confirm {len(failed)} publish(es): {failed[0]}")
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> list[asyncio.Task[None]]:
+        """Start publishing every envelope, in order; one task per envelope ends at its confirm.
+
+        The tasks are started in the order of `envelopes` and write to one channel, so the
+        broker receives them in that order whatever their confirms do.
+        """
         if not envelopes:
-            return
+            return []
         await self.connect()
         now = datetime.now(UTC)
-        publishes = []
+        routes = []
         for env in envelopes:
             if env.recipient is None:
                 raise EnvelopeInvalid(f"envelope {env.id} has no recipient")
@@ -139,15 +151,14 @@ class RabbitMQTransport:
             wait = (env.not_before - now).total_seconds() if env.not_before else 0.0
             bucket = delay_bucket(wait)
             if bucket is None:
-                publishes.append(self._publish(self._exchange, env.to_bytes(), f"p{part}"))
+                routes.append((self._exchange, f"p{part}"))
             else:
                 await self._declare_bucket(bucket)
-                key = f"d{bucket}.p{part}"
-                publishes.append(self._publish(self._delay_exchange, env.to_bytes(), key))
-        results = await asyncio.gather(*publishes, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            raise TransportError(f"RabbitMQ did not confirm {len(failed)} publish(es): {failed[0]}")
+                routes.append((self._delay_exchange, f"d{bucket}.p{part}"))
+        return [
+            asyncio.create_task(self._publish(exchange, env.to_bytes(), key))
+            for env, (exchange, key) in zip(envelopes, routes, strict=True)
+        ]
 
     async def dead_letter(self, body: bytes, headers: dict[str, Any]) -> None:
         """Publish a poison message to the dead-letter queue with its reason in headers."""

@@ -1,0 +1,155 @@
+"""Publisher confirms off an agent's critical path: the worker's step pipelining.
+
+A step commits its outbox with its state, then publishes it. The broker's confirm of that
+outbox gates the *acknowledgement* of the step's message (so a crash before the confirm
+redelivers the message), but it need not gate the agent's *next* step, as long as nothing
+unconfirmed can be forgotten. `Confirms` wraps the store and the transport the step uses:
+
+- ``transport.send`` starts the publishes (in order, on one channel) and returns; each
+  envelope is *in flight* for its sender agent until the broker confirms it;
+- ``store.save`` carries the sender's in-flight envelopes forward in the outbox it writes,
+  so the stored record holds every envelope that is not yet confirmed, whatever step wrote
+  it last: after a crash, the redelivered message's step publishes them again (same ids,
+  receivers drop duplicates);
+- ``store.load`` hides in-flight envelopes from the step, which would otherwise publish
+  them again at once;
+- ``store.clear_outbox`` waits until the agent has nothing in flight.
+
+A failed confirm takes the envelope out of flight (the stored outbox still holds it, so the
+agent's next step or the redelivered message publishes it again), and `settle` raises so
+the worker returns the message to its queue instead of acknowledging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..envelope import Envelope
+from ..errors import TransportError
+from ..ids import AgentId
+from ..stores.base import AgentRecord, StateStore
+from ..transports.rabbitmq import RabbitMQTransport
+
+log = logging.getLogger("cadre.worker")
+
+MAX_FAILED = 10_000
+"""How many failed confirms are remembered for `Confirms.settle`."""
+
+
+class Confirms:
+    """Tracks envelopes published but not yet confirmed, per sender agent."""
+
+    def __init__(self, store: StateStore, transport: RabbitMQTransport) -> None:
+        self.inner_store = store
+        self.inner_transport = transport
+        self._flight: dict[str, dict[str, tuple[Envelope, asyncio.Task[None]]]] = {}
+        self._clears: dict[str, tuple[AgentId, str]] = {}
+        self._failed: dict[str, BaseException] = {}  # envelope id -> why, until settled
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.store = _Store(self)
+        self.transport = _Transport(self)
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Start publishing; each envelope is in flight for its sender until confirmed."""
+        tasks = await self.inner_transport.publish(envelopes)
+        for env, task in zip(envelopes, tasks, strict=True):
+            sender = env.sender or ""
+            self._flight.setdefault(sender, {})[env.id] = (env, task)
+            task.add_done_callback(functools.partial(self._done, sender, env.id))
+
+    def _done(self, sender: str, envelope_id: str, task: asyncio.Task[None]) -> None:
+        error = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            log.warning("RabbitMQ did not confirm %s: %s", envelope_id, error)
+            self._failed[envelope_id] = error
+            while len(self._failed) > MAX_FAILED:
+                del self._failed[next(iter(self._failed))]
+        flight = self._flight.get(sender)
+        if flight is None or flight.get(envelope_id, (None, None))[1] is not task:
+            return
+        del flight[envelope_id]
+        if flight:
+            return
+        del self._flight[sender]
+        wanted = self._clears.pop(sender, None)
+        if wanted is not None:  # every envelope of the sender is confirmed: clear its outbox
+            clear = asyncio.ensure_future(self.inner_store.clear_outbox(*wanted))
+            self._tasks.add(clear)
+            clear.add_done_callback(self._tasks.discard)
+
+    def in_flight(self, agent: str) -> dict[str, tuple[Envelope, asyncio.Task[None]]]:
+        """The agent's envelopes awaiting their confirm, in publish order."""
+        return self._flight.get(agent, {})
+
+    async def settle(self, envelopes: Sequence[Envelope]) -> None:
+        """Wait for the confirms of `envelopes`; raise `TransportError` if one failed."""
+        waiting = []
+        for env in envelopes:
+            entry = self.in_flight(env.sender or "").get(env.id)
+            if entry is not None:
+                waiting.append(entry[1])
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        failed += [e for e in (self._failed.pop(env.id, None) for env in envelopes) if e]
+        if failed:
+            raise TransportError(f"RabbitMQ did not confirm {len(failed)} publish(es): {failed[0]}")
+
+    async def close(self) -> None:
+        """Wait for every confirm and deferred outbox clear under way."""
+        pending = [t for flight in self._flight.values() for _, t in flight.values()]
+        await asyncio.gather(*pending, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Store:
+    """The step's view of the store: in-flight envelopes carried forward, hidden on load."""
+
+    def __init__(self, confirms: Confirms) -> None:
+        self._confirms = confirms
+        self._inner = confirms.inner_store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def load(self, agent_id: AgentId) -> AgentRecord:
+        record = await self._inner.load(agent_id)
+        flying = self._confirms.in_flight(str(agent_id))
+        if flying and record.outbox:
+            outbox = tuple(e for e in record.outbox if e.id not in flying)
+            record = dataclasses.replace(record, outbox=outbox)
+        return record
+
+    async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
+        flying = self._confirms.in_flight(str(record.agent_id))
+        if flying:
+            new = {e.id for e in record.outbox}
+            carried = tuple(env for env_id, (env, _) in flying.items() if env_id not in new)
+            record = dataclasses.replace(record, outbox=(*carried, *record.outbox))
+        return await self._inner.save(record, if_match=if_match)
+
+    async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
+        key = str(agent_id)
+        if self._confirms.in_flight(key):
+            self._confirms._clears[key] = (agent_id, etag)  # once the last confirm arrives
+            return
+        self._confirms._clears.pop(key, None)
+        await self._inner.clear_outbox(agent_id, etag)
+
+
+class _Transport:
+    """The step's view of the transport: `send` returns once the publishes are started."""
+
+    def __init__(self, confirms: Confirms) -> None:
+        self._confirms = confirms
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._confirms.inner_transport, name)
+
+    async def send(self, envelopes: Sequence[Envelope]) -> None:
+        await self._confirms.publish(envelopes)
