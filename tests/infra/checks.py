@@ -330,9 +330,9 @@ def check_app_settings(infra: Path = INFRA, root: Path = ROOT) -> list[str]:
         )
     from cadre.hosts.functions_index import CONNECTION  # the triggers' connection name
 
+    if f"{CONNECTION}__fullyQualifiedNamespace" not in settings:
+        problems.append(f"{CONNECTION}__fullyQualifiedNamespace must name the namespace")
     for connection in ("AzureWebJobsStorage", CONNECTION):
-        if f"{connection}__fullyQualifiedNamespace" not in settings and connection == CONNECTION:
-            problems.append(f"{connection}__fullyQualifiedNamespace must name the namespace")
         if settings.get(f"{connection}__credential") != "managedidentity":
             problems.append(f"{connection}__credential must be managedidentity")
         if f"{connection}__clientId" not in settings:
