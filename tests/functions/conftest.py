@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
@@ -51,7 +53,19 @@ def load_function_app(folder: Path, env: dict[str, str], name: str) -> ModuleTyp
 def app_module(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     """``function_app`` with the test agents added (CADRE_APP)."""
     folder = tmp_path_factory.mktemp("function-app")
-    return load_function_app(folder, {"CADRE_APP": TEST_APP}, "cadre_test_function_app")
+    # Index in a fresh interpreter, as a worker starts: this process's registry also holds
+    # the agent types other test modules declared.
+    subprocess.run(
+        [sys.executable, "-m", "cadre.hosts.functions_index", str(folder)],
+        cwd=ROOT,
+        env={**os.environ, "CADRE_APP": TEST_APP},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    module = load_function_app(folder, {"CADRE_APP": TEST_APP}, "cadre_test_function_app")
+    assert module.index.from_file
+    return module
 
 
 @pytest.fixture(scope="session")
