@@ -25,7 +25,8 @@ from ..errors import StoreError, TransportError
 log = logging.getLogger("cadre.api")
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://cadre.dev/problems/"
+TYPE_BASE = "urn:cadre:problem:"
+"""Problem types are URNs (identifiers, not links); docs/api.md lists them."""
 
 
 class FieldError(BaseModel):

@@ -75,19 +75,24 @@ async def events(
             yield ": store unavailable, retrying\n\n"
             await asyncio.sleep(max(poll, 1.0))
             continue
-        for index, message in enumerate(st.transcript[sent:], start=sent):
-            yield _event("message", message_view(index, message).model_dump_json(), index + 1)
-            quiet_since = time.monotonic()
+        # One chunk per read: fewer writes, and a client that hangs up mid-way costs one.
+        batch = [
+            _event("message", message_view(index, message).model_dump_json(), index + 1)
+            for index, message in enumerate(st.transcript[sent:], start=sent)
+        ]
         sent = max(sent, len(st.transcript))
         now = (st.status, st.speaker, st.prompt)
         if now != shown:
             shown = now
             status = {"status": st.status, "speaker": st.speaker, "prompt": st.prompt}
-            yield _event("status", json.dumps(status))
-            quiet_since = time.monotonic()
+            batch.append(_event("status", json.dumps(status)))
         if st.status in FINISHED:
             end = {"status": st.status, "result": st.result, "stop_reason": st.stop_reason}
-            yield _event("end", json.dumps(end))
+            batch.append(_event("end", json.dumps(end)))
+        if batch:
+            yield "".join(batch)
+            quiet_since = time.monotonic()
+        if st.status in FINISHED:
             return
         if time.monotonic() - quiet_since >= heartbeat:
             yield ": keep-alive\n\n"

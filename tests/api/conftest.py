@@ -67,7 +67,7 @@ def assert_problem(response: httpx.Response, status: int, type_suffix: str | Non
     assert body["status"] == status
     assert "Traceback" not in response.text
     if type_suffix:
-        assert body["type"].endswith("/" + type_suffix), body["type"]
+        assert body["type"] == "urn:cadre:problem:" + type_suffix, body["type"]
     return dict(body)
 
 

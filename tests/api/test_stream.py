@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -138,3 +139,29 @@ async def test_a_capped_stream_closes_without_end_and_resumes(api: Api) -> None:
     events = parse(resumed.text)
     assert [e["data"]["source"] for e in events if e.get("event") == "message"] == ["human"]
     assert events[-1]["event"] == "end"
+
+
+async def test_a_stream_stops_reading_the_store_when_the_client_hangs_up(api: Api) -> None:
+    app = create_app(api.runtime, registry=api.registry, poll_seconds=0.01, heartbeat_seconds=0.02)
+    service = app.state.cadre
+    reads = 0
+    read = service.state
+
+    async def counting(task_id: str) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read(task_id)
+
+    service.state = counting
+    async with uvicorn_serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        submitted = await client.post("/api/tasks", json={"team": "review", "task": "A haiku"})
+        task_id = submitted.json()["task_id"]
+        await api.idle()
+        async with client.stream("GET", f"/api/tasks/{task_id}/messages", headers=SSE) as s:
+            async for chunk in s.aiter_text():
+                if "awaiting_input" in chunk:
+                    break  # hang up on a task that would stream for days
+        await asyncio.sleep(0.3)  # a few heartbeats: the server notices the hang-up
+        settled = reads
+        await asyncio.sleep(0.3)
+        assert reads == settled  # no stream is polling any more

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from cadre import LocalRuntime
 from cadre.api import create_app
+from cadre.errors import TransportError
 
 from .conftest import FAST, Api, assert_problem, teams_registry
 
@@ -188,3 +190,33 @@ async def test_teams_lists_every_team_with_its_participants(api: Api) -> None:
         ("human", "user_proxy"),
     ]
     assert teams["review"]["description"] == "a drafter writes, a human approves"
+
+
+class FlakySend(LocalRuntime):
+    """A runtime whose transport fails the first send (a broker outage)."""
+
+    failures = 1
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise TransportError("broker unreachable")
+        return await super().send(*args, **kwargs)
+
+
+async def test_a_submit_that_could_not_be_sent_is_503_and_its_retry_starts_the_task(
+    tmp_path: Path,
+) -> None:
+    headers = {"Idempotency-Key": "retry-me"}
+    body = {"team": "review", "task": "Write a haiku"}
+    runtime = FlakySend(registry=teams_registry())
+    async with runtime:
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            failed = await client.post("/api/tasks", json=body, headers=headers)
+            assert_problem(failed, 503, "unavailable")
+            retried = await client.post("/api/tasks", json=body, headers=headers)
+            assert retried.status_code == 202
+            await runtime.run_until_idle()
+            task = (await client.get(retried.headers["location"])).json()
+    assert task["status"] == "awaiting_input"
