@@ -37,18 +37,25 @@ def configure(env: Mapping[str, str] | None = None, *, service_name: str = SERVI
     """Install the exporter the environment asks for; returns ``"azure-monitor"``,
     ``"otlp"`` or ``"none"``. A missing package is a `ConfigurationError` naming the extra."""
     env = os.environ if env is None else env
+    chosen = "none"
     if env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         _azure_monitor(env["APPLICATIONINSIGHTS_CONNECTION_STRING"], service_name)
         chosen = "azure-monitor"
     elif env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         _otlp(service_name)
         chosen = "otlp"
-    else:
-        return "none"
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(telemetry.LogContextFilter())
+    correlate_logs()
     telemetry.current().refresh(force=True)
     return chosen
+
+
+def correlate_logs() -> None:
+    """Put `LogContextFilter` on the handlers of the root and ``cadre`` loggers (once
+    each), so their records carry ``trace_id``, ``span_id`` and ``task_id``."""
+    for logger in (logging.getLogger(), logging.getLogger("cadre")):
+        for handler in logger.handlers:
+            if not any(isinstance(f, telemetry.LogContextFilter) for f in handler.filters):
+                handler.addFilter(telemetry.LogContextFilter())
 
 
 def _azure_monitor(connection_string: str, service_name: str) -> None:

@@ -12,8 +12,13 @@ Spans follow the messaging and GenAI semantic conventions:
     chat <model>                         CLIENT    model calls (`model_span`)
     execute_tool <name>                  INTERNAL  tool calls (`tool_span`)
 
-so one task is one trace, parent to child across every hop and process. Message payloads
-are recorded only when content capture is on (`CADRE_TRACE_CONTENT=true`).
+so one task is one trace, parent to child across every hop and process. Team decisions
+(next speaker and what chose it, awaiting input, cancel, termination) are span events on
+the manager's process span. Message payloads, prompts, completions and tool arguments are
+recorded only when content capture is on (`CADRE_TRACE_CONTENT=true`).
+
+Under Azure Functions, `functions_context(context)` continues the host's trace for one
+invocation; `LogContextFilter` puts trace id, span id and task id on log records.
 """
 
 from __future__ import annotations
@@ -323,7 +328,8 @@ class Telemetry:
         attributes: dict[str, Any] = {
             "messaging.system": MESSAGING_SYSTEM,
             "messaging.operation.type": operation,
-            "messaging.destination.name": destination,
+            # The agent type (or topic type): low cardinality, as the conventions ask.
+            "messaging.destination.name": destination.partition("/")[0],
             "messaging.message.id": envelope_id,
             "messaging.message.conversation_id": task_id,
             MESSAGE_NAME: message,

@@ -3,7 +3,9 @@ server standing in for the collector (OTLP) and for Application Insights' ingest
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 
 from cadre import observability
 from cadre.errors import ConfigurationError
+from cadre.telemetry import LogContextFilter
 
 from .conftest import Collector
 
@@ -86,3 +89,18 @@ def test_a_missing_exporter_package_names_the_extra(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "azure.monitor.opentelemetry", None)
     with pytest.raises(ConfigurationError, match=r"cadre\[azure-monitor\]"):
         observability.configure({"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"})
+
+
+def test_configure_correlates_logs_even_without_an_exporter() -> None:
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(logging.Formatter("%(task_id)s|%(trace_id)s|%(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        assert observability.configure({}) == "none"
+        observability.configure({})  # idempotent: one filter per handler
+        assert sum(isinstance(f, LogContextFilter) for f in handler.filters) == 1
+        root.warning("outside any step")
+        assert handler.stream.getvalue() == "||outside any step\n"  # type: ignore[attr-defined]
+    finally:
+        root.removeHandler(handler)
