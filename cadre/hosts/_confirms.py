@@ -67,6 +67,7 @@ class Confirms:
         if error is not None:
             log.warning("RabbitMQ did not confirm %s: %s", envelope_id, error)
             self._failed[envelope_id] = error
+            self._clears.pop(sender, None)  # the stored outbox must keep it
             while len(self._failed) > MAX_FAILED:
                 del self._failed[next(iter(self._failed))]
         flight = self._flight.get(sender)

@@ -116,3 +116,69 @@ async def test_concurrent_first_steps_share_one_connection_pool(postgres_store) 
         assert row is not None and row[0] <= 6
     finally:
         await store.close()
+
+
+async def test_concurrent_saves_share_commits_and_a_stale_one_fails_alone(
+    postgres_store, monkeypatch
+) -> None:
+    import asyncio
+
+    from cadre.stores._postgres_commit import GroupCommit
+
+    statements: list[int] = []
+    execute = GroupCommit._execute
+
+    async def counting(self, conn, batch, clears):  # type: ignore[no-untyped-def]
+        statements.append(len(batch))
+        return await execute(self, conn, batch, clears)
+
+    monkeypatch.setattr(GroupCommit, "_execute", counting)
+    agents = [AgentId("counter", str(i)) for i in range(20)]
+    etags = await asyncio.gather(
+        *(postgres_store.save(AgentRecord(a, state="0"), if_match=None) for a in agents)
+    )
+    writes = [
+        postgres_store.save(AgentRecord(a, state="1"), if_match="999" if i == 7 else etag)
+        for i, (a, etag) in enumerate(zip(agents, etags, strict=True))
+    ]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert [i for i, r in enumerate(results) if isinstance(r, ConcurrencyConflict)] == [7]
+    assert len(statements) < 20  # 40 writes went in fewer statements (group commit)
+    postgres_store._cache.clear()  # read the table, not this store's cache
+    assert [(await postgres_store.load(a)).state for a in agents] == [
+        "0" if i == 7 else "1" for i in range(20)
+    ]
+
+
+async def test_a_write_that_fails_its_batch_fails_alone(postgres_store) -> None:
+    import asyncio
+
+    agents = [AgentId("counter", str(i)) for i in range(5)]
+    results = await asyncio.gather(
+        *(
+            postgres_store.save(AgentRecord(a, state="bad\x00" if i == 2 else "ok"), if_match=None)
+            for i, a in enumerate(agents)
+        ),
+        return_exceptions=True,
+    )
+    assert isinstance(results[2], StoreError)
+    assert all(isinstance(r, str) for i, r in enumerate(results) if i != 2)
+    postgres_store._cache.clear()
+    assert [(await postgres_store.load(a)).state for a in agents] == [
+        "ok", "ok", None, "ok", "ok"
+    ]  # fmt: skip
+
+
+async def test_an_outbox_clear_rides_along_and_lands(postgres_store) -> None:
+    from cadre.envelope import Envelope, new_id, utcnow
+
+    out = Envelope(
+        id=new_id(), message="m", version=1, payload={}, task_id="t", recipient="sink/a",
+        created_at=utcnow(),
+    )  # fmt: skip
+    etag = await postgres_store.save(AgentRecord(A, state="{}", outbox=(out,)), if_match=None)
+    await postgres_store.clear_outbox(A, etag)
+    assert (await postgres_store.load(A)).outbox == ()  # this process sees it at once
+    await postgres_store._commits.flush()
+    postgres_store._cache.clear()
+    assert (await postgres_store.load(A)).outbox == ()  # and the table too

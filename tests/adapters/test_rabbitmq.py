@@ -185,3 +185,81 @@ async def test_a_worker_runs_a_timer_only_when_it_is_due(rabbit) -> None:
 
     await run_worker(rabbit, done)
     assert seen_at and seen_at[0] >= due
+
+
+async def test_agents_sharing_a_partition_run_concurrently_each_in_order(rabbit) -> None:
+    from cadre.hosts.worker import submit
+    from cadre.transports.rabbitmq import partition_of
+
+    slow = AgentId("sink", "slow")
+    part = partition_of(str(slow), rabbit.partitions)
+    fast = next(
+        AgentId("sink", f"f{i}")
+        for i in range(100)
+        if partition_of(f"sink/f{i}", rabbit.partitions) == part
+    )
+    for seq in range(3):
+        await submit(rabbit, slow, Item(seq=seq, pause=0.4))
+    for seq in range(10):
+        await submit(rabbit, fast, Item(seq=seq))
+    slow_when_fast_done: list[list[int]] = []
+
+    async def both_done(store) -> bool:  # type: ignore[no-untyped-def]
+        slow_got, fast_got = (
+            json.loads(r.state)["got"] if r.state else []
+            for r in (await store.load(slow), await store.load(fast))
+        )
+        if fast_got == list(range(10)) and not slow_when_fast_done:
+            slow_when_fast_done.append(slow_got)
+        return bool(slow_when_fast_done) and slow_got == [0, 1, 2]
+
+    await run_worker(rabbit, both_done)
+    # the fast agent finished behind the slow one's first step, not behind all three
+    assert slow_when_fast_done and len(slow_when_fast_done[0]) < 3
+
+
+class _Broker:
+    """Stands in for RabbitMQ's publisher confirms only: each publish's confirm is a future
+    the test resolves (the one thing a real broker cannot be made to do on cue)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[Envelope, asyncio.Future[None]]] = []
+
+    async def publish(self, envelopes):  # type: ignore[no-untyped-def]
+        tasks = []
+        for env in envelopes:
+            confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.published.append((env, confirm))
+            tasks.append(asyncio.ensure_future(confirm))
+        return tasks
+
+
+async def test_unconfirmed_envelopes_stay_in_the_stored_outbox_until_confirmed() -> None:
+    from cadre.hosts._confirms import Confirms
+    from cadre.stores.base import AgentRecord
+    from cadre.stores.memory import MemoryStore
+
+    store, broker = MemoryStore(), _Broker()
+    confirms = Confirms(store, broker)  # type: ignore[arg-type]
+    agent = AgentId("splitter", "x")
+    first = envelope("sink/a", 1, sender=str(agent))
+    second = envelope("sink/a", 2, sender=str(agent))
+    etag = await confirms.store.save(AgentRecord(agent, outbox=(first,)), if_match=None)
+    await confirms.transport.send([first])
+    await confirms.store.clear_outbox(agent, etag)  # waits for the confirm
+    assert (await store.load(agent)).outbox == (first,)
+    assert (await confirms.store.load(agent)).outbox == ()  # the step does not republish it
+    # the next step's save carries the unconfirmed envelope forward
+    etag = await confirms.store.save(AgentRecord(agent, outbox=(second,)), if_match=etag)
+    assert (await store.load(agent)).outbox == (first, second)
+    await confirms.transport.send([second])
+    await confirms.store.clear_outbox(agent, etag)
+    broker.published[0][1].set_result(None)
+    broker.published[1][1].set_exception(RuntimeError("nack"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(Exception, match="did not confirm"):
+        await confirms.settle([second])  # its message goes back to its queue
+    await confirms.settle([first])
+    # the failed one is no longer in flight: the agent's next step publishes it again
+    assert (await confirms.store.load(agent)).outbox == (first, second)
+    await confirms.close()
