@@ -13,7 +13,7 @@ from tests.support.contracts import Add
 FAST = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.001)
 
 
-class Broken(Agent, type="test.broken_participant"):
+class Broken(Agent):
     """A custom participant whose handler always raises."""
 
     @handler
@@ -45,7 +45,7 @@ async def test_a_participant_type_that_is_not_registered_fails_the_task() -> Non
 
 async def test_a_participant_out_of_attempts_fails_the_task_once() -> None:
     registry = Registry()
-    registry.register(Broken)
+    registry.register(Broken, type="test.broken_participant")
     team = RoundRobinTeam(
         "brittle",
         [Participant("broken", "test.broken_participant")],
