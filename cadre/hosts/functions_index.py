@@ -81,21 +81,24 @@ def _check_unique_function_names(functions: Iterable[AgentFunction]) -> None:
         owners[key] = fn.agent_type
 
 
-def _top_level_files(module: str) -> list[Path]:
-    """The source files of the top-level package (or module) of `module`, without
-    importing it."""
+def _top_level_files(module: str) -> list[tuple[str, Path]]:
+    """The source files of the top-level package (or module) of `module`, each with its
+    path inside it, found without importing it."""
     spec = importlib.util.find_spec(module.split(".")[0])
     if spec is None or spec.origin is None:
         raise ConfigurationError(f"cannot find the app module {module!r} (CADRE_APP)")
     origin = Path(spec.origin)
-    if spec.submodule_search_locations:
-        return sorted(p for p in origin.parent.rglob("*.py") if "__pycache__" not in p.parts)
-    return [origin]
+    if not spec.submodule_search_locations:
+        return [(origin.name, origin)]
+    files = (p for p in origin.parent.rglob("*.py") if "__pycache__" not in p.parts)
+    return sorted((p.relative_to(origin.parent.parent).as_posix(), p) for p in files)
 
 
 def fingerprint(modules: Sequence[str]) -> str:
-    """A hash of the app modules' names and source files, of Cadre's version and of the
-    files that make the names."""
+    """A hash of the app modules' names and source files (every file of their top-level
+    packages), of Cadre's version and of the files that make the names. Agent types
+    declared in other packages the app imports are not watched: name those packages in
+    ``CADRE_APP`` too."""
     from .. import __version__
 
     digest = hashlib.blake2b(digest_size=16)
@@ -103,12 +106,12 @@ def fingerprint(modules: Sequence[str]) -> str:
     cadre_root = Path(__file__).resolve().parents[1]
     for name in _NAMING_SOURCES:
         digest.update(b"\0" + (cadre_root / name).read_bytes())
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for module in modules:
-        for path in _top_level_files(module):
-            if path not in seen:
-                seen.add(path)
-                digest.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+        for name, path in _top_level_files(module):
+            if name not in seen:
+                seen.add(name)
+                digest.update(b"\0" + name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
