@@ -5,7 +5,8 @@
 CPU time (``time.process_time``, less disturbed by a shared machine than wall time) of:
   - one message with tracing off (the whole step: store, transport, handler);
   - the same with tracing on, spans exported to an exporter that keeps them (the SDK's
-    in-memory one, as `bench/core.py` measures) and to one that lets them go;
+    in-memory one, as `bench/core.py` measures) and to one that lets them go, also with
+    CADRE_TRACE_SENDS=false (one span per message);
   - the OpenTelemetry SDK alone: a bare span, and spans with the attributes Cadre sets;
   - Cadre's telemetry code per message (a process span and a send span) outside a step.
 Then the best ratio any instrumentation could reach with the SDK's two spans per message.
@@ -137,7 +138,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         let_go = per_message(
             lambda: cadre_pingpong_traced(args.pairs, folder, keep=False), args.pairs
         )
-    result = {"untraced_us": off, "traced_kept_us": kept, "traced_let_go_us": let_go}
+        one_span = per_message(
+            lambda: cadre_pingpong_traced(args.pairs, folder, keep=False, sends=False),
+            args.pairs,
+        )
+    result = {
+        "untraced_us": off,
+        "traced_kept_us": kept,
+        "traced_let_go_us": let_go,
+        "traced_let_go_no_send_spans_us": one_span,
+    }
     result |= sdk_costs()
     sdk_two_spans = result["sdk_process_span_us"] + result["sdk_send_span_us"]
     result["best_ratio_with_these_spans"] = off / (off + sdk_two_spans)

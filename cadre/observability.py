@@ -9,6 +9,7 @@ the runtime itself only uses the OpenTelemetry API (`cadre.telemetry`).
 | `OTEL_EXPORTER_OTLP_ENDPOINT`            | OTLP over HTTP (Jaeger, Honeycomb, Datadog, ...)  |
 | neither                                  | nothing: no export, no cost                     |
 | `CADRE_TRACE_CONTENT=true`               | also record message payloads on spans           |
+| `CADRE_TRACE_SENDS=false`                | no send spans inside steps (one span a message) |
 
 `--trace PATH` on the CLI writes one task's spans to a JSON-lines file instead
 (`JsonLinesSpanExporter`), and `span_tree` prints it as a tree.

@@ -223,6 +223,11 @@ PROVIDER_CHECK_SECONDS = 1.0
 within this time, or at once after `refresh(force=True)`)."""
 
 
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    return default if not raw else raw in {"1", "true", "yes", "on"}
+
+
 def _disabled_provider(provider: object) -> bool:
     # The API's defaults, until an SDK installs a real provider.
     return type(provider).__name__ in _DISABLED_PROVIDERS
@@ -253,14 +258,18 @@ class Telemetry:
         meter_provider: metrics.MeterProvider | None = None,
         *,
         capture_content: bool | None = None,
+        trace_sends: bool | None = None,
     ) -> None:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self.capture_content = (
-            capture_content
-            if capture_content is not None
-            else os.environ.get("CADRE_TRACE_CONTENT", "").lower() in {"1", "true", "yes"}
+            capture_content if capture_content is not None else _flag("CADRE_TRACE_CONTENT", False)
         )
+        self.trace_sends = (
+            trace_sends if trace_sends is not None else _flag("CADRE_TRACE_SENDS", True)
+        )
+        """False: a message sent inside a step carries the step's process span as its
+        parent instead of a send span of its own (one span per message, still one tree)."""
         self._seen_tracer_provider: object = None
         self._seen_meter_provider: object = None
         self._tracer: trace.Tracer | None = None
@@ -324,6 +333,10 @@ class Telemetry:
             self.instruments.sent.add(1, {MESSAGE_NAME: message, "messaging.system": "cadre"})
         if not self.tracing:
             return None
+        if not self.trace_sends:
+            current = trace.get_current_span()
+            if current.is_recording():  # inside a step: its span is the parent
+                return _traceparent(current.get_span_context())
         assert self._tracer is not None
         attributes: dict[str, Any] = {
             "messaging.system": MESSAGING_SYSTEM,

@@ -143,3 +143,16 @@ async def test_unreadable_bytes_count_as_a_dead_letter(otel: Otel) -> None:
     assert otel.metric_points("cadre.dead_letters") == [
         ({"cadre.agent.type": "", "cadre.dead_letter.reason": "envelope_invalid"}, 1)
     ]
+
+
+async def test_without_send_spans_each_step_is_the_parent_of_the_next(otel: Otel) -> None:
+    telemetry.current().trace_sends = False  # CADRE_TRACE_SENDS=false
+    async with LocalRuntime(registry=make_registry()) as rt:
+        await rt.send(COUNTER, Add(amount=2), reply_to=RECORDER)
+        await rt.run_until_idle()
+    spans = otel.finished()
+    assert [s.name for s in spans] == ["send test.Add", "process test.Add", "process test.Added"]
+    send, add, added = spans
+    assert len({s.context.trace_id for s in spans}) == 1
+    assert add.parent.span_id == send.context.span_id  # type: ignore[union-attr]
+    assert added.parent.span_id == add.context.span_id  # type: ignore[union-attr]
