@@ -6,8 +6,8 @@ trigger calls ``handle_http``; both build the host on first use (cold start pays
 
     @app.service_bus_topic_trigger(arg_name="msg", topic_name="cadre", subscription_name=...,
                                    connection="ServiceBusConnection", is_sessions_enabled=True)
-    async def agent_notebook(msg: func.ServiceBusMessage) -> None:
-        await deliver(msg)
+    async def agent_notebook(msg: func.ServiceBusMessage, context: func.Context) -> None:
+        await deliver(msg, context)
 
 `FunctionsRuntime` is what the HTTP API's `Tasks(runtime)` needs (``send``, ``store``,
 ``redrive``, ``health``) on the Cosmos DB store and the Service Bus transport, and the
