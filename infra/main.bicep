@@ -251,6 +251,7 @@ var appSettings = {
   AZURE_OPENAI_ENDPOINT: deployOpenAi ? openAi.outputs.endpoint : openAiEndpoint
   AZURE_OPENAI_API_VERSION: openAiApiVersion
   CADRE_TRACE_CONTENT: traceContent ? 'true' : 'false'
+  CADRE_TRACE_SENDS: 'true'
 }
 
 module functionApp 'modules/functionapp.bicep' = {

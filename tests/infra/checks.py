@@ -122,6 +122,24 @@ def env_reads(source: str) -> set[str]:
     return found
 
 
+_SETTING_LITERAL = re.compile(
+    r"^(?:(?:CADRE|AZURE|OPENAI|OTEL|APPLICATIONINSIGHTS)_[A-Z0-9_]+"
+    r"|[A-Za-z][A-Za-z0-9]*__[A-Za-z][A-Za-z0-9_]*)$"
+)
+
+
+def setting_literals(source: str) -> set[str]:
+    """String literals shaped like a setting name (``CADRE_...``, ``AZURE_...``,
+    ``Connection__property``): catches reads through helpers such as ``_flag("CADRE_X")``."""
+    return {
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and _SETTING_LITERAL.match(node.value)
+    }
+
+
 def settings_table(root: Path = ROOT) -> set[str]:
     """The first column of the one settings table (cadre/settings.py's docstring)."""
     doc = ast.get_docstring(ast.parse((root / "cadre" / "settings.py").read_text())) or ""
@@ -134,10 +152,12 @@ def settings_table(root: Path = ROOT) -> set[str]:
 
 
 def settings_read_by_code(root: Path = ROOT) -> set[str]:
-    """Every environment variable the deployed code reads (scanned, plus the table)."""
+    """Every environment variable the deployed code reads: the settings table, the
+    environment reads and the setting-shaped literals of the code."""
     names = settings_table(root)
     for path in code_files(root):
-        names |= env_reads(path.read_text())
+        source = path.read_text()
+        names |= env_reads(source) | setting_literals(source)
     return names
 
 
@@ -147,6 +167,19 @@ def app_settings(infra: Path = INFRA) -> dict[str, Any]:
     main = BicepFile.load(infra / "main.bicep")
     value: dict[str, Any] = main.variables["appSettings"]["value"]
     return {k.strip("'"): v for k, v in value.items()}
+
+
+def check_property_names(infra: Path = INFRA) -> list[str]:
+    """Every property of every resource exists in Azure's model of its type."""
+    from .arm_schema import schema_problems
+    from .bicep import body
+
+    problems = []
+    for name, bicep in load_infra(infra).items():
+        for symbol, decl in bicep.resources.items():
+            if decl.get("existing") is not True:
+                problems += schema_problems(decl["type"], body(decl), f"{name}:{symbol}")
+    return problems
 
 
 def check_syntax(infra: Path = INFRA) -> list[str]:

@@ -35,6 +35,10 @@ def test_the_templates_are_the_main_file_and_its_modules() -> None:
     } == names
 
 
+def test_every_property_is_one_azure_defines_for_its_resource_type() -> None:
+    assert checks.check_property_names() == []
+
+
 def test_every_module_exists_and_gets_exactly_its_declared_params_and_outputs() -> None:
     assert checks.check_modules() == []
 
@@ -64,6 +68,8 @@ def test_the_settings_scan_finds_what_the_code_reads() -> None:
         "    _int(env, 'A_FIVE', 1); 'A_SIX' in os.environ\n"
     )
     assert checks.env_reads(source) == {"A_ONE", "A_TWO", "A_THREE", "A_FOUR", "A_FIVE", "A_SIX"}
+    helper = "def f():\n    return _flag('CADRE_X_ON', True), 'CADRE lower', 'Conn__fqdn'\n"
+    assert checks.setting_literals(helper) == {"CADRE_X_ON", "Conn__fqdn"}
     read = checks.settings_read_by_code()
     assert {"CADRE_COSMOS_ENDPOINT", "CADRE_TRACE_CONTENT", "AZURE_OPENAI_ENDPOINT"} <= read
     assert "ServiceBusConnection__fullyQualifiedNamespace" in read
