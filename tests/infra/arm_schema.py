@@ -3,8 +3,9 @@
 The Azure management SDKs (``azure-mgmt-*``, generated from the same REST API specs as the
 Bicep types) describe every resource body: which keys exist at every level and what they
 hold. A misspelt property (``supportsOrdering``) is silently ignored or rejected by Azure;
-here it is a test failure. Values that are Bicep expressions are not checked, only literal
-objects and lists; both branches of a ``cond ? a : b`` are.
+here it is a test failure. Literal strings of enum-typed properties must be one of the enum's
+values. Values that are Bicep expressions are not checked, only literals, objects and lists;
+both branches of a ``cond ? a : b`` are.
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ def _hint_type(hint: Any, models: ModuleType) -> Schema:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is typing.Union:
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums:
+            return ("enum", enums[0])
         for arg in args:
             schema = _hint_type(arg, models)
             if schema is not None:
@@ -203,26 +207,33 @@ def _is_expression(value: Any) -> bool:
     )
 
 
-def _check(value: Any, schema: Schema, path: str, problems: list[str]) -> None:
+def _check(value: Any, schema: Schema, path: str, problems: list[str], names: set[str]) -> None:
     if schema is None:
+        return
+    if schema[0] == "enum":
+        # a literal string must be one of the enum's values; a name is a Bicep expression
+        if isinstance(value, str) and value not in names and "${" not in value:
+            allowed = {str(member.value) for member in schema[1]}
+            if value.lower() not in {a.lower() for a in allowed}:
+                problems.append(f"{path} is {value!r}, not one of {sorted(allowed)}")
         return
     if _is_expression(value):
         operator = value.get("operator", {})
         if operator.get("type") == "conditional":
             operands = operator["operands"]
-            _check(operands["true_value"], schema, path, problems)
-            _check(operands["false_value"], schema, path, problems)
+            _check(operands["true_value"], schema, path, problems, names)
+            _check(operands["false_value"], schema, path, problems, names)
         return
     kind = schema[0]
     if kind == "list":
         if isinstance(value, list):
             for i, item in enumerate(value):
-                _check(item, schema[1], f"{path}[{i}]", problems)
+                _check(item, schema[1], f"{path}[{i}]", problems, names)
         return
     if kind == "dict":
         if isinstance(value, dict):
             for key, item in value.items():
-                _check(item, schema[1], f"{path}.{key}", problems)
+                _check(item, schema[1], f"{path}.{key}", problems, names)
         return
     if not isinstance(value, dict):
         return
@@ -235,11 +246,15 @@ def _check(value: Any, schema: Schema, path: str, problems: list[str]) -> None:
         if name not in fields:
             problems.append(f"{path}.{name} is not a property{label}")
             continue
-        _check(item, fields[name], f"{path}.{name}", problems)
+        _check(item, fields[name], f"{path}.{name}", problems, names)
 
 
-def schema_problems(resource_type: str, body: dict[str, Any], where: str) -> list[str]:
-    """What in a resource body is not in the Azure model of its type."""
+def schema_problems(
+    resource_type: str, body: dict[str, Any], where: str, names: set[str]
+) -> list[str]:
+    """What in a resource body is not in the Azure model of its type: unknown property
+    names, and literal strings outside an enum's values. `names`: the identifiers of the
+    file (pycep writes ``sku: sku`` and ``sku: 'sku'`` alike)."""
     if resource_type in NOT_MODELLED:
         return []
     if resource_type not in RESOURCE_MODELS:
@@ -248,5 +263,5 @@ def schema_problems(resource_type: str, body: dict[str, Any], where: str) -> lis
     models = importlib.import_module(module_name)
     problems: list[str] = []
     top = {k: v for k, v in body.items() if k not in ENVELOPE}
-    _check(top, ("model", getattr(models, class_name), models), where, problems)
+    _check(top, ("model", getattr(models, class_name), models), where, problems, names)
     return problems

@@ -176,9 +176,11 @@ def check_property_names(infra: Path = INFRA) -> list[str]:
 
     problems = []
     for name, bicep in load_infra(infra).items():
+        names = set(references(bicep.text))
         for symbol, decl in bicep.resources.items():
             if decl.get("existing") is not True:
-                problems += schema_problems(decl["type"], body(decl), f"{name}:{symbol}")
+                where = f"{name}:{symbol}"
+                problems += schema_problems(decl["type"], body(decl), where, names)
     return problems
 
 
