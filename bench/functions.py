@@ -1,6 +1,7 @@
 """Functions cold start: what the worker pays to list the functions, against its floor.
 
-Every measurement is the median of N fresh interpreters (``python -c``, cwd = the repo):
+Every figure is the median of N fresh interpreters (``python -c``, cwd = the repo), the
+cases interleaved run by run so that a busy moment on the machine hits all of them alike:
 
   floor          import cadre; import azure.functions  (the least any Cadre app on Functions pays)
   function_app   import function_app  (index from cadre-functions.json: the app is not imported)
@@ -45,42 +46,47 @@ ENV = {
 }
 
 
-def timed(body: str, cwd: Path, runs: int) -> float:
-    """Median seconds of `body` over `runs` fresh interpreters."""
-    env = {**os.environ, **ENV, "PYTHONDONTWRITEBYTECODE": "0"}
-    code = TIMED.format(body=body)
-    samples = []
-    for _ in range(runs):
-        out = subprocess.run(
-            [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True
-        )
-        if out.returncode != 0:
-            raise SystemExit(f"{body!r} failed:\n{out.stderr}")
-        samples.append(float(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(samples)
+def sample(body: str, cwd: Path) -> float:
+    """Seconds `body` takes in one fresh interpreter."""
+    env = {**os.environ, **ENV}
+    out = subprocess.run(
+        [sys.executable, "-c", TIMED.format(body=body)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{body!r} failed:\n{out.stderr}")
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
-    timed("import function_app", ROOT, 2)  # warm the bytecode caches once
-    results = {
-        "floor": timed("import cadre; import azure.functions", ROOT, args.runs),
-        "function_app": timed("import function_app", ROOT, args.runs),
-    }
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder)
         shutil.copy(ROOT / "function_app.py", copy / "function_app.py")
         (copy / "cadre-functions.json").mkdir()  # unreadable and unwritable: the fallback
-        env_path = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-        os.environ["PYTHONPATH"] = env_path
-        results["no_index"] = timed("import function_app", copy, args.runs)
-    results["first_message"] = timed(FIRST_MESSAGE, ROOT, args.runs)
+        os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+        cases = {
+            "floor": ("import cadre; import azure.functions", ROOT),
+            "function_app": ("import function_app", ROOT),
+            "no_index": ("import function_app", copy),
+            "first_message": (FIRST_MESSAGE, ROOT),
+        }
+        for body, cwd in cases.values():  # warm the bytecode caches
+            sample(body, cwd)
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.runs):  # interleaved: a busy moment hits every case alike
+            for name, (body, cwd) in cases.items():
+                samples[name].append(sample(body, cwd))
+    results = {name: statistics.median(values) for name, values in samples.items()}
     floor = results["floor"]
     for name, seconds in results.items():
         print(f"{name:<14} {seconds * 1000:7.1f} ms   {seconds / floor:5.2f} x floor")
-    summary = {name: round(seconds * 1000, 1) for name, seconds in results.items()}
+    summary: dict[str, float] = {name: round(sec * 1000, 1) for name, sec in results.items()}
     summary["ratio"] = round(results["function_app"] / floor, 2)
     summary["ratio_no_index"] = round(results["no_index"] / floor, 2)
     summary["runs"] = args.runs
