@@ -275,7 +275,10 @@ module functionApp 'modules/functionapp.bicep' = {
   }
 }
 
-// azd stores UPPER_SNAKE outputs in the environment (.azure/<env>/.env).
+// azd stores UPPER_SNAKE outputs in the environment (.azure/<env>/.env). The Application
+// Insights connection string is output under another name than the app setting, so that a
+// shell with `azd env get-values` loaded does not make local `cadre` commands export to it
+// (local auth is off: only the app's identity can ingest).
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
@@ -289,6 +292,6 @@ output SERVICEBUS_SUBSCRIPTIONS array = serviceBus.outputs.subscriptionNames
 output CADRE_COSMOS_ENDPOINT string = cosmos.outputs.endpoint
 output CADRE_COSMOS_DATABASE string = cosmos.outputs.databaseName
 output CADRE_COSMOS_CONTAINER string = cosmos.outputs.containerName
-output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
+output AZURE_APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
 output AZURE_WORKBOOK_ID string = monitoring.outputs.workbookId
 output AZURE_OPENAI_ENDPOINT string = deployOpenAi ? openAi.outputs.endpoint : openAiEndpoint
