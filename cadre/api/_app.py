@@ -18,11 +18,13 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
+from pydantic.json_schema import models_json_schema
 
 from .. import __version__
 from ..errors import NotFound
 from ..registry import Registry, default_registry
 from ..stores.base import DeadLetter
+from ..teams.manager import TaskStatus
 from ._models import (
     Accepted,
     CancelRequest,
@@ -35,7 +37,7 @@ from ._models import (
     TaskView,
     TeamView,
 )
-from ._problems import PROBLEM_JSON, BodyLimit, CatchAll, ProblemError, install
+from ._problems import PROBLEM_JSON, BodyLimit, CatchAll, Problem, ProblemError, install
 from ._service import Runtime, Service
 from ._stream import events, message_view
 
@@ -107,10 +109,31 @@ def create_app(
     _health_route(app, service)
     _page_routes(app)
     app.state.cadre = service
-    # Outermost first: a request over the size limit never reaches the app.
+    _document_problems(app)
+    # Added last is outermost: CatchAll wraps everything, and BodyLimit refuses a body over
+    # the limit before any route parses it.
     app.add_middleware(BodyLimit, max_bytes=limit * 6 + 16_384)
     app.add_middleware(CatchAll)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Put the `Problem` schema into the OpenAPI components (the error responses refer to
+    it, but no route returns it as its model, so FastAPI would leave it out)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            _, found = models_json_schema(
+                [(Problem, "serialization")], ref_template="#/components/schemas/{model}"
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(found.get("$defs", {}))
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _key_guard(api_key: str | None) -> list[Any]:
@@ -131,9 +154,9 @@ def _key_guard(api_key: str | None) -> list[Any]:
     return [Depends(check)]
 
 
-def _accepted(request: Request, task_id: str, status: str) -> Accepted:
+def _accepted(request: Request, task_id: str, status: TaskStatus) -> Accepted:
     url = request.url_for("get_task", task_id=task_id).path
-    return Accepted(task_id=task_id, status=status, status_url=url, messages_url=f"{url}/messages")  # type: ignore[arg-type]
+    return Accepted(task_id=task_id, status=status, status_url=url, messages_url=f"{url}/messages")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from cadre import LocalRuntime, Registry
-from cadre.api import create_app
+from cadre.api import Problem, create_app
 from cadre.processing import RetryPolicy
 
 FAST = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.01)
@@ -64,6 +64,7 @@ def assert_problem(response: httpx.Response, status: int, type_suffix: str | Non
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
     assert {"type", "title", "status", "detail"} <= body.keys()
+    Problem.model_validate(body)
     assert body["status"] == status
     assert "Traceback" not in response.text
     if type_suffix:

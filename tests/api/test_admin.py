@@ -128,3 +128,8 @@ async def test_the_openapi_document_declares_the_key(api: Api) -> None:
     spec = (await api.client.get("/api/openapi.json")).json()
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "x-api-key"
     assert "401" in spec["paths"]["/api/tasks"]["post"]["responses"]
+    problem = spec["paths"]["/api/tasks"]["post"]["responses"]["404"]["content"]
+    assert problem == {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+    }
+    assert {"Problem", "FieldError"} <= spec["components"]["schemas"].keys()
