@@ -143,3 +143,35 @@ def test_with_an_api_key_the_page_asks_for_it_and_follows_by_polling(tmp_path: P
             expect(page.locator("#result")).to_contain_text("APPROVE")
     finally:
         server.stop()
+
+
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def axe_violations(page: Any) -> list[str]:
+    """WCAG 2 A/AA violations axe-core finds on the page as it is now."""
+    if not AXE.exists():
+        unavailable("axe-core: npm ci (package.json)")
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        """async () => (await axe.run(document, {
+            runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+        })).violations.map(v => `${v.id}: ${v.help} (${v.nodes.map(n => n.target).join(", ")})`)"""
+    )
+    return list(found)
+
+
+def test_the_page_has_no_wcag_violations_in_any_state(page) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    expect(page.get_by_label("Team", exact=True)).to_contain_text("review")
+    assert axe_violations(page) == []  # the empty form
+    page.get_by_label("Team", exact=True).select_option("review")
+    page.get_by_role("textbox", name="Task").fill("Write a haiku")
+    page.get_by_role("button", name="Start task").click()
+    expect(page.locator("#status")).to_have_text("awaiting input")
+    assert axe_violations(page) == []  # the conversation and the question
+    page.get_by_role("textbox", name="Approve the draft?").fill("APPROVE")
+    page.get_by_role("button", name="Send answer").click()
+    expect(page.locator("#status")).to_have_text("completed")
+    assert axe_violations(page) == []  # the result
