@@ -28,7 +28,9 @@ def chromium_path() -> str:
 
 
 @contextlib.contextmanager
-def browser_page(url: str, *, expected: str | None = None) -> Iterator[Any]:
+def browser_page(
+    url: str, *, expected: str | None = None, bypass_csp: bool = False
+) -> Iterator[Any]:
     """A fresh headless page on `url`; fails the test on any page error (but `expected`)."""
     try:
         from playwright.sync_api import sync_playwright
@@ -41,7 +43,7 @@ def browser_page(url: str, *, expected: str | None = None) -> Iterator[Any]:
             executable_path=executable, headless=True, args=["--no-sandbox"]
         )
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page = browser.new_page(viewport={"width": 1000, "height": 900}, bypass_csp=bypass_csp)
             page.set_default_timeout(TIMEOUT_MS)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on(
@@ -161,7 +163,12 @@ def axe_violations(page: Any) -> list[str]:
     return list(found)
 
 
-def test_the_page_has_no_wcag_violations_in_any_state(page) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_has_no_wcag_violations_in_any_state(served: Served) -> None:
+    with browser_page(served.url + "/", bypass_csp=True) as page:  # CSP: axe is injected
+        check_accessibility(page)
+
+
+def check_accessibility(page: Any) -> None:
     from playwright.sync_api import expect
 
     expect(page.get_by_label("Team", exact=True)).to_contain_text("review")
@@ -175,3 +182,18 @@ def test_the_page_has_no_wcag_violations_in_any_state(page) -> None:  # type: ig
     page.get_by_role("button", name="Send answer").click()
     expect(page.locator("#status")).to_have_text("completed")
     assert axe_violations(page) == []  # the result
+
+
+def test_message_text_is_shown_as_text_never_as_markup(page, served: Served) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+    from playwright.sync_api import expect
+
+    assert "default-src 'self'" in httpx.get(served.url + "/").headers["content-security-policy"]
+    markup = '<img src="x" onerror="document.title=\'owned\'"><b>bold</b>'
+    page.get_by_label("Team", exact=True).select_option("review")
+    page.get_by_role("textbox", name="Task").fill(markup)
+    page.get_by_role("button", name="Start task").click()
+    first = page.locator("#timeline li").first
+    expect(first.locator(".text")).to_have_text(markup)
+    assert page.locator("#timeline img, #timeline b").count() == 0
+    assert page.title() == "Cadre"
