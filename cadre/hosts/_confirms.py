@@ -15,9 +15,11 @@ unconfirmed can be forgotten. `Confirms` wraps the store and the transport the s
   them again at once;
 - ``store.clear_outbox`` waits until the agent has nothing in flight.
 
-A failed confirm takes the envelope out of flight (the stored outbox still holds it, so the
-agent's next step or the redelivered message publishes it again), and `settle` raises so
-the worker returns the message to its queue instead of acknowledging it.
+A failed confirm (a cut connection) makes the envelope *lost*: still carried in every save
+and shown on load, so the agent's next step (or the redelivered message's) publishes it
+again; and the sender's next publish sends its lost envelopes first, so a later envelope
+never overtakes an earlier one on the way to a receiver. `settle` raises for it, and the
+worker returns the message to its queue instead of acknowledging it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import itertools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -42,12 +45,14 @@ MAX_FAILED = 10_000
 
 
 class Confirms:
-    """Tracks envelopes published but not yet confirmed, per sender agent."""
+    """Tracks envelopes published but not yet confirmed (or lost), per sender agent."""
 
     def __init__(self, store: StateStore, transport: RabbitMQTransport) -> None:
         self.inner_store = store
         self.inner_transport = transport
-        self._flight: dict[str, dict[str, tuple[Envelope, asyncio.Task[None]]]] = {}
+        self._seq = itertools.count()
+        self._flight: dict[str, dict[str, tuple[int, Envelope, asyncio.Task[None]]]] = {}
+        self._lost: dict[str, dict[str, tuple[int, Envelope]]] = {}  # failed, not republished
         self._clears: dict[str, tuple[AgentId, str]] = {}
         self._failed: dict[str, BaseException] = {}  # envelope id -> why, until settled
         self._tasks: set[asyncio.Task[None]] = set()
@@ -55,37 +60,56 @@ class Confirms:
         self.transport = _Transport(self)
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        """Start publishing; each envelope is in flight for its sender until confirmed."""
-        tasks = await self.inner_transport.publish(envelopes)
-        for env, task in zip(envelopes, tasks, strict=True):
+        """Start publishing; each envelope is in flight for its sender until confirmed.
+
+        A sender's lost envelopes (failed confirms) go first, so a later envelope of the
+        sender never overtakes an earlier one on its way to a receiver."""
+        ids = {e.id for e in envelopes}
+        lost = sorted(
+            entry
+            for sender in {e.sender or "" for e in envelopes}
+            for entry in self._lost.pop(sender, {}).values()
+            if entry[1].id not in ids
+        )
+        batch = [env for _, env in lost] + list(envelopes)
+        tasks = await self.inner_transport.publish(batch)
+        for env, task in zip(batch, tasks, strict=True):
             sender = env.sender or ""
-            self._flight.setdefault(sender, {})[env.id] = (env, task)
+            self._flight.setdefault(sender, {})[env.id] = (next(self._seq), env, task)
             task.add_done_callback(functools.partial(self._done, sender, env.id))
 
     def _done(self, sender: str, envelope_id: str, task: asyncio.Task[None]) -> None:
         error = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        flight = self._flight.get(sender)
+        entry = flight.get(envelope_id) if flight is not None else None
+        if flight is None or entry is None or entry[2] is not task:
+            return
+        del flight[envelope_id]
         if error is not None:
             log.warning("RabbitMQ did not confirm %s: %s", envelope_id, error)
             self._failed[envelope_id] = error
-            self._clears.pop(sender, None)  # the stored outbox must keep it
             while len(self._failed) > MAX_FAILED:
                 del self._failed[next(iter(self._failed))]
-        flight = self._flight.get(sender)
-        if flight is None or flight.get(envelope_id, (None, None))[1] is not task:
-            return
-        del flight[envelope_id]
+            self._lost.setdefault(sender, {})[envelope_id] = (entry[0], entry[1])
+            self._clears.pop(sender, None)  # the stored outbox must keep it
         if flight:
             return
         del self._flight[sender]
         wanted = self._clears.pop(sender, None)
-        if wanted is not None:  # every envelope of the sender is confirmed: clear its outbox
+        if wanted is not None and sender not in self._lost:  # all confirmed: clear the outbox
             clear = asyncio.ensure_future(self.inner_store.clear_outbox(*wanted))
             self._tasks.add(clear)
             clear.add_done_callback(self._tasks.discard)
 
-    def in_flight(self, agent: str) -> dict[str, tuple[Envelope, asyncio.Task[None]]]:
+    def in_flight(self, agent: str) -> dict[str, tuple[int, Envelope, asyncio.Task[None]]]:
         """The agent's envelopes awaiting their confirm, in publish order."""
         return self._flight.get(agent, {})
+
+    def unconfirmed(self, agent: str) -> list[Envelope]:
+        """The agent's envelopes in flight or lost, oldest first: its outbox must keep them."""
+        entries = [(seq, env) for seq, env, _ in self.in_flight(agent).values()]
+        entries += self._lost.get(agent, {}).values()
+        return [env for _, env in sorted(entries, key=lambda e: e[0])]
 
     async def settle(self, envelopes: Sequence[Envelope]) -> None:
         """Wait for the confirms of `envelopes`; raise `TransportError` if one failed."""
@@ -93,7 +117,7 @@ class Confirms:
         for env in envelopes:
             entry = self.in_flight(env.sender or "").get(env.id)
             if entry is not None:
-                waiting.append(entry[1])
+                waiting.append(entry[2])
         results = await asyncio.gather(*waiting, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         failed += [e for e in (self._failed.pop(env.id, None) for env in envelopes) if e]
@@ -102,14 +126,15 @@ class Confirms:
 
     async def close(self) -> None:
         """Wait for every confirm and deferred outbox clear under way."""
-        pending = [t for flight in self._flight.values() for _, t in flight.values()]
+        pending = [t for flight in self._flight.values() for _, _, t in flight.values()]
         await asyncio.gather(*pending, return_exceptions=True)
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class _Store:
-    """The step's view of the store: in-flight envelopes carried forward, hidden on load."""
+    """The step's view of the store: unconfirmed envelopes carried forward, in-flight ones
+    hidden on load (lost ones are shown, so the step publishes them again first)."""
 
     def __init__(self, confirms: Confirms) -> None:
         self._confirms = confirms
@@ -127,15 +152,17 @@ class _Store:
         return record
 
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
-        flying = self._confirms.in_flight(str(record.agent_id))
-        if flying:
+        unconfirmed = self._confirms.unconfirmed(str(record.agent_id))
+        if unconfirmed:
             new = {e.id for e in record.outbox}
-            carried = tuple(env for env_id, (env, _) in flying.items() if env_id not in new)
+            carried = tuple(env for env in unconfirmed if env.id not in new)
             record = dataclasses.replace(record, outbox=(*carried, *record.outbox))
         return await self._inner.save(record, if_match=if_match)
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
         key = str(agent_id)
+        if key in self._confirms._lost:  # a later step publishes them again, then clears
+            return
         if self._confirms.in_flight(key):
             self._confirms._clears[key] = (agent_id, etag)  # once the last confirm arrives
             return

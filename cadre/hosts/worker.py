@@ -37,6 +37,7 @@ from ..registry import Registry, default_registry
 from ..step import DEFAULT_SEEN_LIMIT, Step
 from ..stores.base import StateStore
 from ..transports.rabbitmq import RabbitMQTransport, delay_bucket
+from ._acks import AckRuns
 from ._confirms import Confirms
 
 log = logging.getLogger("cadre.worker")
@@ -84,6 +85,7 @@ class Worker:
             connection_name=f"cadre worker {config.name} {os.getpid()}",
         )
         self.confirms = Confirms(self.store, self.transport)
+        self.acks = AckRuns()
         self.processor = Processor(
             Step(
                 self.confirms.store,
@@ -139,6 +141,7 @@ class Worker:
                 await health
             try:
                 await self.confirms.close()
+                await self.acks.wait()
                 await self.transport.close()
             finally:
                 await self.store.close()
@@ -212,9 +215,10 @@ class Worker:
             log.warning("delivery %s: %s; returning it to its queue", message.message_id, exc)
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
+                self.acks.settled_alone(message)
             return
         try:
-            await message.ack()
+            self.acks.ack(message)
         except Exception as exc:  # a closed channel: the broker redelivers it
             log.warning("delivery %s could not be acknowledged: %s", message.message_id, exc)
             return
@@ -225,6 +229,7 @@ class Worker:
         if agent is not None:
             self._requeued.add(agent)
         await message.nack(requeue=True)
+        self.acks.settled_alone(message)
 
     async def _handle(self, message: Any, envelope: Envelope | None) -> tuple[Envelope, ...] | None:
         """Run the step; the envelopes to be confirmed before the ack, or None: settled."""

@@ -234,7 +234,7 @@ class _Broker:
         return tasks
 
 
-async def test_unconfirmed_envelopes_stay_in_the_stored_outbox_until_confirmed() -> None:
+async def test_unconfirmed_envelopes_stay_in_the_outbox_and_keep_their_order() -> None:
     from cadre.hosts._confirms import Confirms
     from cadre.stores.base import AgentRecord
     from cadre.stores.memory import MemoryStore
@@ -262,4 +262,12 @@ async def test_unconfirmed_envelopes_stay_in_the_stored_outbox_until_confirmed()
     await confirms.settle([first])
     # the failed one is no longer in flight: the agent's next step publishes it again
     assert (await confirms.store.load(agent)).outbox == (first, second)
+    # a step that had loaded before the failure still carries it, and sends it first
+    third = envelope("sink/a", 3, sender=str(agent))
+    await confirms.store.save(AgentRecord(agent, outbox=(third,)), if_match=etag)
+    assert (await store.load(agent)).outbox == (second, third)
+    await confirms.transport.send([third])
+    assert [env for env, _ in broker.published[2:]] == [second, third]
+    for _, confirm in broker.published[2:]:
+        confirm.set_result(None)
     await confirms.close()
