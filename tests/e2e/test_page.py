@@ -82,6 +82,8 @@ def test_submit_watch_answer_the_proxy_and_see_it_complete(page) -> None:  # typ
 
     answer = page.get_by_label("Approve the draft? Reply APPROVE, or say what to change.")
     expect(answer).to_be_focused()  # the page moves the focus to the question
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "live-page-awaiting-input.png"), full_page=True)
     answer.fill("APPROVE")
     page.get_by_role("button", name="Send answer").click()
 
