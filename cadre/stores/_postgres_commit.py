@@ -7,10 +7,10 @@ conditional on its own version, so batching changes no outcome: a stale write ch
 nothing and comes back as a conflict while the others commit.
 
 Outbox clears are not waited for: they ride along with the next batch of saves (or go
-alone after `clear_delay` seconds when no save comes), so in steady traffic they cost no
-commit of their own. A clear is dropped when a save of the same agent is in the batch —
-the save writes the outbox anyway — and a dropped or lost clear only means the outbox is
-published again with the same ids, which receivers drop.
+alone, without waiting for the disk, after `clear_delay` seconds when no save comes), so
+in steady traffic they cost no commit of their own. A clear is dropped when a save of the
+same agent is in the batch (the save writes the outbox anyway); a dropped or lost clear
+only means the outbox is published again with the same ids, which receivers drop.
 
 If a batch fails as a whole (a bad value, a lost connection), its saves are retried one
 by one, so one bad write fails only itself.
@@ -116,31 +116,33 @@ class GroupCommit:
     def clear(self, agent_id: AgentId, version: int) -> None:
         """Empty the outbox of the row at `version`, in some later commit."""
         self._clears[agent_id] = version
-        if self._flusher is None and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._clear_delay, self._start)
+        self._arm()
 
     async def flush(self) -> None:
         """Commit everything pending, clears included."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         while self._flusher is not None or self._clears or self._saves:
-            self._start()
+            self._start(clears=True)
             if self._flusher is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._flusher)
 
-    def _start(self) -> None:
+    def _arm(self) -> None:
+        """Commit the pending clears after `clear_delay` unless saves take them along first."""
+        if self._clears and self._flusher is None and self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._clear_delay, self._start, True)
+
+    def _start(self, clears: bool = False) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._flusher is None and (self._saves or self._clears):
-            self._flusher = asyncio.create_task(self._flush())
+        if self._flusher is None and (self._saves or (clears and self._clears)):
+            self._flusher = asyncio.create_task(self._flush(clears))
 
-    async def _flush(self) -> None:
+    async def _flush(self, clears: bool) -> None:
         try:
             async with self._connection() as conn:
-                while self._saves or self._clears:
+                while self._saves or (clears and self._clears):
                     await self._commit_next(conn)
         except Exception as exc:  # no connection: fail what waits; the steps retry
             error = self._translate(exc)
@@ -153,6 +155,8 @@ class GroupCommit:
             self._flusher = None
             if self._saves:
                 self._start()
+            else:
+                self._arm()
 
     async def _commit_next(self, conn: Any) -> None:
         batch: list[Save] = []
@@ -207,7 +211,12 @@ class GroupCommit:
         ]
         rows_in += [{"t": a.type, "k": a.key, "ver": v} for a, v in clears.items()]
         params = (json.dumps(rows_in),)
-        cur = await conn.execute(self._sql, params)
+        if batch:
+            cur = await conn.execute(self._sql, params)
+        else:  # only clears: losing them in a crash is harmless, so do not wait for disk
+            async with conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit TO OFF")
+                cur = await conn.execute(self._sql, params)
         rows = await cur.fetchall()
         versions: list[int | None] = [None] * len(batch)
         inserted: dict[tuple[str, str], int] = {}

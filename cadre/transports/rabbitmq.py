@@ -2,7 +2,7 @@
 
 Topology, all durable, named after `name` (so apps and tests can share one broker):
 
-    <name>              topic exchange; routing key ``p<i>`` or ``d<ms>.p<i>``
+    <name>              topic exchange for timers that are due: routing key ``d<ms>.p<i>``
     <name>.p<i>         partition queue i (i < partitions), bound with ``#.p<i>``,
                         x-single-active-consumer: one consumer at a time, others stand by
     <name>.delay        topic exchange for timers
@@ -19,6 +19,8 @@ Timers: an envelope whose ``not_before`` is in the future goes to the largest de
 when it arrives with time still left, the worker sends it on to the next bucket (or sleeps
 the last few milliseconds). No plugin is needed (Debian's RabbitMQ has no delayed-message
 exchange). Every message is persistent and every publish waits for the broker's confirm.
+Envelopes that are due go straight to their partition queue through the default exchange
+(the broker's cheapest route); only timers pass through the two topic exchanges.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ class RabbitMQTransport:
             wait = (env.not_before - now).total_seconds() if env.not_before else 0.0
             bucket = delay_bucket(wait)
             if bucket is None:
-                routes.append((self._exchange, f"p{part}"))
+                # straight to the queue: the default exchange routes cheapest
+                routes.append((self._channel.default_exchange, self.queue_name(part)))
             else:
                 await self._declare_bucket(bucket)
                 routes.append((self._delay_exchange, f"d{bucket}.p{part}"))

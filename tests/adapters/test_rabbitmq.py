@@ -271,3 +271,29 @@ async def test_unconfirmed_envelopes_stay_in_the_outbox_and_keep_their_order() -
     for _, confirm in broker.published[2:]:
         confirm.set_result(None)
     await confirms.close()
+
+
+async def test_acks_go_in_runs_and_never_cover_a_gap() -> None:
+    from cadre.hosts._acks import AckRuns
+
+    class Channel:  # records what would go to the broker
+        def __init__(self) -> None:
+            self.sent: list[tuple[int, bool]] = []
+
+        async def basic_ack(self, tag: int, multiple: bool = False) -> None:
+            self.sent.append((tag, multiple))
+
+    class Delivery:
+        def __init__(self, channel: Channel, tag: int) -> None:
+            self.channel, self.delivery_tag = channel, tag
+
+    channel, acks = Channel(), AckRuns()
+    for tag in (1, 2, 3, 5):  # 4 is still running
+        acks.ack(Delivery(channel, tag))
+    await acks.wait()
+    assert channel.sent == [(3, True), (5, False)]
+    acks.settled_alone(Delivery(channel, 6))  # nacked
+    acks.ack(Delivery(channel, 4))
+    acks.ack(Delivery(channel, 7))
+    await acks.wait()
+    assert channel.sent[2:] == [(7, True)]  # 4..7: 5 and 6 were settled alone
