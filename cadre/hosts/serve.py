@@ -32,19 +32,32 @@ def _uvicorn() -> Any:
     return uvicorn
 
 
-async def serve(settings: Settings, host: str, port: int, *, out: TextIO | None = None) -> int:
-    """Run the API on the local runtime until a signal stops it; returns the exit code."""
+async def serve(
+    settings: Settings, host: str, port: int, *, out: TextIO | None = None, workers: bool = False
+) -> int:
+    """Run the API until a signal stops it; returns the exit code. `workers`: in front of
+    `cadre worker` processes (RabbitMQ + PostgreSQL, `cadre.hosts.worker_api`), which run
+    the steps, instead of the local runtime."""
     uvicorn = _uvicorn()
     from ..api import create_app
+    from ..registry import default_registry
     from .local import LocalRuntime
+    from .worker_api import WorkersRuntime
 
     out = out or sys.stdout
-    runtime = LocalRuntime.sqlite(
-        settings.state_path,
-        policy=settings.retry_policy(),
-        concurrency=settings.concurrency,
-        seen_limit=settings.seen_limit,
-    )
+    runtime: LocalRuntime | WorkersRuntime
+    if workers:
+        runtime = WorkersRuntime.from_settings(settings, registry=default_registry)
+        where = f"workers on RabbitMQ {settings.queue_name!r}, tables {settings.postgres_prefix}*"
+        kept = "queued work stays in RabbitMQ for the workers"
+    else:
+        runtime = LocalRuntime.sqlite(
+            settings.state_path,
+            policy=settings.retry_policy(),
+            concurrency=settings.concurrency,
+            seen_limit=settings.seen_limit,
+        )
+        where, kept = f"state {settings.state_path}", "queued work stays in the state file"
     await runtime.start()
     try:
         app = create_app(runtime, api_key=settings.api_key, max_task_chars=settings.max_task_chars)
@@ -54,12 +67,12 @@ async def serve(settings: Settings, host: str, port: int, *, out: TextIO | None 
         server = _Server(config)
         shown = "localhost" if host in ("127.0.0.1", "::1") else host
         bind = f"[{shown}]" if ":" in shown else shown
-        print(f"cadre serve: state {settings.state_path}", file=out, flush=True)
+        print(f"cadre serve: {where}", file=out, flush=True)
         print(f"  page      http://{bind}:{port}/", file=out, flush=True)
         print(f"  API       http://{bind}:{port}/api  (docs: /api/docs)", file=out, flush=True)
         if settings.api_key:
             print("  API key   required (x-api-key header)", file=out, flush=True)
-        print("Ctrl-C stops (queued work stays in the state file)", file=out, flush=True)
+        print(f"Ctrl-C stops ({kept})", file=out, flush=True)
         try:
             await server.serve()
         except SystemExit:  # uvicorn exits when it cannot bind

@@ -1,0 +1,105 @@
+"""`cadre serve --transport rabbitmq --store postgres`: the HTTP API in front of workers.
+
+Real processes: a `cadre worker` runs the steps; `cadre serve` only submits to RabbitMQ and
+reads PostgreSQL. Both on this test's own queue name and table prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable
+from tests.e2e.conftest import APP, ROOT, start_serve
+
+
+@pytest.fixture
+async def workers_env(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    try:
+        from cadre.stores.postgres import PostgresStore
+        from cadre.transports.rabbitmq import RabbitMQTransport
+
+        name = f"t{uuid.uuid4().hex[:10]}"
+        store = PostgresStore(POSTGRES_DSN, prefix=f"{name}_", max_size=2)
+        await store.migrate()
+        transport = RabbitMQTransport(RABBITMQ_URL, name=name, partitions=4)
+        await transport.connect()
+    except Exception as exc:
+        unavailable(f"RabbitMQ or PostgreSQL: {exc}")
+    env = {
+        "CADRE_RABBITMQ_URL": RABBITMQ_URL,
+        "CADRE_POSTGRES_URL": POSTGRES_DSN,
+        "CADRE_POSTGRES_PREFIX": f"{name}_",
+        "CADRE_QUEUE_NAME": name,
+        "CADRE_PARTITIONS": "4",
+        "CADRE_APP": APP,
+        "CADRE_HEALTH_FILE": str(tmp_path / "worker.health"),
+    }
+    yield env
+    await transport.delete_topology()
+    await transport.close()
+    await store.drop()
+    await store.close()
+
+
+def wait_for(url: str, status: str, timeout: float = 40) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        task = httpx.get(url, timeout=5).json()
+        if task["status"] == status or time.monotonic() > deadline:
+            assert task["status"] == status, task
+            return dict(task)
+        time.sleep(0.1)
+
+
+async def test_serve_in_front_of_a_worker_submits_and_reads_while_the_worker_steps(
+    workers_env: dict[str, str], tmp_path: Path
+) -> None:
+    await asyncio.to_thread(serve_a_task_through_a_worker, workers_env, tmp_path)
+
+
+def serve_a_task_through_a_worker(workers_env: dict[str, str], tmp_path: Path) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cadre.cli", "worker"], cwd=ROOT, env={**os.environ, **workers_env}
+    )
+    server = start_serve(
+        tmp_path / "unused.db", "--transport", "rabbitmq", "--store", "postgres", env=workers_env
+    )
+    try:
+        health = httpx.get(f"{server.url}/api/health").json()
+        assert health["checks"]["transport"]["ok"], health
+        assert "PostgresStore" in health["checks"]["store"]["detail"]
+        submitted = httpx.post(
+            f"{server.url}/api/tasks", json={"team": "default", "task": "Plan a trip to Porto"}
+        )
+        assert submitted.status_code == 202, submitted.text
+        url = f"{server.url}/api/tasks/{submitted.json()['task_id']}"
+        task = wait_for(url, "completed")
+        assert "APPROVE" in task["result"]
+        assert set(task["usage_by_agent"]) == {"planner", "writer", "critic"}
+        messages = httpx.get(f"{url}/messages").json()
+        assert len(messages["messages"]) >= 3
+    finally:
+        code, out = server.stop()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    assert code == 0, out
+    assert f"workers on RabbitMQ {workers_env['CADRE_QUEUE_NAME']!r}" in out
+    assert not (tmp_path / "unused.db").exists()  # the serve process kept no local state
+
+
+def test_serve_refuses_a_transport_without_its_store(capsys) -> None:  # type: ignore[no-untyped-def]
+    from cadre.cli import main
+
+    assert main(["serve", "--transport", "rabbitmq"]) == 2
+    assert "--transport rabbitmq goes with --store postgres" in capsys.readouterr().err
