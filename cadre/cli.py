@@ -270,8 +270,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = _replace(settings, state_path=Path(args.serve_state))
     if args.serve_app:
         settings = _replace(settings, app_modules=tuple(args.serve_app.split(",")))
+    workers = (args.serve_transport, args.serve_store) == ("rabbitmq", "postgres")
+    if not workers and (args.serve_transport, args.serve_store) != ("local", "sqlite"):
+        print(
+            "cadre serve: --transport rabbitmq goes with --store postgres (in front of "
+            "`cadre worker` processes); the default is --transport local --store sqlite",
+            file=sys.stderr,
+        )
+        return 2
     load_app(settings.app_modules)
-    return asyncio.run(serve(settings, args.host, args.port))
+    return asyncio.run(serve(settings, args.host, args.port, workers=workers))
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
@@ -372,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=7071, help="port (default: 7071)")
     serve.add_argument("--state", dest="serve_state", help="the SQLite file")
     serve.add_argument("--app", dest="serve_app", help="app modules (overrides CADRE_APP)")
+    serve.add_argument(
+        "--transport", dest="serve_transport", choices=("local", "rabbitmq"), default="local",
+        help="local (in-process runtime, default) or rabbitmq (submit to `cadre worker`s)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--store", dest="serve_store", choices=("sqlite", "postgres"), default="sqlite",
+        help="sqlite (default, with --transport local) or postgres (with rabbitmq)",
+    )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="consume RabbitMQ and run steps on PostgreSQL")
