@@ -1,16 +1,22 @@
 """Workers benchmark: Cadre's durable pipeline (RabbitMQ + PostgreSQL, `cadre worker`
 processes) side by side with autogen-ext 0.7.5's gRPC runtime on the same workloads.
 
-Workloads (the message shapes of bench/core.py: an int and a 32-character string):
-  ping-pong  two agents exchange N request/response pairs, one at a time;
-  fan-out    N publishes to one topic with 10 subscriber agent types (10 N deliveries).
-Cadre runs on 1 and on 2 worker processes; every step reads and conditionally writes the
-agent's row in PostgreSQL and every message is a persistent, confirmed RabbitMQ publish.
-autogen runs a GrpcWorkerAgentRuntimeHost and 1 or 2 GrpcWorkerAgentRuntime workers (in
-this process; nothing is persisted). Step latency (p50/p99) is measured inside the Cadre
-workers around `Processor.process`.
+Workloads (the message shapes of bench/core.py: an int and a 32-character string), the
+same on both sides (same agents, same pairs, same message count):
+  ping-pong         C conversations at once (`--chains`, default 32): pinger/i and ponger/i
+                    exchange N/C request/response pairs each, one at a time (N = `--pairs`);
+  serial ping-pong  one conversation (C = 1): every hop waits for the one before, so it
+                    measures the latency of a hop, not what a worker can carry;
+  fan-out           N publishes to one topic with 10 subscriber agent types (10 N deliveries).
+Cadre runs on 1 and on 2 worker processes; every step conditionally writes the agent's row
+in PostgreSQL (fsync on, group-committed) and every message is a persistent, confirmed
+RabbitMQ publish, acknowledged after the commit. autogen runs a GrpcWorkerAgentRuntimeHost
+and 1 or 2 GrpcWorkerAgentRuntime workers (in a child process; nothing is persisted or
+acknowledged). Step latency (p50/p99) is measured inside the Cadre workers around
+`Processor.process`.
 
-    pip install -e ".[bench,workers]" && python bench/workers.py [--pairs 2000] [--publishes 300]
+    pip install -e ".[bench,workers]" && python bench/workers.py [--pairs 2000] [--chains 32]
+    python bench/workers.py --quick           # smaller sizes, one pass, for a smoke check
 
 The last line printed is one JSON object (ratios are Cadre msgs/s / autogen gRPC's).
 """
@@ -20,6 +26,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,7 +62,9 @@ PARTITIONS = 8
 
 
 class CountingPinger(Agent):
-    """Sends the next Ping when a Pong comes back, and remembers the last Pong's seq."""
+    """Sends its ponger (same key) the next Ping when a Pong comes back; remembers the seq."""
+
+    rounds = int(os.environ.get("BENCH_ROUNDS", "0"))
 
     class State(BaseModel):
         last: int = -1
@@ -63,8 +72,8 @@ class CountingPinger(Agent):
     @handler
     async def on_pong(self, msg: Pong, ctx: Context) -> None:
         self.state.last = msg.seq
-        if msg.seq + 1 < int(os.environ["BENCH_PAIRS"]):
-            ctx.send(AgentId("ponger", "1"), Ping(seq=msg.seq + 1, text=msg.text))
+        if msg.seq + 1 < self.rounds:
+            ctx.send(AgentId("ponger", self.id.key), Ping(seq=msg.seq + 1, text=msg.text))
 
 
 def make_registry() -> Registry:
@@ -98,16 +107,24 @@ def worker_main() -> None:
             latencies.append((time.perf_counter() - started) * 1000)
 
     worker.processor.process = timed  # type: ignore[method-assign]
-    asyncio.run(worker.run())
+    profile_to = os.environ.get("BENCH_PROFILE")  # a folder: cProfile each worker into it
+    if profile_to:
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            asyncio.run(worker.run())
+        prof.dump_stats(Path(profile_to) / f"worker-{os.getpid()}.prof")
+    else:
+        asyncio.run(worker.run())
     Path(os.environ["BENCH_LATENCY_FILE"]).write_text(json.dumps(latencies))
 
 
 class CadreCluster:
     """Fresh queues and tables, N worker processes, and a client transport."""
 
-    def __init__(self, workers: int, pairs: int, folder: Path) -> None:
+    def __init__(self, workers: int, rounds: int, folder: Path) -> None:
         self.name = f"bench{uuid.uuid4().hex[:8]}"
-        self.workers, self.pairs, self.folder = workers, pairs, folder
+        self.workers, self.rounds, self.folder = workers, rounds, folder
         self.procs: list[subprocess.Popen[bytes]] = []
         self.registry = make_registry()
 
@@ -122,13 +139,14 @@ class CadreCluster:
         for i in range(self.workers):
             env = {
                 **os.environ,
-                "BENCH_PAIRS": str(self.pairs),
+                "BENCH_ROUNDS": str(self.rounds),
                 "BENCH_LATENCY_FILE": str(self.folder / f"{self.name}-{i}.json"),
                 "CADRE_RABBITMQ_URL": RABBITMQ,
                 "CADRE_POSTGRES_URL": POSTGRES,
                 "CADRE_POSTGRES_PREFIX": f"{self.name}_",
                 "CADRE_QUEUE_NAME": self.name,
                 "CADRE_PARTITIONS": str(PARTITIONS),
+                "CADRE_CONCURRENCY": os.environ.get("CADRE_CONCURRENCY", "64"),
                 "CADRE_WORKER_INDEX": str(i),
                 "CADRE_WORKER_COUNT": str(self.workers),
                 "CADRE_HEALTH_FILE": str(self.folder / f"{self.name}-{i}.health"),
@@ -180,22 +198,32 @@ class CadreCluster:
             ]
         )
 
-    async def state(self, agent: AgentId) -> Any:
-        """An agent's stored state model."""
-        record = await self.store.load(agent)
-        model = self.registry.get(agent.type).cls.State
-        return model.model_validate_json(record.state) if record.state else model()
+    async def count_done(self, agent_type: str, field: str, value: int) -> int:
+        """How many agents whose type matches `agent_type` (SQL LIKE) have `field` >= `value`."""
+        pool = await self.store._open()
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT count(*) FROM {self.name}_agents WHERE agent_type LIKE %s"
+                f" AND (state::jsonb ->> '{field}')::int >= %s",
+                (agent_type, value),
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
 
-async def cadre_pingpong(workers: int, pairs: int, folder: Path) -> tuple[float, list[float]]:
-    """Messages per second for `pairs` ping-pong pairs on `workers` worker processes."""
-    async with CadreCluster(workers, pairs, folder) as cluster:
+async def cadre_pingpong(
+    workers: int, pairs: int, chains: int, folder: Path
+) -> tuple[float, list[float]]:
+    """Messages per second for `pairs` ping-pong pairs in `chains` concurrent conversations."""
+    rounds = pairs // chains
+    async with CadreCluster(workers, rounds, folder) as cluster:
         started = time.perf_counter()
-        await cluster.send(["ponger/1"], Ping(seq=0, text=TEXT), reply_to="pinger/1")
-        while (await cluster.state(AgentId("pinger", "1"))).last < pairs - 1:  # noqa: ASYNC110
+        for i in range(chains):
+            await cluster.send([f"ponger/{i}"], Ping(seq=0, text=TEXT), reply_to=f"pinger/{i}")
+        while await cluster.count_done("pinger", "last", rounds - 1) < chains:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
-    return 2 * pairs / elapsed, cluster.latencies()
+    return 2 * rounds * chains / elapsed, cluster.latencies()
 
 
 async def cadre_fanout(workers: int, publishes: int, folder: Path) -> tuple[float, list[float]]:
@@ -205,18 +233,68 @@ async def cadre_fanout(workers: int, publishes: int, folder: Path) -> tuple[floa
         started = time.perf_counter()
         for seq in range(publishes):
             await cluster.send(recipients, Event(seq=seq, text=TEXT), reply_to=None)
-        for i in range(SUBSCRIBERS):
-            while (await cluster.state(AgentId(f"tally{i}", "1"))).count < publishes:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+        while await cluster.count_done("tally%", "count", publishes) < SUBSCRIBERS:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
     return SUBSCRIBERS * publishes / elapsed, cluster.latencies()
+
+
+# --- RabbitMQ alone: the floor under any durable pipeline on this broker -----------------
+
+
+async def rabbitmq_floor(pairs: int, chains: int) -> float:
+    """Msgs/s of the ping-pong pattern on RabbitMQ alone, as Cadre's transport uses it per
+    hop (persistent messages on 8 durable single-active-consumer queues, publisher confirms,
+    ack after the reply's confirm, prefetch 64) with a bare aio-pika client: no store, no
+    agent step. No durable pipeline with a Python client can beat it on this machine."""
+    import aio_pika
+
+    rounds, name = pairs // chains, f"floor{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect(RABBITMQ)
+    publisher = await connection.channel(publisher_confirms=True)
+    body = json.dumps({"pad": TEXT * 12}).encode()  # about an envelope's size
+    left, done = [chains], asyncio.get_running_loop().create_future()
+    queues = []
+
+    async def on_message(message: Any) -> None:
+        chain, seq = map(int, message.headers["hop"].split(":"))
+        if seq + 1 < 2 * rounds:
+            reply = aio_pika.Message(body, headers={"hop": f"{chain}:{seq + 1}"}, delivery_mode=2)
+            await publisher.default_exchange.publish(reply, f"{name}.{(chain + seq + 1) % 8}")
+        else:
+            left[0] -= 1
+            if not left[0]:
+                done.set_result(None)
+        await message.ack()
+
+    try:
+        for i in range(8):
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=64)
+            args = {"x-single-active-consumer": True, "x-queue-version": 2}
+            queue = await channel.declare_queue(f"{name}.{i}", durable=True, arguments=args)
+            await queue.consume(on_message)
+            queues.append(queue)
+        started = time.perf_counter()
+        for chain in range(chains):
+            first = aio_pika.Message(body, headers={"hop": f"{chain}:0"}, delivery_mode=2)
+            await publisher.default_exchange.publish(first, f"{name}.{chain % 8}")
+        await asyncio.wait_for(done, 300)
+        rate = 2 * rounds * chains / (time.perf_counter() - started)
+    finally:
+        for queue in queues:
+            await queue.delete(if_unused=False, if_empty=False)
+        await connection.close()
+    return rate
 
 
 # --- autogen-ext gRPC side (run in a child process: its host, its workers) -------------------
 
 
-async def autogen_run(workload: str, workers: int, size: int, port: int) -> float:
-    """Msgs/s of one workload on a gRPC host with `workers` GrpcWorkerAgentRuntime workers."""
+async def autogen_run(workload: str, workers: int, size: int, chains: int, port: int) -> float:
+    """Msgs/s of one workload on a gRPC host with `workers` GrpcWorkerAgentRuntime workers.
+
+    Ping-pong: `chains` conversations of `size // chains` pairs each (as on Cadre's side)."""
     from autogen_core import MessageContext, RoutedAgent, TypeSubscription, message_handler
     from autogen_core import TopicId as ATopicId
     from autogen_core import try_get_known_serializers_for_type as serializers
@@ -230,24 +308,27 @@ async def autogen_run(workload: str, workers: int, size: int, port: int) -> floa
         for cls in (APing, APong, AEvent):
             rt.add_message_serializer(serializers(cls))
     done = asyncio.get_running_loop().create_future()
-    counts = {"events": 0}
+    counts = {"events": 0, "chains": 0}
+    rounds = size // chains
 
     class EventPonger(RoutedAgent):
         @message_handler
         async def on_ping(self, message: APing, ctx: MessageContext) -> None:
             await self.publish_message(
-                APong(seq=message.seq, text=message.text), ATopicId("pinger", "1")
+                APong(seq=message.seq, text=message.text), ATopicId("pinger", self.id.key)
             )
 
     class EventPinger(RoutedAgent):
         @message_handler
         async def on_pong(self, message: APong, ctx: MessageContext) -> None:
-            if message.seq + 1 < size:
+            if message.seq + 1 < rounds:
                 await self.publish_message(
-                    APing(seq=message.seq + 1, text=message.text), ATopicId("ponger", "1")
+                    APing(seq=message.seq + 1, text=message.text), ATopicId("ponger", self.id.key)
                 )
-            elif not done.done():
-                done.set_result(None)
+            else:
+                counts["chains"] += 1
+                if counts["chains"] == chains and not done.done():
+                    done.set_result(None)
 
     class ATally(RoutedAgent):
         @message_handler
@@ -270,8 +351,9 @@ async def autogen_run(workload: str, workers: int, size: int, port: int) -> floa
     await asyncio.sleep(0.5)  # let the host learn every registration and subscription
     started = time.perf_counter()
     if workload == "pingpong":
-        await runtimes[0].publish_message(APing(seq=0, text=TEXT), ATopicId("ponger", "1"))
-        messages = 2 * size
+        for i in range(chains):
+            await runtimes[0].publish_message(APing(seq=0, text=TEXT), ATopicId("ponger", str(i)))
+        messages = 2 * rounds * chains
     else:
         for seq in range(size):
             await runtimes[0].publish_message(AEvent(seq=seq, text=TEXT), ATopicId("events", "1"))
@@ -284,11 +366,12 @@ async def autogen_run(workload: str, workers: int, size: int, port: int) -> floa
     return rate
 
 
-def autogen_measure(workload: str, workers: int, size: int) -> float:
+def autogen_measure(workload: str, workers: int, size: int, chains: int = 1) -> float:
     """Run `autogen_run` in a fresh interpreter (its gRPC threads stay out of this one)."""
     port = 50000 + os.getpid() % 10000
+    args = [workload, str(workers), str(size), str(chains), str(port)]
     out = subprocess.run(
-        [sys.executable, __file__, "--autogen", workload, str(workers), str(size), str(port)],
+        [sys.executable, __file__, "--autogen", *args],
         check=True,
         capture_output=True,
         text=True,
@@ -308,53 +391,84 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
+WORKLOADS = ("pingpong", "serial", "fanout")
+"""The workloads, in the order the table shows them (`serial` is ping-pong with C = 1)."""
+
+
+def measure_pass(args: Any, folder: Path, progress: Any) -> dict[str, tuple[float, list[float]]]:
+    """One pass over every workload and worker count: autogen then Cadre, side by side."""
+    found: dict[str, tuple[float, list[float]]] = {}
+    progress(f"RabbitMQ alone, ping-pong, {args.pairs} pairs in {args.chains} chains and serial")
+    found["floor_pingpong"] = (asyncio.run(rabbitmq_floor(args.pairs, args.chains)), [])
+    found["floor_serial"] = (asyncio.run(rabbitmq_floor(args.serial_pairs, 1)), [])
+    for workers in (1, 2):
+        for workload in WORKLOADS:
+            chains = {"pingpong": args.chains, "serial": 1}.get(workload, 1)
+            size = args.publishes if workload == "fanout" else args.pairs
+            if workload == "serial":
+                size = args.serial_pairs
+            what = f"{workload}, size {size}, {chains} chain(s), {workers} worker(s)"
+            progress(f"autogen gRPC {what}")
+            kind = "fanout" if workload == "fanout" else "pingpong"
+            found[f"autogen_{workload}_{workers}"] = (
+                autogen_measure(kind, workers, size, chains),
+                [],
+            )
+            progress(f"cadre {what}")
+            if workload == "fanout":
+                found[f"cadre_{workload}_{workers}"] = asyncio.run(
+                    cadre_fanout(workers, size, folder)
+                )
+            else:
+                found[f"cadre_{workload}_{workers}"] = asyncio.run(
+                    cadre_pingpong(workers, size, chains, folder)
+                )
+    return found
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every measurement, print the table and the JSON line; return the JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--pairs", type=int, default=4000, help="ping-pong pairs in all")
+    parser.add_argument("--chains", type=int, default=32, help="ping-pong conversations at once")
+    parser.add_argument("--serial-pairs", type=int, default=1000, help="serial ping-pong pairs")
     parser.add_argument("--publishes", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=1, help="passes; medians are reported")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one pass")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.pairs, args.serial_pairs, args.publishes, args.repeat = 960, 200, 60, 1
 
     def progress(text: str) -> None:
         print(f"  … {text}", file=sys.stderr, flush=True)
 
-    rates: dict[str, float] = {}
-    lat: dict[str, list[float]] = {}
+    passes = []
     with tempfile.TemporaryDirectory() as tmp:
-        for workers in (1, 2):
-            progress(f"autogen gRPC ping-pong, {args.pairs} pairs, {workers} worker(s)")
-            rates[f"autogen_pingpong_{workers}"] = autogen_measure("pingpong", workers, args.pairs)
-            progress(f"cadre ping-pong, {args.pairs} pairs, {workers} worker process(es)")
-            rate, lat[f"pingpong_{workers}"] = asyncio.run(
-                cadre_pingpong(workers, args.pairs, Path(tmp))
-            )
-            rates[f"cadre_pingpong_{workers}"] = rate
-            progress(f"autogen gRPC fan-out, {args.publishes} x {SUBSCRIBERS}, {workers} worker(s)")
-            rates[f"autogen_fanout_{workers}"] = autogen_measure("fanout", workers, args.publishes)
-            progress(f"cadre fan-out, {args.publishes} x {SUBSCRIBERS}, {workers} worker(s)")
-            rate, lat[f"fanout_{workers}"] = asyncio.run(
-                cadre_fanout(workers, args.publishes, Path(tmp))
-            )
-            rates[f"cadre_fanout_{workers}"] = rate
-    return report(args, rates, lat)
+        for n in range(args.repeat):
+            progress(f"pass {n + 1} of {args.repeat}")
+            passes.append(measure_pass(args, Path(tmp), progress))
+    return report(args, passes)
 
 
-def report(args: Any, rates: dict[str, float], lat: dict[str, list[float]]) -> dict[str, Any]:
-    """Print the side-by-side table and the JSON line."""
+def report(args: Any, passes: list[dict[str, tuple[float, list[float]]]]) -> dict[str, Any]:
+    """Print the side-by-side table (medians over the passes) and the JSON line."""
     print(
-        f"\nCadre workers (RabbitMQ + PostgreSQL) vs autogen-ext 0.7.5 gRPC runtime "
-        f"({args.pairs} pairs, {args.publishes} publishes x {SUBSCRIBERS} subscribers)\n"
+        f"\nCadre workers (RabbitMQ + PostgreSQL) vs autogen-ext 0.7.5 gRPC runtime: "
+        f"ping-pong {args.pairs} pairs in {args.chains} conversations, serial ping-pong "
+        f"{args.serial_pairs} pairs, fan-out {args.publishes} x {SUBSCRIBERS}; "
+        f"median of {len(passes)} pass(es)\n"
     )
     print(f"{'workload':<10} {'workers':>7} {'autogen gRPC':>13} {'cadre':>9} {'ratio':>6}"
           f" {'p50 ms':>7} {'p99 ms':>7}")  # fmt: skip
+    rates = {k: statistics.median(p[k][0] for p in passes) for k in passes[0]}
     result: dict[str, Any] = {}
-    for workload in ("pingpong", "fanout"):
+    for workload in WORKLOADS:
         for workers in (1, 2):
             peer, ours = (
                 rates[f"autogen_{workload}_{workers}"],
                 rates[f"cadre_{workload}_{workers}"],
             )
-            steps = lat[f"{workload}_{workers}"]
+            steps = [ms for p in passes for ms in p[f"cadre_{workload}_{workers}"][1]]
             p50, p99 = percentile(steps, 50), percentile(steps, 99)
             print(
                 f"{workload:<10} {workers:>7} {peer:>13,.0f} {ours:>9,.0f} {ours / peer:>6.2f}"
@@ -364,11 +478,26 @@ def report(args: Any, rates: dict[str, float], lat: dict[str, list[float]]) -> d
             result[f"{key}_ratio"] = round(ours / peer, 3)
             result[f"{key}_p50_ms"] = round(p50, 2)
             result[f"{key}_p99_ms"] = round(p99, 2)
-    result["msgs_per_s"] = {k: round(v) for k, v in rates.items()}
-    result["scaling_pingpong_2_over_1"] = round(
-        rates["cadre_pingpong_2"] / rates["cadre_pingpong_1"], 3
+            result[f"{key}_pass_ratios"] = [
+                round(
+                    p[f"cadre_{workload}_{workers}"][0] / p[f"autogen_{workload}_{workers}"][0], 3
+                )
+                for p in passes
+            ]
+    print(
+        f"\nRabbitMQ alone (bare aio-pika, persistent, confirmed, acked; no store, no step): "
+        f"ping-pong {rates['floor_pingpong']:,.0f} msgs/s, serial {rates['floor_serial']:,.0f}"
     )
-    result["scaling_fanout_2_over_1"] = round(rates["cadre_fanout_2"] / rates["cadre_fanout_1"], 3)
+    for workload in ("pingpong", "serial"):
+        result[f"{workload}_1worker_over_rabbitmq_alone"] = round(
+            rates[f"cadre_{workload}_1"] / rates[f"floor_{workload}"], 3
+        )
+    result["msgs_per_s"] = {k: round(v) for k, v in rates.items()}
+    for workload in WORKLOADS:
+        result[f"scaling_{workload}_2_over_1"] = round(
+            rates[f"cadre_{workload}_2"] / rates[f"cadre_{workload}_1"], 3
+        )
+    result["chains"] = args.chains
     print()
     print(json.dumps(result))
     return result
@@ -378,7 +507,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
         worker_main()
     elif sys.argv[1:2] == ["--autogen"]:
-        workload, workers, size, port = sys.argv[2], *map(int, sys.argv[3:6])
-        print(asyncio.run(autogen_run(workload, workers, size, port)))
+        workload, workers, size, chains, port = sys.argv[2], *map(int, sys.argv[3:7])
+        print(asyncio.run(autogen_run(workload, workers, size, chains, port)))
     else:
         main()
