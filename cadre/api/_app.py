@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
+from pydantic import BeforeValidator
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
@@ -52,6 +54,17 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+def _digits(value: Any) -> Any:
+    """Query numbers are written in plain digits: pydantic alone would take ``5.0``,
+    `` 5``, ``+5`` or ``1_0``, which no client means."""
+    if isinstance(value, str) and not re.fullmatch(r"0|[1-9][0-9]{0,8}", value):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+DIGITS = BeforeValidator(_digits)
 
 ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,199}$"
 TaskId = Annotated[str, PathParam(pattern=ID_PATTERN, description="the task id")]
@@ -258,8 +271,8 @@ def _task_routes(api: APIRouter, service: Service, limit: int, stream: _StreamOp
     async def get_messages(
         task_id: TaskId,
         request: Request,
-        after: Annotated[int, Query(ge=0, le=1_000_000, description="skip this many")] = 0,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        after: Annotated[int, Query(ge=0, le=1_000_000, description="skip this many"), DIGITS] = 0,
+        limit: Annotated[int, Query(ge=1, le=500), DIGITS] = 100,
         last_event_id: Annotated[
             str | None, Header(alias="Last-Event-ID", include_in_schema=False)
         ] = None,
@@ -330,7 +343,7 @@ def _admin_routes(api: APIRouter, service: Service, runtime: Runtime) -> None:
         tags=["admin"],
     )
     async def list_dead_letters(
-        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        limit: Annotated[int, Query(ge=1, le=1000), DIGITS] = 50,
     ) -> list[DeadLetterView]:
         return [_letter_view(d) for d in await service.store.list_dead_letters(limit=limit)]
 

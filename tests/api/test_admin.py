@@ -133,3 +133,5 @@ async def test_the_openapi_document_declares_the_key(api: Api) -> None:
         "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
     }
     assert {"Problem", "FieldError"} <= spec["components"]["schemas"].keys()
+    [limit] = spec["paths"]["/api/dead-letters"]["get"]["parameters"]
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 1000)

@@ -74,6 +74,12 @@ async def test_bad_query_and_path_values_are_422(api: Api) -> None:
     assert "query.limit" in assert_problem(response, 422)["detail"]
     response = await api.client.get(f"/api/tasks/{task_id}/messages?after=-1")
     assert "query.after" in assert_problem(response, 422)["detail"]
+    for odd in ("5.0", " 5", "+5", "1_0", "05", "\uff15"):  # pydantic alone would take most
+        response = await api.client.get(f"/api/tasks/{task_id}/messages", params={"limit": odd})
+        assert (
+            "query.limit: Value error, must be a whole number"
+            in assert_problem(response, 422)["detail"]
+        )
     response = await api.client.get("/api/tasks/.hidden")
     assert "path.task_id" in assert_problem(response, 422)["detail"]
     response = await api.client.post(
