@@ -254,7 +254,7 @@ async def rabbitmq_floor(pairs: int, chains: int) -> float:
     publisher = await connection.channel(publisher_confirms=True)
     body = json.dumps({"pad": TEXT * 12}).encode()  # about an envelope's size
     left, done = [chains], asyncio.get_running_loop().create_future()
-    queues = []
+    queues, tags = [], {}
 
     async def on_message(message: Any) -> None:
         chain, seq = map(int, message.headers["hop"].split(":"))
@@ -273,7 +273,7 @@ async def rabbitmq_floor(pairs: int, chains: int) -> float:
             await channel.set_qos(prefetch_count=64)
             args = {"x-single-active-consumer": True, "x-queue-version": 2}
             queue = await channel.declare_queue(f"{name}.{i}", durable=True, arguments=args)
-            await queue.consume(on_message)
+            tags[queue.name] = await queue.consume(on_message)
             queues.append(queue)
         started = time.perf_counter()
         for chain in range(chains):
@@ -283,6 +283,7 @@ async def rabbitmq_floor(pairs: int, chains: int) -> float:
         rate = 2 * rounds * chains / (time.perf_counter() - started)
     finally:
         for queue in queues:
+            await queue.cancel(tags[queue.name])
             await queue.delete(if_unused=False, if_empty=False)
         await connection.close()
     return rate
@@ -368,7 +369,11 @@ async def autogen_run(workload: str, workers: int, size: int, chains: int, port:
 
 def autogen_measure(workload: str, workers: int, size: int, chains: int = 1) -> float:
     """Run `autogen_run` in a fresh interpreter (its gRPC threads stay out of this one)."""
-    port = 50000 + os.getpid() % 10000
+    import socket
+
+    with socket.socket() as sock:  # a free port, so a port in use elsewhere cannot fail it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     args = [workload, str(workers), str(size), str(chains), str(port)]
     out = subprocess.run(
         [sys.executable, __file__, "--autogen", *args],
