@@ -3,7 +3,7 @@
 The registry is the source of truth: importing the app modules (``CADRE_APP``, default
 ``agents``) registers every agent type, and each type gets a function and a subscription:
 
-    agent type    function name       subscription   subscription filter
+    agent type    function name       subscription   correlation filter (property = value)
     notebook      agent_notebook      notebook       cadre_agent_type = 'notebook'
     cadre.team    agent_cadre_team    cadre.team     cadre_agent_type = 'cadre.team'
 
