@@ -244,6 +244,13 @@ async def deliver(message: Any, context: Any = None) -> Processed:
         return await runtime().deliver(message)
 
 
+STREAM_SECONDS = 5.0
+"""How long one live-stream response lasts under Functions. The Python worker's ASGI bridge
+(`func.AsgiMiddleware`) returns a response only once the app has finished it, so an open
+stream would never arrive: each response ends after this long with the messages so far,
+and the browser's EventSource reconnects and resumes from the last event (long polling)."""
+
+
 def http_app() -> Any:
     """The HTTP API (`cadre.api.create_app`) over `runtime()`, wrapped for Functions."""
     global _http
@@ -254,7 +261,10 @@ def http_app() -> Any:
 
         settings = Settings.from_env()
         app = create_app(
-            runtime(), api_key=settings.api_key, max_task_chars=settings.max_task_chars
+            runtime(),
+            api_key=settings.api_key,
+            max_task_chars=settings.max_task_chars,
+            stream_max_seconds=STREAM_SECONDS,
         )
         _http = func.AsgiMiddleware(app)  # type: ignore[no-untyped-call]
     return _http

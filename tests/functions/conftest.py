@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("azure.functions")
 pytest.importorskip("azure.servicebus")
 
+from cadre.cli import load_app
 from cadre.hosts.functions import FunctionsRuntime, use_runtime
 from cadre.processing import RetryPolicy
 from cadre.transports.servicebus import ServiceBusTransport
@@ -93,7 +94,9 @@ async def functions_runtime(
     cosmos_store: Any, bus: FakeServiceBus
 ) -> AsyncIterator[FunctionsRuntime]:
     """The runtime every function of the app uses: the local Cosmos DB server, Service Bus
-    at the SDK boundary, retries quick enough for tests."""
+    at the SDK boundary, retries quick enough for tests. The app's modules are loaded as
+    `FunctionsRuntime.from_settings` loads them (the index file spares function_app that)."""
+    load_app(TEST_APP.split(","))
     transport = ServiceBusTransport(topic="cadre", client_factory=bus.client, send_timeout=10)
     policy = RetryPolicy(max_attempts=MAX_ATTEMPTS, base_delay=0.01, jitter=0.0)
     runtime = FunctionsRuntime(cosmos_store, transport, policy=policy, max_wait=0.05)
