@@ -27,6 +27,7 @@ from ..errors import NotFound
 from ..registry import Registry, default_registry
 from ..stores.base import DeadLetter
 from ..teams.manager import TaskStatus
+from ..teams.tasks import TaskInfo
 from ._models import (
     Accepted,
     CancelRequest,
@@ -238,21 +239,9 @@ def _task_routes(api: APIRouter, service: Service, limit: int, stream: _StreamOp
         st = await service.state(task_id)
         submitted = await service.submission(task_id)
         return TaskView(
-            task_id=task_id,
-            team=st.team,
-            status=st.status,
-            task=st.task,
-            result=st.result,
+            **TaskInfo.of(task_id, st).model_dump(),
             error=st.stop_reason if st.status == "failed" else None,
-            stop_reason=st.stop_reason,
-            speaker=st.speaker,
-            prompt=st.prompt,
-            messages=len(st.transcript),
-            usage=st.usage,
-            usage_by_agent=st.usage_by_agent,
             submitted_at=submitted.submitted_at if submitted else st.started_at,
-            started_at=st.started_at,
-            finished_at=st.finished_at,
         )
 
     @api.get(

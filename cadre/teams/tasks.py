@@ -54,6 +54,25 @@ class TaskInfo(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
 
+    @classmethod
+    def of(cls, task_id: str, st: TeamState) -> TaskInfo:
+        """The view of a root manager's state."""
+        return cls(
+            task_id=task_id,
+            team=st.team,
+            status=st.status,
+            task=st.task,
+            result=st.result,
+            stop_reason=st.stop_reason,
+            speaker=st.speaker,
+            prompt=st.prompt,
+            messages=len(st.transcript),
+            usage=st.usage,
+            usage_by_agent=st.usage_by_agent,
+            started_at=st.started_at,
+            finished_at=st.finished_at,
+        )
+
 
 class Tasks:
     """Submit, read, answer and cancel tasks over a runtime (anything with `send` + `store`)."""
@@ -98,22 +117,7 @@ class Tasks:
 
     async def status(self, task_id: str) -> TaskInfo:
         """The task's status, result, whose turn it is, and its token usage."""
-        st = await self.state(task_id)
-        return TaskInfo(
-            task_id=task_id,
-            team=st.team,
-            status=st.status,
-            task=st.task,
-            result=st.result,
-            stop_reason=st.stop_reason,
-            speaker=st.speaker,
-            prompt=st.prompt,
-            messages=len(st.transcript),
-            usage=st.usage,
-            usage_by_agent=st.usage_by_agent,
-            started_at=st.started_at,
-            finished_at=st.finished_at,
-        )
+        return TaskInfo.of(task_id, await self.state(task_id))
 
     async def messages(self, task_id: str, *, after: int = 0) -> list[ChatMessage]:
         """The transcript from message number `after` on (for polling: pass how many you have)."""
