@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import telemetry
-from ..envelope import Envelope, new_id, utcnow
+from ..envelope import Envelope
 from ..errors import RetryLater
 from ..ids import AgentId
 from ..inbox import INBOX_TYPE
@@ -154,35 +154,9 @@ class FunctionsRuntime:
     ) -> Envelope:
         """Send a message from outside any agent (the HTTP API); a new task unless
         `task_id` is given. Replies go to `reply_to`, or else to the task's inbox."""
-        if not message.message_name:
-            raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
-        task = task_id or new_id()
-        envelope_id = new_id()
-        payload = message.model_dump(mode="json")
-        traceparent = telemetry.current().producer_traceparent(
-            "send",
-            message.message_name,
-            str(to),
-            task_id=task,
-            envelope_id=envelope_id,
-            payload=payload,
-        )
-        envelope = Envelope.trusted(
-            id=envelope_id,
-            message=message.message_name,
-            version=message.message_version,
-            payload=payload,
-            task_id=task,
-            recipient=str(to),
-            topic=None,
-            sender=None,
-            reply_to=str(reply_to) if reply_to else f"{INBOX_TYPE}/{task}",
-            causation_id=None,
-            created_at=utcnow(),
-            not_before=None,
-            attempt=1,
-            traceparent=traceparent,
-        )
+        from .local import client_envelopes
+
+        [envelope] = client_envelopes(message, [str(to)], task_id=task_id, reply_to=reply_to)
         await self.transport.send([envelope])
         return envelope
 

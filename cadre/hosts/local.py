@@ -36,6 +36,55 @@ from ..transports.inprocess import InProcessTransport
 log = logging.getLogger("cadre.local")
 
 
+def client_envelopes(
+    message: Message,
+    recipients: list[str],
+    *,
+    task_id: str | None = None,
+    topic: str | None = None,
+    reply_to: AgentId | None = None,
+) -> list[Envelope]:
+    """Envelopes for a message sent from outside any agent (a client, the HTTP API), one per
+    recipient, in a new task unless `task_id` is given, with the producer span's
+    traceparent (so the task is one trace from here). Replies go to `reply_to`, or else to
+    the task's inbox. Every host's ``send`` builds its envelopes here."""
+    if not message.message_name:
+        raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
+    if not recipients:
+        return []
+    payload = message.model_dump(mode="json")
+    task = task_id or new_id()
+    first_id = new_id()
+    traceparent = telemetry.current().producer_traceparent(
+        "publish" if topic else "send",
+        message.message_name,
+        topic or recipients[0],
+        task_id=task,
+        envelope_id=first_id,
+        payload=payload,
+    )
+    shared = {
+        "message": message.message_name,
+        "version": message.message_version,
+        "payload": payload,
+        "task_id": task,
+        "topic": topic,
+        "reply_to": str(reply_to) if reply_to else f"{INBOX_TYPE}/{task}",
+        "created_at": utcnow(),
+        "causation_id": None,
+        "sender": None,
+        "not_before": None,
+        "attempt": 1,
+        "traceparent": traceparent,
+    }
+    # Built from validated parts: skip re-validating what this process just made.
+    ids = [first_id, *(new_id() for _ in recipients[1:])]
+    return [
+        Envelope.trusted(id=envelope_id, recipient=recipient, **shared)
+        for envelope_id, recipient in zip(ids, recipients, strict=True)
+    ]
+
+
 class LocalRuntime:
     """Runs agents in-process over the in-process transport."""
 
@@ -125,9 +174,7 @@ class LocalRuntime:
 
         Replies go to `reply_to`, or else to the task's inbox (see `replies`).
         """
-        [envelope] = self._envelopes(
-            message, message.model_dump(mode="json"), task_id, [str(to)], reply_to=reply_to
-        )
+        [envelope] = client_envelopes(message, [str(to)], task_id=task_id, reply_to=reply_to)
         await self.transport.send([envelope])
         self.transport.flush()
         return envelope
@@ -136,13 +183,8 @@ class LocalRuntime:
         self, topic: TopicId, message: Message, *, task_id: str | None = None
     ) -> list[Envelope]:
         """Publish from outside any agent to every subscriber of `topic`."""
-        payload = message.model_dump(mode="json")
-        envelopes = self._envelopes(
-            message,
-            payload,
-            task_id,
-            self.registry.recipient_addresses(topic),
-            topic=str(topic),
+        envelopes = client_envelopes(
+            message, self.registry.recipient_addresses(topic), task_id=task_id, topic=str(topic)
         )
         await self.transport.send(envelopes)
         self.transport.flush()
@@ -177,51 +219,6 @@ class LocalRuntime:
         await self.store.delete_dead_letter(letter_id)
         self.transport.flush()
         return envelope
-
-    def _envelopes(
-        self,
-        message: Message,
-        payload: dict[str, Any],
-        task_id: str | None,
-        recipients: list[str],
-        *,
-        topic: str | None = None,
-        reply_to: AgentId | None = None,
-    ) -> list[Envelope]:
-        if not message.message_name:
-            raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
-        if not recipients:
-            return []
-        task = task_id or new_id()
-        first_id = new_id()
-        traceparent = telemetry.current().producer_traceparent(
-            "publish" if topic else "send",
-            message.message_name,
-            topic or recipients[0],
-            task_id=task,
-            envelope_id=first_id,
-            payload=payload,
-        )
-        shared = {
-            "message": message.message_name,
-            "version": message.message_version,
-            "payload": payload,
-            "task_id": task,
-            "topic": topic,
-            "reply_to": str(reply_to) if reply_to else f"{INBOX_TYPE}/{task}",
-            "created_at": utcnow(),
-            "causation_id": None,
-            "sender": None,
-            "not_before": None,
-            "attempt": 1,
-            "traceparent": traceparent,
-        }
-        # Built from validated parts: skip re-validating what this process just made.
-        ids = [first_id, *(new_id() for _ in recipients[1:])]
-        return [
-            Envelope.trusted(id=envelope_id, recipient=recipient, **shared)
-            for envelope_id, recipient in zip(ids, recipients, strict=True)
-        ]
 
     async def _consume(self) -> None:
         current = asyncio.current_task()

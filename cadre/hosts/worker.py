@@ -27,10 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..envelope import Envelope, new_id, utcnow
+from ..envelope import Envelope
 from ..errors import EnvelopeInvalid
 from ..ids import AgentId
-from ..inbox import INBOX_TYPE
 from ..messages import Message
 from ..processing import Disposition, Processed, Processor, RetryPolicy
 from ..registry import Registry, default_registry
@@ -307,17 +306,9 @@ async def submit(
     reply_to: AgentId | None = None,
 ) -> Envelope:
     """Send a message from outside any agent (a client, a test) to the workers."""
-    task = task_id or new_id()
-    envelope = Envelope(
-        id=new_id(),
-        message=message.message_name,
-        version=message.message_version,
-        payload=message.model_dump(mode="json"),
-        task_id=task,
-        recipient=str(to),
-        reply_to=str(reply_to) if reply_to else f"{INBOX_TYPE}/{task}",
-        created_at=utcnow(),
-    )
+    from .local import client_envelopes
+
+    [envelope] = client_envelopes(message, [str(to)], task_id=task_id, reply_to=reply_to)
     await transport.send([envelope])
     return envelope
 

@@ -72,8 +72,6 @@ class WorkersRuntime:
     ) -> Envelope:
         """Send a message from outside any agent to the workers; a new task unless
         `task_id` is given. Replies go to `reply_to`, or else to the task's inbox."""
-        if not message.message_name:
-            raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
         return await submit(self.transport, to, message, task_id=task_id, reply_to=reply_to)
 
     async def redrive(self, letter_id: str) -> Envelope:
