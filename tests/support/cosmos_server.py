@@ -3,16 +3,12 @@ work-around: reading a missing item there answers 500, where Cosmos answers 404.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.node_process import ROOT, NodeProcess, start_node
+
 CLI = ROOT / "node_modules" / "@vercel" / "cosmosdb-server" / "lib" / "cli.js"
 EMULATOR_KEY = (
     "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
@@ -24,23 +20,12 @@ EMULATOR_KEY = (
 class CosmosServer:
     """A running server process and its endpoint."""
 
-    process: subprocess.Popen[bytes]
+    node: NodeProcess
     endpoint: str
 
     def stop(self) -> None:
         """Stop the server process (this fixture's own child, by its handle)."""
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        self.node.stop()
 
 
 def start_cosmos_server() -> CosmosServer | str:
@@ -50,26 +35,15 @@ def start_cosmos_server() -> CosmosServer | str:
         import azure.cosmos  # noqa: F401
     except ImportError:
         return "Cosmos DB: azure-cosmos/aiohttp not installed (pip install -e '.[dev]')"
-    node = shutil.which("node")
-    if node is None or not CLI.exists():
-        return "Cosmos DB: node or node_modules/@vercel/cosmosdb-server missing (npm ci)"
-    port = _free_port()
-    process = subprocess.Popen(
-        [node, str(CLI), "-p", str(port), "--host", "127.0.0.1", "--no-ssl"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    node = start_node(
+        "Cosmos DB server",
+        CLI,
+        lambda port: ["-p", str(port), "--host", "127.0.0.1", "--no-ssl"],
+        timeout=15,
     )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return f"Cosmos DB server exited with code {process.returncode}"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return CosmosServer(process, f"http://127.0.0.1:{port}")
-        except OSError:
-            time.sleep(0.1)
-    CosmosServer(process, "").stop()
-    return "Cosmos DB server did not listen within 15 s"
+    if isinstance(node, str):
+        return node
+    return CosmosServer(node, f"http://127.0.0.1:{node.port}")
 
 
 class MissingItemIs404:
