@@ -190,8 +190,10 @@ class Worker:
                     await self._requeue(message, agent)
                 elif not _channel_closed(message):  # else the broker redelivers it anyway
                     confirm = await self._handle(message, envelope)
-        except Exception:  # the broker redelivers an unacknowledged message
-            log.exception("delivery %s failed; the broker will redeliver it", message.message_id)
+        except Exception:  # back to its queue (with what follows for its agent), to be redone
+            log.exception("delivery %s failed; returning it to its queue", message.message_id)
+            with contextlib.suppress(Exception):  # a closed channel redelivers it anyway
+                await self._requeue(message, agent)
         finally:
             mine.set_result(None)  # the agent's next message may start: its step is committed
             if self._chains.get(agent) is mine:
