@@ -31,13 +31,23 @@ StateMigration = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns the JSON document of state version N into the document of version N + 1."""
 
 
+_VERSIONS: dict[type[BaseModel], int] = {}
+"""state_version per model class: a missing class attribute goes through pydantic's slow
+metaclass ``__getattr__``, and every step asks twice (load and save)."""
+
+
 def state_version(model: type[BaseModel]) -> int:
     """The version a state model declares (``state_version: ClassVar[int]``; default 1)."""
+    try:
+        return _VERSIONS[model]
+    except KeyError:
+        pass
     version = getattr(model, "state_version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ContractError(
             f"state model {model.__qualname__}: state_version must be an integer >= 1"
         )
+    _VERSIONS[model] = version
     return version
 
 

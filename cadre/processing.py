@@ -66,7 +66,7 @@ _OUTCOMES = {
 """The `cadre.outcome` telemetry attribute of each disposition."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention; frozen costs 4x per construction
 class Processed:
     """The disposition, with the step result, the retry delay or the dead letter."""
 

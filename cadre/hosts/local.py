@@ -54,7 +54,11 @@ def client_envelopes(
         return []
     payload = message.model_dump(mode="json")
     task = task_id or new_id()
-    first_id = new_id()
+    # One random id per call; each recipient's envelope id is its first 96 bits and the
+    # recipient's index (a fan-out to many subscribers costs one random draw, not one each).
+    base = new_id()[:24]
+    ids = [f"{base}{index:08x}" for index in range(len(recipients))]
+    first_id = ids[0]
     traceparent = telemetry.current().producer_traceparent(
         "publish" if topic else "send",
         message.message_name,
@@ -78,11 +82,12 @@ def client_envelopes(
         "traceparent": traceparent,
     }
     # Built from validated parts: skip re-validating what this process just made.
-    ids = [first_id, *(new_id() for _ in recipients[1:])]
-    return [
-        Envelope.trusted(id=envelope_id, recipient=recipient, **shared)
-        for envelope_id, recipient in zip(ids, recipients, strict=True)
-    ]
+    envelopes = []
+    for envelope_id, recipient in zip(ids, recipients, strict=True):
+        fields = shared.copy()
+        fields["id"], fields["recipient"] = envelope_id, recipient
+        envelopes.append(Envelope.trusted_fields(fields))
+    return envelopes
 
 
 class LocalRuntime:

@@ -10,7 +10,7 @@ from ..envelope import Envelope
 from ..ids import AgentId
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention; frozen costs 4x per construction
 class AgentRecord:
     """Everything stored for one agent instance, written in one conditional write.
 

@@ -29,7 +29,7 @@ class Transport(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention; frozen costs 4x per construction
 class Delivery:
     """One envelope handed to a consumer, to be acknowledged or retried."""
 
