@@ -60,12 +60,20 @@ class Message(BaseModel):
         contracts.register(cls)
 
 
+_RECENT_LIMIT = 256
+
+
 class ContractRegistry:
     """Which class handles which message name, and how older versions are upcast."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, type[Message]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        # Recently decoded payload objects: in-process, a publish hands one payload dict to
+        # every subscriber's envelope, and each gets the same (frozen) message object, as
+        # autogen-core's runtime does. Keyed by id(); the entry keeps the dict alive, so an
+        # id cannot be reused while its entry exists.
+        self._recent: dict[int, tuple[dict[str, Any], type[Message], Message]] = {}
 
     def register(self, cls: type[Message]) -> None:
         """Register a contract; a name already taken by another class is a `ContractError`."""
@@ -111,6 +119,10 @@ class ContractRegistry:
         """Validate a payload as message `name`, upcasting an older version first."""
         cls = self.get(name)
         current = cls.message_version
+        if version == current:
+            hit = self._recent.get(id(payload))
+            if hit is not None and hit[0] is payload and hit[1] is cls:
+                return hit[2]
         if version > current:
             raise UnsupportedVersion(
                 f"message {name!r} arrived as version {version}, but this code knows versions "
@@ -125,11 +137,16 @@ class ContractRegistry:
                 )
             payload = upcast(payload)
         try:
-            return cls.model_validate(payload)
+            message = cls.model_validate(payload)
         except ValidationError as exc:
             raise PayloadInvalid(
                 f"payload of {name!r} v{version} does not validate: {_summarise(exc)}"
             ) from exc
+        if version == current:
+            if len(self._recent) >= _RECENT_LIMIT:
+                self._recent.clear()
+            self._recent[id(payload)] = (payload, cls, message)
+        return message
 
 
 def _summarise(exc: ValidationError) -> str:

@@ -257,3 +257,24 @@ def test_trusted_envelopes_equal_validated_ones_and_serialise_the_same() -> None
     assert fast.model_copy(update={"attempt": 2}).attempt == 2  # copies like any model
     with pytest.raises(TypeError, match="needs exactly the fields"):
         Envelope.trusted(id="e1")
+
+
+def test_one_payload_object_decodes_once_and_equal_copies_decode_apart() -> None:
+    """In-process fan-out shares one payload dict among the subscribers' envelopes: they get
+    the same frozen message object; another dict with equal content is validated anew, and
+    an invalid payload fails every time (nothing invalid is remembered)."""
+    from cadre.errors import PayloadInvalid
+    from cadre.messages import ContractRegistry
+    from tests.support.contracts import Add
+
+    registry = ContractRegistry()
+    registry.register(Add)
+    payload = {"amount": 3}
+    first = registry.decode("test.Add", 1, payload)
+    assert registry.decode("test.Add", 1, payload) is first
+    again = registry.decode("test.Add", 1, dict(payload))
+    assert again == first and again is not first
+    bad = {"amount": "three"}
+    for _ in range(2):
+        with pytest.raises(PayloadInvalid):
+            registry.decode("test.Add", 1, bad)
