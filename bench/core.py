@@ -10,8 +10,11 @@ autogen-core on its SingleThreadedAgentRuntime, which does neither. For autogen
 ping-pong both its RPC style (send_message) and its event style (publish_message) are
 measured and the faster is the peer. Also measured: the import time of each package
 alone (`import_ratio`) and with the names an app uses (`import_used_ratio`).
+Each workload runs `--repeat` times (default 3), the runtimes interleaved round by round,
+and every series reports its median: a single run on this shared 2-core VM moves by
++-20 %.
 
-    pip install -e ".[bench]" && python bench/core.py [--pairs 20000] [--publishes 20000]
+    pip install -e ".[bench]" && python bench/core.py [--pairs N] [--publishes N] [--repeat 3]
     python bench/core.py --tracing-only --pairs 5000      # quick: tracing on against off
 
 Tracing (`tracing_ratio`): ping-pong on the memory store with the OpenTelemetry SDK
@@ -358,6 +361,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--publishes", type=int, default=20_000)
     parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds; each series reports its median (default 3)"
+    )
+    parser.add_argument(
         "--tracing-only", action="store_true", help="only tracing on against off (quick)"
     )
     args = parser.parse_args(argv)
@@ -377,16 +383,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        progress(f"autogen-core ping-pong, {args.pairs} pairs (send and publish styles)")
-        ag_pp = asyncio.run(autogen_pingpong(args.pairs))
-        progress(f"autogen-core fan-out, {args.publishes} publishes x {SUBSCRIBERS}")
-        ag_fo = asyncio.run(autogen_fanout(args.publishes))
-        cadre: dict[tuple[str, str], float] = {}
-        for store in ("memory", "sqlite"):
-            progress(f"cadre ping-pong on {store}")
-            cadre["pingpong", store] = asyncio.run(cadre_pingpong(args.pairs, store, folder))
-            progress(f"cadre fan-out on {store}")
-            cadre["fanout", store] = asyncio.run(cadre_fanout(args.publishes, store, folder))
+        # Every workload runs `repeat` times, the runtimes interleaved round by round, and
+        # each series reports its median: this machine's speed drifts by +-20 % between
+        # runs, and interleaving spreads the drift evenly over both sides.
+        runs: dict[str, list[float]] = {}
+        for round_ in range(1, args.repeat + 1):
+            tag = f"[{round_}/{args.repeat}]"
+            progress(f"{tag} autogen-core ping-pong, {args.pairs} pairs (send and publish)")
+            for style, rate in asyncio.run(autogen_pingpong(args.pairs)).items():
+                runs.setdefault(f"autogen_pingpong_{style}", []).append(rate)
+            progress(f"{tag} autogen-core fan-out, {args.publishes} publishes x {SUBSCRIBERS}")
+            runs.setdefault("autogen_fanout", []).append(
+                asyncio.run(autogen_fanout(args.publishes))
+            )
+            round_folder = folder / f"round{round_}"
+            round_folder.mkdir()
+            for store in ("memory", "sqlite"):
+                for workload, run in (("pingpong", cadre_pingpong), ("fanout", cadre_fanout)):
+                    progress(f"{tag} cadre {workload} on {store}")
+                    count = args.pairs if workload == "pingpong" else args.publishes
+                    runs.setdefault(f"cadre_{workload}_{store}", []).append(
+                        asyncio.run(run(count, store, round_folder))
+                    )
+        median = {name: statistics.median(rates) for name, rates in runs.items()}
+        ag_pp = {
+            "send": median["autogen_pingpong_send"],
+            "publish": median["autogen_pingpong_publish"],
+        }
+        ag_fo = median["autogen_fanout"]
+        cadre: dict[tuple[str, str], float] = {
+            (workload, store): median[f"cadre_{workload}_{store}"]
+            for workload in ("pingpong", "fanout")
+            for store in ("memory", "sqlite")
+        }
         progress("cadre ping-pong on memory, tracing on and off, alternating")
         tracing = tracing_ratios(args.pairs, folder)
     progress("import times (fresh interpreters)")
