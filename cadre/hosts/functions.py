@@ -42,7 +42,6 @@ from .. import telemetry
 from ..envelope import Envelope
 from ..errors import RetryLater
 from ..ids import AgentId
-from ..inbox import INBOX_TYPE
 from ..messages import Message
 from ..processing import Disposition, Processed, Processor, RetryPolicy
 from ..registry import Registry, default_registry
@@ -163,22 +162,16 @@ class FunctionsRuntime:
     async def redrive(self, letter_id: str) -> Envelope:
         """Send a dead letter's envelope again (attempt 1) and remove it from the dead
         letters (`NotFound` when there is none)."""
-        from .local import redrive_envelope
+        from .local import redrive_letter
 
-        letter = await self.store.get_dead_letter(letter_id)
-        envelope = redrive_envelope(letter)
-        await self.transport.send([envelope])
-        await self.store.delete_dead_letter(letter_id)
-        return envelope
+        return await redrive_letter(self.store, self.transport, letter_id)
 
     async def health(self) -> dict[str, dict[str, Any]]:
         """The checks ``GET /api/health`` reports: the store answers a point read; the
         transport is configured (it is not probed: a probe would be a message)."""
-        try:
-            await self.store.load(AgentId(INBOX_TYPE, "health-probe"))
-            store = {"ok": True, "detail": f"{type(self.store).__name__} answered a read"}
-        except Exception as exc:  # reported, not raised: a health check must answer
-            store = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+        from .local import store_check
+
+        store = await store_check(self.store)
         transport = {"ok": True, "detail": f"{type(self.transport).__name__} to {self.topic!r}"}
         return {"store": store, "transport": transport}
 

@@ -30,7 +30,7 @@ from ..registry import Registry, default_registry
 from ..step import DEFAULT_SEEN_LIMIT, Step
 from ..stores.base import DeadLetter, StateStore
 from ..stores.memory import MemoryStore
-from ..transports.base import Delivery
+from ..transports.base import Delivery, Transport
 from ..transports.inprocess import InProcessTransport
 
 log = logging.getLogger("cadre.local")
@@ -218,10 +218,7 @@ class LocalRuntime:
 
     async def redrive(self, letter_id: str) -> Envelope:
         """Send a dead letter's envelope again (attempt 1) and remove it from the dead letters."""
-        letter = await self.store.get_dead_letter(letter_id)
-        envelope = redrive_envelope(letter)
-        await self.transport.send([envelope])
-        await self.store.delete_dead_letter(letter_id)
+        envelope = await redrive_letter(self.store, self.transport, letter_id)
         self.transport.flush()
         return envelope
 
@@ -260,3 +257,23 @@ def redrive_envelope(letter: DeadLetter) -> Envelope:
     """The envelope to send again for a dead letter: same id and content, attempt 1."""
     envelope = Envelope.from_bytes(letter.body)
     return envelope.model_copy(update={"attempt": 1, "not_before": None})
+
+
+async def redrive_letter(store: StateStore, transport: Transport, letter_id: str) -> Envelope:
+    """Send a dead letter's envelope again (attempt 1), then remove the dead letter
+    (`NotFound` when there is none). Every host's ``redrive``."""
+    letter = await store.get_dead_letter(letter_id)
+    envelope = redrive_envelope(letter)
+    await transport.send([envelope])
+    await store.delete_dead_letter(letter_id)
+    return envelope
+
+
+async def store_check(store: StateStore) -> dict[str, Any]:
+    """A health check of a store: a point read of a record that never exists. Reports a
+    failure rather than raising it (a health check must answer)."""
+    try:
+        await store.load(AgentId(INBOX_TYPE, "health-probe"))
+    except Exception as exc:
+        return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"ok": True, "detail": f"{type(store).__name__} answered a read"}

@@ -77,21 +77,15 @@ class WorkersRuntime:
     async def redrive(self, letter_id: str) -> Envelope:
         """Send a dead letter's envelope again (attempt 1) and remove it from the dead
         letters (`NotFound` when there is none)."""
-        from .local import redrive_envelope
+        from .local import redrive_letter
 
-        letter = await self.store.get_dead_letter(letter_id)
-        envelope = redrive_envelope(letter)
-        await self.transport.send([envelope])
-        await self.store.delete_dead_letter(letter_id)
-        return envelope
+        return await redrive_letter(self.store, self.transport, letter_id)
 
     async def health(self) -> dict[str, dict[str, Any]]:
         """``GET /api/health``: the store answers a read; the broker connection is open."""
-        try:
-            await self.store.load(AgentId(INBOX_TYPE, "health-probe"))
-            store = {"ok": True, "detail": f"{type(self.store).__name__} answered a read"}
-        except Exception as exc:  # reported, not raised: a health check must answer
-            store = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+        from .local import store_check
+
+        store = await store_check(self.store)
         connection = self.transport.connection
         connected = connection is not None and not connection.is_closed
         transport = {
