@@ -43,6 +43,11 @@ from .termination import Condition, RunView, timeouts
 MANAGER_TYPE = "cadre.team"
 """The agent type of every team manager; a task's root manager is keyed by the task id."""
 
+TRANSCRIPT_LIMIT_CHARS = 1_000_000
+"""The longest transcript (characters of message content) a task may build: the transcript
+is the manager's state, one stored item, and a Cosmos DB item is at most 2 MB. Past it the
+task fails with the reason, rather than every later save failing."""
+
 TaskStatus = Literal["queued", "running", "awaiting_input", "completed", "failed", "cancelled"]
 FINISHED = ("completed", "failed", "cancelled")
 
@@ -250,6 +255,16 @@ class TeamManager(Agent):
             st.record(message.model_copy(update={"at": ctx.now}))
         if msg.error:
             self._finish(ctx, "failed", msg.error)
+            return
+        size = sum(len(m.content) for m in st.transcript)
+        if size > TRANSCRIPT_LIMIT_CHARS:
+            self._finish(
+                ctx,
+                "failed",
+                f"the transcript reached {size:,} characters, over the {TRANSCRIPT_LIMIT_CHARS:,} "
+                "a team's stored state may hold (a Cosmos DB item is at most 2 MB); split the "
+                "task, or stop it sooner (MaxMessages, TokenUsage)",
+            )
             return
         self.team.after_turn(st, speaker, msg)
         st.speaker = None

@@ -1,7 +1,10 @@
-"""A team whose message cannot be delivered fails its task with the reason, instead of
-waiting forever for a turn that cannot come (the dead letter notifies the manager)."""
+"""A team that cannot go on fails its task with the reason instead of hanging: a message
+that cannot be delivered (the dead letter notifies the manager), or a transcript that would
+outgrow what one stored item may hold."""
 
 from __future__ import annotations
+
+import pytest
 
 from cadre import Agent, AgentId, Context, LocalRuntime, Registry, handler
 from cadre.models import ReplayClient
@@ -72,3 +75,26 @@ async def test_a_message_from_outside_any_agent_is_dead_lettered_without_a_notic
         await rt.send(AgentId("test.nobody", "x"), Add(amount=1))
         await rt.run_until_idle()
         assert [d.reason for d in await rt.store.list_dead_letters()] == ["unknown_agent_type"]
+
+
+async def test_a_transcript_over_the_size_limit_fails_the_task_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cadre.teams import manager
+
+    monkeypatch.setattr(manager, "TRANSCRIPT_LIMIT_CHARS", 500)
+    registry = Registry()
+    team = RoundRobinTeam(
+        "verbose",
+        [Assistant("writer", model=ReplayClient(["x" * 300, "y" * 300, "z" * 300]))],
+        termination=MaxMessages(max_messages=10),
+    ).register(registry)
+    async with LocalRuntime(registry=registry, policy=FAST) as rt:
+        tasks = Tasks(rt)
+        task_id = await tasks.submit(team, "write a lot")
+        await rt.run_until_idle()
+        info = await tasks.status(task_id)
+        assert info.status == "failed"
+        assert "the transcript reached 6" in (info.stop_reason or "")  # 600 + the task text
+        assert "over the 500" in (info.stop_reason or "")
+        assert len([m for m in await tasks.messages(task_id) if m.source == "writer"]) == 2
