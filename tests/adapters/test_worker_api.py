@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable
-from tests.e2e.conftest import APP, ROOT, start_serve
+from tests.e2e.conftest import APP, ROOT, start_serve, wait_for
 
 
 @pytest.fixture
@@ -52,16 +51,6 @@ async def workers_env(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     await store.close()
 
 
-def wait_for(url: str, status: str, timeout: float = 40) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while True:
-        task = httpx.get(url, timeout=5).json()
-        if task["status"] == status or time.monotonic() > deadline:
-            assert task["status"] == status, task
-            return dict(task)
-        time.sleep(0.1)
-
-
 async def test_serve_in_front_of_a_worker_submits_and_reads_while_the_worker_steps(
     workers_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -84,7 +73,7 @@ def serve_a_task_through_a_worker(workers_env: dict[str, str], tmp_path: Path) -
         )
         assert submitted.status_code == 202, submitted.text
         url = f"{server.url}/api/tasks/{submitted.json()['task_id']}"
-        task = wait_for(url, "completed")
+        task = wait_for(url, "completed", timeout=40, poll=0.1)
         assert "APPROVE" in task["result"]
         assert set(task["usage_by_agent"]) == {"planner", "writer", "critic"}
         messages = httpx.get(f"{url}/messages").json()

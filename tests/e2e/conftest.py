@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -89,3 +90,15 @@ def served(tmp_path: Path) -> Iterator[Served]:
     server = start_serve(tmp_path / "cadre.db")
     yield server
     server.stop()
+
+
+def wait_for(url: str, status: str, timeout: float = 20, poll: float = 0.05) -> dict[str, Any]:
+    """Poll ``GET url`` (a task) until its status is `status`; fail with the task if it is
+    not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        task = httpx.get(url, timeout=5).json()
+        if task["status"] == status or time.monotonic() > deadline:
+            assert task["status"] == status, task
+            return dict(task)
+        time.sleep(poll)

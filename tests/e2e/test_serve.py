@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 
-from .conftest import Served, start_serve
-
-
-def wait_for(url: str, status: str, timeout: float = 20) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while True:
-        task = httpx.get(url, timeout=5).json()
-        if task["status"] == status or time.monotonic() > deadline:
-            assert task["status"] == status, task
-            return dict(task)
-        time.sleep(0.05)
+from .conftest import Served, start_serve, wait_for
 
 
 def test_serve_prints_its_url_serves_the_page_and_stops_on_ctrl_c(served: Served) -> None:
