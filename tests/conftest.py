@@ -4,8 +4,11 @@ missing server skips only its own cases locally and fails them in CI (CI=true)."
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +29,33 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required service unavailable in CI: {reason}")
     pytest.skip(reason)
+
+
+@asynccontextmanager
+async def workers_backend(
+    partitions: int, letter: str = "t"
+) -> AsyncIterator[tuple[str, Any, Any]]:
+    """A PostgreSQL store (migrated) and a RabbitMQ transport (connected) under a fresh name,
+    as ``(name, store, transport)``; both are dropped afterwards. Unavailable services skip
+    locally and fail in CI."""
+    try:
+        from cadre.stores.postgres import PostgresStore
+        from cadre.transports.rabbitmq import RabbitMQTransport
+
+        name = f"{letter}{uuid.uuid4().hex[:10]}"
+        store = PostgresStore(POSTGRES_DSN, prefix=f"{name}_", max_size=2)
+        await store.migrate()
+        transport = RabbitMQTransport(RABBITMQ_URL, name=name, partitions=partitions)
+        await transport.connect()
+    except Exception as exc:
+        unavailable(f"RabbitMQ or PostgreSQL: {exc}")
+    try:
+        yield name, store, transport
+    finally:
+        await transport.delete_topology()
+        await transport.close()
+        await store.drop()
+        await store.close()
 
 
 @pytest.fixture

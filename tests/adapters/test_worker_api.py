@@ -11,44 +11,29 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable
+from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, workers_backend
 from tests.e2e.conftest import APP, ROOT, start_serve, wait_for
 
 
 @pytest.fixture
 async def workers_env(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    try:
-        from cadre.stores.postgres import PostgresStore
-        from cadre.transports.rabbitmq import RabbitMQTransport
-
-        name = f"t{uuid.uuid4().hex[:10]}"
-        store = PostgresStore(POSTGRES_DSN, prefix=f"{name}_", max_size=2)
-        await store.migrate()
-        transport = RabbitMQTransport(RABBITMQ_URL, name=name, partitions=4)
-        await transport.connect()
-    except Exception as exc:
-        unavailable(f"RabbitMQ or PostgreSQL: {exc}")
-    env = {
-        "CADRE_RABBITMQ_URL": RABBITMQ_URL,
-        "CADRE_POSTGRES_URL": POSTGRES_DSN,
-        "CADRE_POSTGRES_PREFIX": f"{name}_",
-        "CADRE_QUEUE_NAME": name,
-        "CADRE_PARTITIONS": "4",
-        "CADRE_APP": APP,
-        "CADRE_HEALTH_FILE": str(tmp_path / "worker.health"),
-    }
-    yield env
-    await transport.delete_topology()
-    await transport.close()
-    await store.drop()
-    await store.close()
+    async with workers_backend(4) as (name, _store, _transport):
+        env = {
+            "CADRE_RABBITMQ_URL": RABBITMQ_URL,
+            "CADRE_POSTGRES_URL": POSTGRES_DSN,
+            "CADRE_POSTGRES_PREFIX": f"{name}_",
+            "CADRE_QUEUE_NAME": name,
+            "CADRE_PARTITIONS": "4",
+            "CADRE_APP": APP,
+            "CADRE_HEALTH_FILE": str(tmp_path / "worker.health"),
+        }
+        yield env
 
 
 async def test_serve_in_front_of_a_worker_submits_and_reads_while_the_worker_steps(

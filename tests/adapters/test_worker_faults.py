@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from cadre.ids import AgentId
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable
+from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, workers_backend
 from tests.support.worker_app import Item, make_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,27 +86,15 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    try:
-        from cadre.stores.postgres import PostgresStore
-        from cadre.transports.rabbitmq import RabbitMQTransport
-
-        name = f"t{uuid.uuid4().hex[:10]}"
-        store = PostgresStore(POSTGRES_DSN, prefix=f"{name}_", max_size=2)
-        await store.migrate()
-        transport = RabbitMQTransport(RABBITMQ_URL, name=name, partitions=PARTITIONS)
-        await transport.connect()
-    except Exception as exc:
-        unavailable(f"RabbitMQ or PostgreSQL: {exc}")
-    c = Cluster(name, store, transport, tmp_path, [])
-    yield c
-    for proc in c.procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-    await transport.delete_topology()
-    await transport.close()
-    await store.drop()
-    await store.close()
+    async with workers_backend(PARTITIONS) as (name, store, transport):
+        c = Cluster(name, store, transport, tmp_path, [])
+        try:
+            yield c
+        finally:
+            for proc in c.procs:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(10)
 
 
 SPLITTER = AgentId("splitter", "1")

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from cadre.envelope import Envelope, new_id, utcnow
 from cadre.inbox import INBOX_TYPE
 from cadre.teams.manager import FINISHED, MANAGER_TYPE, TeamState
 from cadre.teams.messages import StartTask
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable
+from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, workers_backend
 
 from .conftest import Collector, Otel
 
@@ -42,22 +41,8 @@ class Broker:
 
 @pytest.fixture
 async def broker() -> AsyncIterator[Broker]:
-    try:
-        from cadre.stores.postgres import PostgresStore
-        from cadre.transports.rabbitmq import RabbitMQTransport
-
-        name = f"o{uuid.uuid4().hex[:10]}"
-        store = PostgresStore(POSTGRES_DSN, prefix=f"{name}_", max_size=2)
-        await store.migrate()
-        transport = RabbitMQTransport(RABBITMQ_URL, name=name, partitions=2)
-        await transport.connect()
-    except Exception as exc:
-        unavailable(f"RabbitMQ or PostgreSQL: {exc}")
-    yield Broker(name, store, transport)
-    await transport.delete_topology()
-    await transport.close()
-    await store.drop()
-    await store.close()
+    async with workers_backend(2, letter="o") as (name, store, transport):
+        yield Broker(name, store, transport)
 
 
 def start_worker(broker: Broker, collector: Collector) -> subprocess.Popen[bytes]:
