@@ -17,6 +17,8 @@
 | CADRE_WORKER_INDEX         | 0                  | this worker's share: partitions p % count == i |
 | CADRE_WORKER_COUNT         | 1                  | how many shares the partitions are split into  |
 | CADRE_HEALTH_FILE          | (none)             | a JSON status file the worker rewrites every 2s|
+| CADRE_LOCAL_DELIVERY       | true               | workers run messages for partitions they own   |
+| CADRE_RELAY_AFTER_SECONDS  | 5                  | workers republish outboxes left this long      |
 | CADRE_COSMOS_ENDPOINT      | (none)             | Cosmos URL (or CosmosDB__accountEndpoint)      |
 | CADRE_COSMOS_KEY           | (none)             | Cosmos key; none: DefaultAzureCredential       |
 | CADRE_COSMOS_DATABASE      | cadre              | Cosmos database name                           |
@@ -71,6 +73,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not true or false")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Cadre's settings; `Settings.from_env()` reads them (see the module table)."""
@@ -90,6 +103,8 @@ class Settings:
     worker_index: int = 0
     worker_count: int = 1
     health_file: Path | None = None
+    local_delivery: bool = True
+    relay_after_seconds: float = 5.0
     cosmos_endpoint: str | None = None
     cosmos_key: str | None = None
     cosmos_database: str = "cadre"
@@ -126,6 +141,8 @@ class Settings:
             worker_index=_int(env, "CADRE_WORKER_INDEX", 0, minimum=0),
             worker_count=_int(env, "CADRE_WORKER_COUNT", 1),
             health_file=Path(env["CADRE_HEALTH_FILE"]) if env.get("CADRE_HEALTH_FILE") else None,
+            local_delivery=_bool(env, "CADRE_LOCAL_DELIVERY", True),
+            relay_after_seconds=_float(env, "CADRE_RELAY_AFTER_SECONDS", 5.0),
             cosmos_endpoint=env.get("CADRE_COSMOS_ENDPOINT")
             or env.get("CosmosDB__accountEndpoint")
             or None,

@@ -20,6 +20,10 @@ and shown on load, so the agent's next step (or the redelivered message's) publi
 again; and the sender's next publish sends its lost envelopes first, so a later envelope
 never overtakes an earlier one on the way to a receiver. `settle` raises for it, and the
 worker returns the message to its queue instead of acknowledging it.
+
+With a `local` deliverer (the worker, see `cadre.hosts.worker`), an envelope for an agent
+of a partition the worker owns is not published: the deliverer runs it, and its confirm is
+its recipient's committed step. Everything above holds for it unchanged.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import functools
 import itertools
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..envelope import Envelope
 from ..errors import TransportError
@@ -44,17 +48,32 @@ MAX_FAILED = 10_000
 """How many failed confirms are remembered for `Confirms.settle`."""
 
 
+class LocalDelivery(Protocol):
+    """Runs envelopes for agents this process owns, instead of the broker."""
+
+    def routes_here(self, envelope: Envelope) -> bool:
+        """Whether `envelope` should run in this process."""
+        ...
+
+    def deliver(self, envelope: Envelope) -> asyncio.Task[None]:
+        """Start it (in publish order); the task ends at its recipient's commit."""
+        ...
+
+
 class Confirms:
     """Tracks envelopes published but not yet confirmed (or lost), per sender agent."""
 
     def __init__(self, store: StateStore, transport: RabbitMQTransport) -> None:
         self.inner_store = store
         self.inner_transport = transport
+        self.local: LocalDelivery | None = None
         self._seq = itertools.count()
         self._flight: dict[str, dict[str, tuple[int, Envelope, asyncio.Task[None]]]] = {}
         self._lost: dict[str, dict[str, tuple[int, Envelope]]] = {}  # failed, not republished
         self._clears: dict[str, tuple[AgentId, str]] = {}
         self._failed: dict[str, BaseException] = {}  # envelope id -> why, until settled
+        # confirmed after a save carried them: still in the stored outbox, hidden on load
+        self._confirmed: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.store = _Store(self)
         self.transport = _Transport(self)
@@ -72,7 +91,16 @@ class Confirms:
             if entry[1].id not in ids
         )
         batch = [env for _, env in lost] + list(envelopes)
-        tasks = await self.inner_transport.publish(batch)
+        local = self.local
+        if local is None:
+            tasks = await self.inner_transport.publish(batch)
+        else:
+            here = [local.routes_here(env) for env in batch]
+            away = [e for e, h in zip(batch, here, strict=True) if not h]
+            remote = iter(await self.inner_transport.publish(away))
+            tasks = [
+                local.deliver(e) if h else next(remote) for e, h in zip(batch, here, strict=True)
+            ]
         for env, task in zip(batch, tasks, strict=True):
             sender = env.sender or ""
             self._flight.setdefault(sender, {})[env.id] = (next(self._seq), env, task)
@@ -85,8 +113,13 @@ class Confirms:
         if flight is None or entry is None or entry[2] is not task:
             return
         del flight[envelope_id]
-        if error is not None:
-            log.warning("RabbitMQ did not confirm %s: %s", envelope_id, error)
+        if error is None:
+            confirmed = self._confirmed.setdefault(sender, set())
+            confirmed.add(envelope_id)
+            if len(confirmed) > MAX_FAILED:  # never saved again: a republish is harmless
+                confirmed.clear()
+        else:
+            log.warning("%s was not delivered (it stays in the outbox): %s", envelope_id, error)
             self._failed[envelope_id] = error
             while len(self._failed) > MAX_FAILED:
                 del self._failed[next(iter(self._failed))]
@@ -104,6 +137,10 @@ class Confirms:
     def in_flight(self, agent: str) -> dict[str, tuple[int, Envelope, asyncio.Task[None]]]:
         """The agent's envelopes awaiting their confirm, in publish order."""
         return self._flight.get(agent, {})
+
+    def lost_senders(self) -> list[str]:
+        """The agents with envelopes whose publish (or local delivery) failed."""
+        return [agent for agent, lost in self._lost.items() if lost and agent]
 
     def unconfirmed(self, agent: str) -> list[Envelope]:
         """The agent's envelopes in flight or lost, oldest first: its outbox must keep them."""
@@ -145,19 +182,33 @@ class _Store:
 
     async def load(self, agent_id: AgentId) -> AgentRecord:
         record = await self._inner.load(agent_id)
-        flying = self._confirms.in_flight(str(agent_id))
-        if flying and record.outbox:
-            outbox = tuple(e for e in record.outbox if e.id not in flying)
-            record = dataclasses.replace(record, outbox=outbox)
+        if record.outbox:
+            key = str(agent_id)
+            flying = self._confirms.in_flight(key)
+            confirmed = self._confirms._confirmed.get(key)
+            if flying or confirmed:
+                outbox = tuple(
+                    e
+                    for e in record.outbox
+                    if e.id not in flying and (confirmed is None or e.id not in confirmed)
+                )
+                record = dataclasses.replace(record, outbox=outbox)
         return record
 
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
-        unconfirmed = self._confirms.unconfirmed(str(record.agent_id))
+        key = str(record.agent_id)
+        unconfirmed = self._confirms.unconfirmed(key)
         if unconfirmed:
             new = {e.id for e in record.outbox}
             carried = tuple(env for env in unconfirmed if env.id not in new)
             record = dataclasses.replace(record, outbox=(*carried, *record.outbox))
-        return await self._inner.save(record, if_match=if_match)
+        dropped = self._confirms._confirmed.pop(key, None)  # not carried: gone once saved
+        try:
+            return await self._inner.save(record, if_match=if_match)
+        except BaseException:
+            if dropped:  # the stored outbox may still hold them
+                self._confirms._confirmed.setdefault(key, set()).update(dropped)
+            raise
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
         key = str(agent_id)

@@ -2,10 +2,18 @@
 on the PostgreSQL store (`cadre worker`).
 
 Each partition queue is consumed on its own channel, and the queue has a single active
-consumer across all workers. The channel's prefetch lets the broker hand over several
-messages at once, and they run concurrently when they are for different agents; messages
-for one agent wait for each other, in delivery order (one chain per agent). A message is
-acknowledged only after its step has committed and its outbox is confirmed by the broker.
+consumer across all workers. A delivery from a partition's queue proves this worker is
+that partition's active consumer, so a message a step sends to an agent of a partition
+this worker owns (in practice: an agent with the same key, the same task) skips the broker
+and runs here (*local delivery*): it is durable already, in the sender's committed outbox,
+and counts as confirmed once its recipient's step has committed. An outbox that a crash
+left behind (nothing else would publish it) is republished through the broker by every
+worker's *relay*, which looks for outboxes older than ``relay_after`` seconds.
+
+The channel's prefetch lets the broker hand over several messages at once, and they run
+concurrently when they are for different agents; messages for one agent wait for each
+other, in delivery order (one chain per agent; local deliveries join the same chains). A
+message is acknowledged only after its step has committed and its outbox is confirmed.
 A failing handler is retried in place (sleep, then run again, the message still
 unacknowledged), so nothing later for that agent overtakes it. Dead letters go to the
 store (``cadre dlq``) and to the ``.dlq`` queue with the reason in headers. SIGTERM stops
@@ -17,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
+import random
 import signal
 import time
 from dataclasses import dataclass
@@ -27,19 +37,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..envelope import Envelope
-from ..errors import EnvelopeInvalid
+from ..envelope import Envelope, new_id, utcnow
+from ..errors import EnvelopeInvalid, TransportError
 from ..ids import AgentId
 from ..messages import Message
 from ..processing import Disposition, Processed, Processor, RetryPolicy
 from ..registry import Registry, default_registry
 from ..step import DEFAULT_SEEN_LIMIT, Step
 from ..stores.base import StateStore
-from ..transports.rabbitmq import RabbitMQTransport, delay_bucket
+from ..transports.rabbitmq import RabbitMQTransport, delay_bucket, partition_of
 from ._acks import AckRuns
 from ._confirms import Confirms
 
 log = logging.getLogger("cadre.worker")
+
+FLUSH_MESSAGE = "cadre.FlushOutbox"
+"""A worker-to-worker message: publish the recipient's stored outbox (see `Worker._relay`)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class WorkerConfig:
     standby_delay: float = 1.0
     health_file: Path | None = None
     seen_limit: int = DEFAULT_SEEN_LIMIT
+    local_delivery: bool = True
+    relay_after: float = 5.0
 
 
 class Worker:
@@ -84,6 +99,8 @@ class Worker:
             connection_name=f"cadre worker {config.name} {os.getpid()}",
         )
         self.confirms = Confirms(self.store, self.transport)
+        if config.local_delivery:
+            self.confirms.local = self
         self.acks = AckRuns()
         self.processor = Processor(
             Step(
@@ -95,6 +112,10 @@ class Worker:
             policy=policy,
         )
         self.handled = 0
+        self.handled_local = 0
+        self.relayed = 0
+        self._active: dict[int, Any] = {}  # partition -> the channel its deliveries came on
+        self._flushed: dict[tuple[str, str], float] = {}  # (agent, etag) -> when relayed
         self._sem = asyncio.Semaphore(config.concurrency)
         self._chains: dict[str | None, asyncio.Future[None]] = {}  # agent -> its last message
         self._requeued: set[str] = set()  # agents whose chain was returned to the queue
@@ -122,6 +143,7 @@ class Worker:
                 loop.add_signal_handler(sig, self.stop)
         await self.transport.connect()
         health = asyncio.create_task(self._health())
+        relay = asyncio.create_task(self._relay())
         try:
             own = self.own_partitions()
             for p in own:
@@ -134,10 +156,13 @@ class Worker:
                     await self._consume(p)
             await self._stopping.wait()
             await self._drain()
+            with contextlib.suppress(Exception):  # else the relay finds them later
+                await self._send_flushes(self.confirms.lost_senders())
         finally:
-            health.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await health
+            for background in (health, relay):
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
             try:
                 await self.confirms.close()
                 await self.acks.wait()
@@ -159,7 +184,7 @@ class Worker:
             durable=True,
             arguments={"x-single-active-consumer": True, "x-queue-version": 2},
         )
-        tag = await queue.consume(self._on_message)
+        tag = await queue.consume(functools.partial(self._on_message, partition=partition))
         self._consumers.append((queue, tag))
 
     async def _drain(self) -> None:
@@ -168,9 +193,12 @@ class Worker:
                 await queue.cancel(tag)
         await self._idle.wait()
 
-    async def _on_message(self, message: Any) -> None:
+    async def _on_message(self, message: Any, partition: int | None = None) -> None:
         # Deliveries start in the order the broker sent them, and nothing here awaits before
         # the message takes its place in its agent's chain: per-agent order is delivery order.
+        if partition is not None:  # single active consumer: the partition is ours for now
+            with contextlib.suppress(Exception):
+                self._active[partition] = message.channel
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -208,6 +236,141 @@ class Worker:
             if not self._in_flight:
                 self._idle.set()
 
+    # --- local delivery --------------------------------------------------------------------
+
+    def routes_here(self, envelope: Envelope) -> bool:
+        """Whether `envelope` runs here rather than going through the broker: a message due
+        now between two agents of one partition (in practice: sharing a key). Every message
+        of such a pair takes this path, so they stay in order; if the partition is not this
+        worker's when the message's turn comes, `deliver`'s task fails and the sender keeps
+        it in its outbox (the partition's next owner publishes it, see `_relay`)."""
+        recipient, sender = envelope.recipient, envelope.sender
+        if recipient is None or sender is None:
+            return False
+        if envelope.not_before is not None and envelope.not_before > datetime.now(UTC):
+            return False  # a timer: through a delay bucket
+        partitions = self.config.partitions
+        return partition_of(recipient, partitions) == partition_of(sender, partitions)
+
+    def _owns(self, partition: int) -> bool:
+        channel = self._active.get(partition)
+        return channel is not None and not getattr(channel, "is_closed", True)
+
+    def deliver(self, envelope: Envelope) -> asyncio.Task[None]:
+        """Run `envelope` here, in its agent's chain (placed now, so in publish order).
+
+        The task ends once the recipient's step has committed (or dead-lettered it): that
+        is the sender's confirm. It raises `TransportError` if the worker is stopping or
+        the partition is no longer its own when the envelope's turn comes: the sender's
+        `Confirms` then keeps the envelope in the sender's outbox."""
+        agent = envelope.recipient
+        previous = self._chains.get(agent)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._chains[agent] = mine
+        self._in_flight += 1
+        self._idle.clear()
+        return asyncio.create_task(self._local(envelope, previous, mine))
+
+    async def _local(
+        self, envelope: Envelope, previous: asyncio.Future[None] | None, mine: asyncio.Future[None]
+    ) -> None:
+        agent = envelope.recipient
+        assert agent is not None
+        try:
+            if previous is not None:
+                await previous
+            async with self._sem:
+                part = partition_of(agent, self.config.partitions)
+                if self._stopping.is_set() or agent in self._requeued or not self._owns(part):
+                    self._requeued.add(agent)  # what follows for the agent is not run either
+                    raise TransportError(f"{envelope.id} not run: partition {part} is not ours")
+                await self._run_local(envelope)
+        finally:
+            mine.set_result(None)
+            if self._chains.get(agent) is mine:
+                del self._chains[agent]
+                self._requeued.discard(agent)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _run_local(self, envelope: Envelope) -> None:
+        attempt = envelope.attempt
+        while True:
+            processed = await self._process(envelope, attempt)
+            if processed.disposition is not Disposition.RETRY:
+                break
+            if self._stopping.is_set():  # the partition's next owner retries it
+                self._requeued.add(envelope.recipient or "")
+                raise TransportError(f"{envelope.id} not run: the worker is stopping")
+            await asyncio.sleep(processed.retry_after or 0.0)
+            attempt += 1
+        if processed.dead_letter is not None:
+            await self._publish_dead_letter(envelope.to_bytes(), processed)
+        self.handled_local += 1
+
+    async def _flush_outbox(self, agent_id: AgentId) -> tuple[Envelope, ...]:
+        """Publish an agent's stored outbox (in its chain: before its next step's messages)."""
+        record = await self.confirms.store.load(agent_id)
+        if not record.outbox:
+            return ()
+        await self.confirms.transport.send(record.outbox)
+        await self.confirms.store.clear_outbox(agent_id, record.etag)  # type: ignore[arg-type]
+        return record.outbox
+
+    async def _send_flushes(self, agents: list[str]) -> None:
+        """Ask the owners of `agents` (through the broker) to publish their outboxes."""
+        if agents:
+            await self.transport.send(
+                [
+                    Envelope(
+                        id=new_id(),
+                        message=FLUSH_MESSAGE,
+                        version=1,
+                        payload={},
+                        task_id="cadre.relay",
+                        recipient=agent,
+                        created_at=utcnow(),
+                    )
+                    for agent in agents
+                ]
+            )
+
+    async def _relay(self) -> None:
+        """Find outboxes a crash left behind (nobody else would publish them): see
+        `relay_once`."""
+        stale = getattr(self.confirms.inner_store, "stale_outboxes", None)
+        after = self.config.relay_after
+        if stale is None or after <= 0:
+            return
+        while True:
+            await asyncio.sleep(after / 2 * random.uniform(0.8, 1.2))
+            try:
+                self.relayed += await self.relay_once(stale, after)
+            except Exception as exc:  # the store or broker is away: try again later
+                log.warning("the outbox relay failed: %s", exc)
+
+    async def relay_once(self, stale: Any, older_than: float) -> int:
+        """For every outbox unchanged for `older_than` s that this worker is not publishing
+        itself, send its agent a flush message through the broker: the agent's partition
+        owner publishes the outbox in the agent's chain, so it keeps its place before the
+        agent's later messages. Returns how many agents were asked."""
+        now = time.monotonic()
+        self._flushed = {k: t for k, t in self._flushed.items() if now - t < 4 * older_than}
+        asked = []
+        for agent_id, etag, _outbox in await stale(older_than):
+            key = str(agent_id)
+            if self.confirms.unconfirmed(key) or (key, etag) in self._flushed:
+                continue  # under way here, or asked already
+            self._flushed[key, etag] = now
+            asked.append(key)
+        if asked:
+            log.info("asking %d agents to publish the outboxes a crash left", len(asked))
+            await self._send_flushes(asked)
+        return len(asked)
+
+    # --- settling ----------------------------------------------------------------------------
+
     async def _acknowledge(self, message: Any, published: tuple[Envelope, ...]) -> None:
         """Ack once the step's outbox is confirmed; if it is not, return the message."""
         try:
@@ -235,6 +398,8 @@ class Worker:
     async def _handle(self, message: Any, envelope: Envelope | None) -> tuple[Envelope, ...] | None:
         """Run the step; the envelopes to be confirmed before the ack, or None: settled."""
         body: bytes = message.body
+        if envelope is not None and envelope.message == FLUSH_MESSAGE:
+            return await self._flush_outbox(AgentId.parse(envelope.recipient or ""))
         if envelope is not None and envelope.not_before is not None:
             left = (envelope.not_before - datetime.now(UTC)).total_seconds()
             if delay_bucket(left) is not None:  # not due yet: on to the next delay bucket
@@ -253,17 +418,21 @@ class Worker:
             await asyncio.sleep(processed.retry_after or 0.0)
             attempt += 1
         if processed.dead_letter is not None:
-            letter = processed.dead_letter
-            await self.transport.dead_letter(
-                body,
-                {
-                    "x-cadre-reason": letter.reason,
-                    "x-cadre-detail": letter.detail[:1000],
-                    "x-cadre-attempts": letter.attempts,
-                    "x-cadre-id": letter.id,
-                },
-            )
+            await self._publish_dead_letter(body, processed)
         return processed.result.published if processed.result is not None else ()
+
+    async def _publish_dead_letter(self, body: bytes, processed: Processed) -> None:
+        letter = processed.dead_letter
+        assert letter is not None
+        await self.transport.dead_letter(
+            body,
+            {
+                "x-cadre-reason": letter.reason,
+                "x-cadre-detail": letter.detail[:1000],
+                "x-cadre-attempts": letter.attempts,
+                "x-cadre-id": letter.id,
+            },
+        )
 
     async def _process(self, body: Envelope | bytes, attempt: int) -> Processed:
         try:
@@ -284,6 +453,8 @@ class Worker:
                 "time": time.time(),
                 "connected": bool(connection is not None and not connection.is_closed),
                 "handled": self.handled,
+                "handled_local": self.handled_local,
+                "relayed": self.relayed,
                 "in_flight": self._in_flight,
             }
             path.write_text(json.dumps(status))
@@ -328,6 +499,8 @@ def config_from_settings(settings: Any, **overrides: Any) -> WorkerConfig:
         "worker_count": settings.worker_count,
         "health_file": settings.health_file,
         "seen_limit": settings.seen_limit,
+        "local_delivery": settings.local_delivery,
+        "relay_after": settings.relay_after_seconds,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return WorkerConfig(**values)

@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS {p}dead_letters (
     extra     jsonb NOT NULL DEFAULT '{{}}'
 );
 CREATE INDEX IF NOT EXISTS {p}dead_letters_failed_at ON {p}dead_letters (failed_at DESC);
+CREATE INDEX IF NOT EXISTS {p}agents_outbox_pending ON {p}agents (updated_at)
+    WHERE outbox <> '[]';
 """
 
 
@@ -236,6 +238,27 @@ class PostgresStore:
             await self._execute(self._sql_clear, (agent_id.type, agent_id.key, int(etag)))
             return
         self._commits.clear(agent_id, int(etag))
+
+    async def stale_outboxes(
+        self, older_than: float, limit: int = 500
+    ) -> list[tuple[AgentId, str, tuple[Envelope, ...]]]:
+        """The agents whose outbox is not empty and whose row is unchanged for `older_than`
+        seconds, oldest first, as ``(agent, etag, outbox)``: what a crash left unpublished
+        (the workers' relay republishes them). A partial index keeps this cheap."""
+        rows = await self._execute(
+            f"SELECT agent_type, agent_key, version, outbox FROM {self.prefix}agents "
+            "WHERE outbox <> '[]' AND updated_at < now() - make_interval(secs => %s) "
+            "ORDER BY updated_at LIMIT %s",
+            (older_than, limit),
+        )
+        return [
+            (
+                AgentId(agent_type, agent_key),
+                str(version),
+                tuple(Envelope.model_validate(e) for e in outbox),
+            )
+            for agent_type, agent_key, version, outbox in rows
+        ]
 
     def _translate(self, exc: BaseException) -> BaseException:
         psycopg, _ = _psycopg()

@@ -9,10 +9,12 @@ Topology, all durable, named after `name` (so apps and tests can share one broke
     <name>.delay.<ms>   delay bucket: x-message-ttl=<ms>, dead-letters back to <name>
     <name>.dlq          poison messages, with the reason in headers
 
-An agent id maps to one partition by a stable hash (CRC-32 of ``type/key``), so every
-envelope for one agent goes through one queue, whose single active consumer takes one
-message at a time (prefetch 1) and acknowledges it only after the step has committed and
-published: one message at a time per agent, in order, however many workers run.
+An agent id maps to one partition by a stable hash (CRC-32) of its key's first segment
+(``manager/t1``, ``writer/t1`` and ``manager/t1/nested`` all hash ``t1``), so every
+envelope for one agent goes through one queue, whose single active consumer runs the
+agent's messages one at a time, in order, however many workers run; and the agents of
+one conversation or task (which share its key) share a partition, so the worker that owns
+it can hand their messages to each other without the broker (see `cadre.hosts.worker`).
 
 Timers: an envelope whose ``not_before`` is in the future goes to the largest delay bucket
 (a power of two of milliseconds) not longer than what is left, so it never arrives early;
@@ -50,8 +52,10 @@ def aio_pika() -> Any:
 
 
 def partition_of(recipient: str, partitions: int) -> int:
-    """The partition of an agent address (``type/key``): stable across processes."""
-    return zlib.crc32(recipient.encode()) % partitions
+    """The partition of an agent address (``type/key``): a stable hash of the key's first
+    segment, the same in every process, so agents sharing a key share a partition."""
+    key = recipient.partition("/")[2] or recipient
+    return zlib.crc32(key.partition("/")[0].encode()) % partitions
 
 
 def delay_bucket(seconds: float) -> int | None:
