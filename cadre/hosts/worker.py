@@ -156,6 +156,7 @@ class Worker:
                     await self._consume(p)
             await self._stopping.wait()
             await self._drain()
+            await self.confirms.close()  # every confirm (and local delivery) has reported
             with contextlib.suppress(Exception):  # else the relay finds them later
                 await self._send_flushes(self.confirms.lost_senders())
         finally:
@@ -283,7 +284,8 @@ class Worker:
                 part = partition_of(agent, self.config.partitions)
                 if self._stopping.is_set() or agent in self._requeued or not self._owns(part):
                     self._requeued.add(agent)  # what follows for the agent is not run either
-                    raise TransportError(f"{envelope.id} not run: partition {part} is not ours")
+                    why = "stopping" if self._stopping.is_set() else f"not owning partition {part}"
+                    raise TransportError(f"{envelope.id} not run here: the worker is {why}")
                 await self._run_local(envelope)
         finally:
             mine.set_result(None)

@@ -182,3 +182,29 @@ async def test_an_outbox_clear_rides_along_and_lands(postgres_store) -> None:
     await postgres_store._commits.flush()
     postgres_store._cache.clear()
     assert (await postgres_store.load(A)).outbox == ()  # and the table too
+
+
+async def test_stale_outboxes_lists_what_a_crash_left_oldest_first(postgres_store) -> None:
+    import asyncio
+
+    from cadre.envelope import Envelope, new_id, utcnow
+
+    def out() -> Envelope:
+        return Envelope(
+            id=new_id(), message="m", version=1, payload={}, task_id="t", recipient="sink/a",
+            created_at=utcnow(),
+        )  # fmt: skip
+
+    b, c = AgentId("counter", "b"), AgentId("counter", "c")
+    left = out()
+    etag = await postgres_store.save(AgentRecord(A, state="{}", outbox=(left,)), if_match=None)
+    await postgres_store.save(AgentRecord(b, state="{}", outbox=(out(),)), if_match=None)
+    await postgres_store.save(AgentRecord(c, state="{}"), if_match=None)  # nothing to send
+    await asyncio.sleep(0.05)
+    stale = await postgres_store.stale_outboxes(0.0)
+    assert [(agent, len(outbox)) for agent, _, outbox in stale] == [(A, 1), (b, 1)]
+    assert stale[0] == (A, etag, (left,))
+    assert await postgres_store.stale_outboxes(60.0) == []  # younger than that: under way
+    await postgres_store.clear_outbox(A, etag)
+    await postgres_store._commits.flush()
+    assert [agent for agent, _, _ in await postgres_store.stale_outboxes(0.0)] == [b]

@@ -22,7 +22,7 @@ import pytest
 
 from cadre.ids import AgentId
 from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, workers_backend
-from tests.support.worker_app import Item, make_registry
+from tests.support.worker_app import Ball, Item, make_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
@@ -38,8 +38,8 @@ class Cluster:
     tmp: Path
     procs: list[subprocess.Popen[bytes]]
 
-    def start_worker(self, index: int = 0, count: int = 1) -> subprocess.Popen[bytes]:
-        health = self.tmp / f"health-{len(self.procs)}.json"
+    def start_worker(self, index: int = 0, count: int = 1, **extra: str) -> subprocess.Popen[bytes]:
+        health = self.health(len(self.procs))
         env = {
             **os.environ,
             "CADRE_RABBITMQ_URL": RABBITMQ_URL,
@@ -51,12 +51,17 @@ class Cluster:
             "CADRE_WORKER_COUNT": str(count),
             "CADRE_CONCURRENCY": "4",
             "CADRE_HEALTH_FILE": str(health),
+            **extra,
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.worker_app"], cwd=ROOT, env=env
         )
         self.procs.append(proc)
         return proc
+
+    def health(self, n: int) -> Path:
+        """The health file of the n-th process started."""
+        return self.tmp / f"health-{n}.json"
 
     def spawn(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
@@ -249,3 +254,96 @@ async def test_cadre_worker_command_writes_health_and_stops_on_sigterm(cluster: 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     assert not health.exists()
+
+
+# --- rallies: left/<k> and right/<k> share a key, so a partition: no broker between them ---
+
+RALLIES = ("r0", "r1", "r2", "r3")
+
+
+async def serve(c: Cluster, until: int, pause: float = 0.0) -> None:
+    from cadre.hosts.worker import submit
+
+    for key in RALLIES:
+        ball = Ball(seq=0, until=until, pause=pause)
+        await submit(c.transport, AgentId("left", key), ball)  # type: ignore[arg-type]
+
+
+async def rallies(c: Cluster, until: int, within: float) -> dict[str, tuple[list[int], ...]]:
+    """Every rally's transcripts, once complete (or as they are after `within` s)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        got = {
+            k: (await c.transcript(AgentId("left", k)), await c.transcript(AgentId("right", k)))
+            for k in RALLIES
+        }
+        done = all(len(a) + len(b) >= until for a, b in got.values())
+        if done or asyncio.get_running_loop().time() > deadline:
+            return got
+        await asyncio.sleep(0.2)
+
+
+def rallied(until: int) -> dict[str, tuple[list[int], ...]]:
+    return {k: (list(range(0, until, 2)), list(range(1, until, 2))) for k in RALLIES}
+
+
+async def rally_progress(c: Cluster, proc: subprocess.Popen[bytes], past: int) -> int:
+    """Wait (bounded) until the rallies have recorded more than `past` balls; return how many."""
+    for _ in range(300):
+        assert proc.poll() is None, "the worker died on its own"
+        done = sum(len(a) + len(b) for a, b in (await rallies(c, 0, 0)).values())
+        if done > past:
+            return done
+        await asyncio.sleep(0.05)
+    raise AssertionError("the rallies made no progress in 15 s")
+
+
+async def test_a_rally_within_one_partition_runs_without_the_broker(cluster: Cluster) -> None:
+    until = 40
+    proc = cluster.start_worker()
+    await serve(cluster, until)
+    assert await rallies(cluster, until, 30) == rallied(until)
+    local = 0
+    for _ in range(50):  # the health file is rewritten every 2 s
+        status = json.loads(cluster.health(0).read_text() or "{}")
+        local = status.get("handled_local", 0)
+        if local >= len(RALLIES) * (until - 1):
+            break
+        await asyncio.sleep(0.2)
+    # every ball but each rally's first (sent by a client, through the broker) ran locally
+    assert local == len(RALLIES) * (until - 1)
+    assert status["handled"] == len(RALLIES)  # acknowledged broker deliveries: the first balls
+    assert proc.poll() is None
+
+
+async def test_kill_9_during_rallies_loses_and_doubles_nothing(cluster: Cluster) -> None:
+    """The balls in flight between two agents of one worker exist only in the sender's
+    committed outbox when the worker dies; the relay of the next worker publishes them."""
+    until = 160
+    await serve(cluster, until, pause=0.01)
+    rng = random.Random(11)
+    progress = [0]
+    for _ in range(3):
+        proc = cluster.start_worker(CADRE_RELAY_AFTER_SECONDS="0.5")
+        progress.append(await rally_progress(cluster, proc, progress[-1]))
+        await asyncio.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    cluster.start_worker(CADRE_RELAY_AFTER_SECONDS="0.5")
+    assert await rallies(cluster, until, 60) == rallied(until)
+    assert any(0 < p < len(RALLIES) * until for p in progress[1:]), progress  # killed mid-run
+
+
+async def test_sigterm_during_rallies_hands_them_to_the_next_worker(cluster: Cluster) -> None:
+    """With the relay off, only the stopping worker's flush messages (and the broker's
+    redelivery of what it had not acknowledged) can carry the rallies on."""
+    until = 120
+    proc = cluster.start_worker(CADRE_RELAY_AFTER_SECONDS="0")
+    await serve(cluster, until, pause=0.01)
+    await rally_progress(cluster, proc, 20)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    done = await rallies(cluster, 0, 0)
+    assert 0 < sum(len(a) + len(b) for a, b in done.values()) < len(RALLIES) * until
+    cluster.start_worker(CADRE_RELAY_AFTER_SECONDS="0")
+    assert await rallies(cluster, until, 30) == rallied(until)

@@ -30,6 +30,8 @@ NOT_READ_BY_FUNCTIONS = {
     "CADRE_POSTGRES_URL",
     "CADRE_POSTGRES_PREFIX",
     "CADRE_QUEUE_NAME",
+    "CADRE_LOCAL_DELIVERY",
+    "CADRE_RELAY_AFTER_SECONDS",
     "CADRE_PARTITIONS",
     "CADRE_WORKER_INDEX",
     "CADRE_WORKER_COUNT",
@@ -162,3 +164,19 @@ def test_development_storage_gives_the_host_its_containers_and_leases(azurite: A
     lock.acquire_lease(lease_duration=15).release()
     names = [c.name for c in client.list_containers()]
     assert names == ["azure-webjobs-hosts", "azure-webjobs-secrets"]
+
+
+def test_worker_local_delivery_and_relay_settings_are_read_and_checked() -> None:
+    from cadre.errors import ConfigurationError
+    from cadre.hosts.worker import config_from_settings
+    from cadre.settings import Settings
+
+    default = config_from_settings(Settings.from_env({}))
+    assert (default.local_delivery, default.relay_after) == (True, 5.0)
+    env = {"CADRE_LOCAL_DELIVERY": "false", "CADRE_RELAY_AFTER_SECONDS": "0.5"}
+    config = config_from_settings(Settings.from_env(env))
+    assert (config.local_delivery, config.relay_after) == (False, 0.5)
+    with pytest.raises(ConfigurationError, match="CADRE_LOCAL_DELIVERY='maybe'"):
+        Settings.from_env({"CADRE_LOCAL_DELIVERY": "maybe"})
+    with pytest.raises(ConfigurationError, match="CADRE_RELAY_AFTER_SECONDS"):
+        Settings.from_env({"CADRE_RELAY_AFTER_SECONDS": "-1"})

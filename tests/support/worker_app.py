@@ -5,6 +5,10 @@
 The workflow: `splitter/<k>` records every Item and forwards it to `sink/a` (as is) and
 `sink/b` (seq * 10); each agent's state lists what it received, in order: the transcript.
 An Item with ``seq < 0`` always fails (a poison message).
+
+The rally: `left/<k>` and `right/<k>` (one key, so one partition: a worker owning it runs
+their exchange without the broker) pass a Ball back and forth, each recording its seq, until
+seq reaches ``until``: left/<k> ends with the even seqs, right/<k> with the odd ones.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import ClassVar
 
 from pydantic import BaseModel
 
@@ -58,10 +63,38 @@ class Sink(Agent):
         self.state.got.append(msg.seq)
 
 
+class Ball(Message, name="test.worker.Ball"):
+    seq: int
+    until: int
+    pause: float = 0.0
+
+
+class Player(Agent):
+    State = Transcript
+    other: ClassVar[str] = ""
+
+    @handler
+    async def on_ball(self, msg: Ball, ctx: Context) -> None:
+        await asyncio.sleep(msg.pause)
+        self.state.got.append(msg.seq)
+        if msg.seq + 1 < msg.until:
+            ctx.send(AgentId(self.other, self.id.key), msg.model_copy(update={"seq": msg.seq + 1}))
+
+
+class Left(Player):
+    other = "right"
+
+
+class Right(Player):
+    other = "left"
+
+
 def make_registry() -> Registry:
     registry = Registry()
     registry.register(Splitter, type="splitter")
     registry.register(Sink, type="sink")
+    registry.register(Left, type="left")
+    registry.register(Right, type="right")
     return registry
 
 
