@@ -347,3 +347,65 @@ async def test_sigterm_during_rallies_hands_them_to_the_next_worker(cluster: Clu
     assert 0 < sum(len(a) + len(b) for a, b in done.values()) < len(RALLIES) * until
     cluster.start_worker(CADRE_RELAY_AFTER_SECONDS="0")
     assert await rallies(cluster, until, 30) == rallied(until)
+
+
+# --- team tasks: a task's agents share its key, so its turns run inside one worker --------
+
+
+async def test_kill_9_during_team_tasks_gives_the_transcripts_of_an_undisturbed_run(
+    cluster: Cluster,
+) -> None:
+    from cadre.hosts.local import LocalRuntime
+    from cadre.hosts.worker_api import WorkersRuntime
+    from cadre.teams.tasks import Tasks
+    from tests.support.worker_team import TURNS, team
+
+    texts = [f"Plan trip number {i}" for i in range(6)]
+    async with LocalRuntime() as local:  # the undisturbed run, in-process
+        reference = Tasks(local)
+        ids = [await reference.submit(team, text) for text in texts]
+        await local.run_until_idle()
+        expected = [[(m.source, m.content) for m in await reference.messages(i)] for i in ids]
+    assert all(len(t) == TURNS for t in expected)  # the task, then 15 turns
+
+    tasks = Tasks(WorkersRuntime(cluster.store, cluster.transport))  # type: ignore[arg-type]
+    ids = [await tasks.submit(team, text) for text in texts]
+
+    async def said() -> int:
+        return sum([len(await tasks.messages(i)) for i in ids])
+
+    env = {
+        **os.environ,
+        "CADRE_APP": "tests.support.worker_team",
+        "CADRE_RABBITMQ_URL": RABBITMQ_URL,
+        "CADRE_POSTGRES_URL": POSTGRES_DSN,
+        "CADRE_POSTGRES_PREFIX": f"{cluster.name}_",
+        "CADRE_QUEUE_NAME": cluster.name,
+        "CADRE_PARTITIONS": str(PARTITIONS),
+        "CADRE_RELAY_AFTER_SECONDS": "0.5",
+    }
+    cmd = [sys.executable, "-m", "cadre.cli", "worker"]
+    rng = random.Random(5)
+    progress = [0]
+    for _ in range(3):
+        proc = cluster.spawn(cmd, env)
+        for _ in range(300):  # until the transcripts grow (bounded: 15 s)
+            assert proc.poll() is None, "the worker died on its own"
+            if (now := await said()) > progress[-1]:
+                break
+            await asyncio.sleep(0.05)
+        progress.append(now)
+        await asyncio.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    cluster.spawn(cmd, env)
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
+        statuses = [(await tasks.status(i)).status for i in ids]
+        if all(s != "running" for s in statuses):
+            break
+        await asyncio.sleep(0.2)
+    assert statuses == ["completed"] * len(ids)
+    got = [[(m.source, m.content) for m in await tasks.messages(i)] for i in ids]
+    assert got == expected  # nothing lost, nothing said twice, in order
+    assert any(0 < p < len(ids) * TURNS for p in progress[1:]), progress  # mid-run

@@ -1,0 +1,43 @@
+"""A team for the worker fault tests (``CADRE_APP=tests.support.worker_team``).
+
+Three offline assistants take 15 turns after the task (16 messages); the model waits 50 ms per call, so a team
+task lasts long enough for a fault to land in the middle of it. Every agent of one task
+shares the task's key, so one worker runs the whole task without the broker in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel
+
+from cadre.models.base import LLMMessage, ModelResult, ToolSpec
+from cadre.models.offline import OfflineClient
+from cadre.teams import Assistant, MaxMessages, RoundRobinTeam
+
+TURNS = 16
+
+
+class SlowOffline(OfflineClient):
+    """The offline model, 50 ms per call (deterministic all the same)."""
+
+    async def create(
+        self,
+        messages: list[LLMMessage],
+        tools: list[ToolSpec] | None = None,
+        output_schema: type[BaseModel] | None = None,
+    ) -> ModelResult:
+        await asyncio.sleep(0.05)
+        return await super().create(messages, tools, output_schema)
+
+
+model = SlowOffline()
+team = RoundRobinTeam(
+    "fault-relay",
+    [
+        Assistant("planner", system_message="You are a planner. List the steps.", model=model),
+        Assistant("writer", system_message="You are a writer. Write it up.", model=model),
+        Assistant("critic", system_message="You are a critic. Say what is missing.", model=model),
+    ],
+    termination=MaxMessages(max_messages=TURNS),
+).register()
