@@ -1,8 +1,9 @@
 """A team for the worker fault tests (``CADRE_APP=tests.support.worker_team``).
 
-Three offline assistants take 15 turns after the task (16 messages); the model waits 50 ms per call, so a team
-task lasts long enough for a fault to land in the middle of it. Every agent of one task
-shares the task's key, so one worker runs the whole task without the broker in between.
+Three offline assistants take 15 turns after the task (16 messages); the model waits 50 ms
+per call, so a team task lasts long enough for a fault to land in the middle of it. Every
+agent of one task shares the task's key, so one worker runs the whole task without the
+broker in between.
 """
 
 from __future__ import annotations
