@@ -130,6 +130,7 @@ class Confirms:
         del self._flight[sender]
         wanted = self._clears.pop(sender, None)
         if wanted is not None and sender not in self._lost:  # all confirmed: clear the outbox
+            self._confirmed.pop(sender, None)  # (a store's reads see the clear at once)
             clear = asyncio.ensure_future(self.inner_store.clear_outbox(*wanted))
             self._tasks.add(clear)
             clear.add_done_callback(self._tasks.discard)
@@ -219,6 +220,7 @@ class _Store:
             return
         self._confirms._clears.pop(key, None)
         await self._inner.clear_outbox(agent_id, etag)
+        self._confirms._confirmed.pop(key, None)
 
 
 class _Transport:
