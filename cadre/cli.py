@@ -138,9 +138,19 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _dlq_look(args: argparse.Namespace, settings: Settings) -> int:
     """`dlq list` and `dlq show`: read-only, so they work while a runtime owns the file."""
-    from .stores.sqlite import SQLiteStore
+    from .stores.base import StateStore
 
-    store = SQLiteStore(settings.state_path, readonly=True)
+    store: StateStore
+    if args.store == "postgres":  # the workers' store
+        from .stores.postgres import PostgresStore
+
+        store = PostgresStore(
+            settings.postgres_dsn, prefix=settings.postgres_prefix, max_size=1, cache_size=0
+        )
+    else:
+        from .stores.sqlite import SQLiteStore
+
+        store = SQLiteStore(settings.state_path, readonly=True)
     try:
         if args.dlq_command == "show":
             print(json.dumps(_letter_json(await store.get_dead_letter(args.id)), indent=2))
@@ -163,6 +173,8 @@ async def _dlq_look(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
     """`dlq redrive`: send dead letters again on the local runtime and run them."""
+    if args.store == "postgres":
+        return await _dlq_redrive_workers(args, settings)
     rt = _runtime(settings)
     try:
         ids = (
@@ -184,6 +196,31 @@ async def _dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
         failed = [i for i in ids if i in left]
         print(f"handled {len(ids) - len(failed)}, dead-lettered again {len(failed)}")
         return 1 if failed else 0
+    finally:
+        await rt.close()
+
+
+async def _dlq_redrive_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """`dlq redrive --store postgres`: send dead letters again to the workers' queues (the
+    running `cadre worker`s handle them)."""
+    from .hosts.worker_api import WorkersRuntime
+    from .registry import default_registry
+
+    rt = WorkersRuntime.from_settings(settings, registry=default_registry)
+    try:
+        ids = (
+            [d.id for d in await rt.store.list_dead_letters(limit=100_000)]
+            if args.all
+            else args.ids
+        )
+        if not ids:
+            print("nothing to redrive")
+            return 0
+        await rt.start()
+        for letter_id in ids:
+            await rt.redrive(letter_id)
+            print(f"redriven {letter_id} (sent to the workers' queue {settings.queue_name!r})")
+        return 0
     finally:
         await rt.close()
 
@@ -352,12 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq = sub.add_parser("dlq", help="list, show and redrive dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
-    listing = dlq_sub.add_parser("list", help="newest dead letters first")
+    which = argparse.ArgumentParser(add_help=False)
+    which.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="sqlite: the local runtime's file (default); postgres: the workers' tables",
+    )
+    listing = dlq_sub.add_parser("list", help="newest dead letters first", parents=[which])
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true", help="print JSON")
-    show = dlq_sub.add_parser("show", help="one dead letter, with its body and traceback")
+    show = dlq_sub.add_parser(
+        "show", help="one dead letter, with its body and traceback", parents=[which]
+    )
     show.add_argument("id")
-    redrive = dlq_sub.add_parser("redrive", help="send dead letters again and run them")
+    redrive = dlq_sub.add_parser(
+        "redrive", help="send dead letters again and run them", parents=[which]
+    )
     redrive.add_argument("ids", nargs="*", metavar="ID")
     redrive.add_argument("--all", action="store_true", help="redrive every dead letter")
     redrive.add_argument("--no-run", action="store_true", help="queue only; do not run now")

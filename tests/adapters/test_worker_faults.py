@@ -409,3 +409,49 @@ async def test_kill_9_during_team_tasks_gives_the_transcripts_of_an_undisturbed_
     got = [[(m.source, m.content) for m in await tasks.messages(i)] for i in ids]
     assert got == expected  # nothing lost, nothing said twice, in order
     assert any(0 < p < len(ids) * TURNS for p in progress[1:]), progress  # mid-run
+
+
+async def test_cadre_dlq_lists_and_redrives_the_workers_dead_letters(cluster: Cluster) -> None:
+    cluster.start_worker()
+    await cluster.submit([Item(seq=-1)])  # fails every time: dead-lettered after 2 attempts
+    store = cluster.store
+    for _ in range(150):
+        letters = await store.list_dead_letters()  # type: ignore[attr-defined]
+        if letters:
+            break
+        await asyncio.sleep(0.1)
+    [letter] = letters
+    env = {
+        **os.environ,
+        "CADRE_APP": "tests.support.worker_app",
+        "CADRE_RABBITMQ_URL": RABBITMQ_URL,
+        "CADRE_POSTGRES_URL": POSTGRES_DSN,
+        "CADRE_POSTGRES_PREFIX": f"{cluster.name}_",
+        "CADRE_QUEUE_NAME": cluster.name,
+        "CADRE_PARTITIONS": str(PARTITIONS),
+    }
+
+    def cadre(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "cadre.cli", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    listed = json.loads(
+        await asyncio.to_thread(cadre, "dlq", "list", "--store", "postgres", "--json")
+    )
+    assert [(d["id"], d["reason"]) for d in listed] == [(letter.id, "handler_failed")]
+    shown = json.loads(
+        await asyncio.to_thread(cadre, "dlq", "show", "--store", "postgres", letter.id)
+    )
+    assert "poison item -1" in shown["detail"]
+    out = await asyncio.to_thread(cadre, "dlq", "redrive", "--store", "postgres", letter.id)
+    assert f"redriven {letter.id}" in out
+    for _ in range(150):  # the worker runs it again; it fails again and comes back
+        again = await store.list_dead_letters()  # type: ignore[attr-defined]
+        if again and again[0].failed_at > letter.failed_at:
+            break
+        await asyncio.sleep(0.1)
+    assert [(d.id, d.reason) for d in again] == [(letter.id, "handler_failed")]
+    assert again[0].failed_at > letter.failed_at
