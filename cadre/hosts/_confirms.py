@@ -70,7 +70,9 @@ class Confirms:
         self._seq = itertools.count()
         self._flight: dict[str, dict[str, tuple[int, Envelope, asyncio.Task[None]]]] = {}
         self._lost: dict[str, dict[str, tuple[int, Envelope]]] = {}  # failed, not republished
-        self._clears: dict[str, tuple[AgentId, str]] = {}
+        # the last record this process saved per agent whose stored outbox is not empty:
+        # cleared once nothing of the agent is in flight or lost
+        self._latest: dict[str, tuple[AgentId, str]] = {}
         self._failed: dict[str, BaseException] = {}  # envelope id -> why, until settled
         # confirmed after a save carried them: still in the stored outbox, hidden on load
         self._confirmed: dict[str, set[str]] = {}
@@ -116,24 +118,32 @@ class Confirms:
         if error is None:
             confirmed = self._confirmed.setdefault(sender, set())
             confirmed.add(envelope_id)
-            if len(confirmed) > MAX_FAILED:  # never saved again: a republish is harmless
-                confirmed.clear()
+            if len(confirmed) > MAX_FAILED or len(self._confirmed) > MAX_FAILED:
+                # agents that never save again: forget the oldest (the outbox clear that
+                # follows the confirm removes their envelopes from the store anyway)
+                del self._confirmed[next(iter(self._confirmed))]
         else:
             log.warning("%s was not delivered (it stays in the outbox): %s", envelope_id, error)
             self._failed[envelope_id] = error
             while len(self._failed) > MAX_FAILED:
                 del self._failed[next(iter(self._failed))]
             self._lost.setdefault(sender, {})[envelope_id] = (entry[0], entry[1])
-            self._clears.pop(sender, None)  # the stored outbox must keep it
+            pass  # the stored outbox keeps it: no clear until it is re-sent and confirmed
         if flight:
             return
         del self._flight[sender]
-        wanted = self._clears.pop(sender, None)
-        if wanted is not None and sender not in self._lost:  # all confirmed: clear the outbox
-            self._confirmed.pop(sender, None)  # (a store's reads see the clear at once)
-            clear = asyncio.ensure_future(self.inner_store.clear_outbox(*wanted))
+        if sender not in self._lost:  # all confirmed: clear what this process last stored
+            self._clear_latest(sender)
+
+    def _clear_latest(self, sender: str) -> None:
+        latest = self._latest.pop(sender, None)
+        if latest is not None:
+            clear = asyncio.ensure_future(self._clear(sender, *latest))
             self._tasks.add(clear)
             clear.add_done_callback(self._tasks.discard)
+
+    async def _clear(self, sender: str, agent_id: AgentId, etag: str) -> None:
+        await self.inner_store.clear_outbox(agent_id, etag)
 
     def in_flight(self, agent: str) -> dict[str, tuple[int, Envelope, asyncio.Task[None]]]:
         """The agent's envelopes awaiting their confirm, in publish order."""
@@ -198,29 +208,38 @@ class _Store:
 
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
         key = str(record.agent_id)
+        new_count = len(record.outbox)
         unconfirmed = self._confirms.unconfirmed(key)
         if unconfirmed:
             new = {e.id for e in record.outbox}
             carried = tuple(env for env in unconfirmed if env.id not in new)
             record = dataclasses.replace(record, outbox=(*carried, *record.outbox))
-        dropped = self._confirms._confirmed.pop(key, None)  # not carried: gone once saved
+        confirms = self._confirms
+        dropped = confirms._confirmed.pop(key, None)  # not carried: gone once saved
         try:
-            return await self._inner.save(record, if_match=if_match)
+            etag = await self._inner.save(record, if_match=if_match)
         except BaseException:
             if dropped:  # the stored outbox may still hold them
-                self._confirms._confirmed.setdefault(key, set()).update(dropped)
+                confirms._confirmed.setdefault(key, set()).update(dropped)
             raise
+        if record.outbox:
+            confirms._latest[key] = (record.agent_id, etag)
+            if not new_count and not confirms.unconfirmed(key):
+                # it stored only carried envelopes, all confirmed during the save: nothing
+                # else would clear them (a step with new envelopes clears after sending)
+                confirms._clear_latest(key)
+        return etag
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
         key = str(agent_id)
         if key in self._confirms._lost:  # a later step publishes them again, then clears
             return
-        if self._confirms.in_flight(key):
-            self._confirms._clears[key] = (agent_id, etag)  # once the last confirm arrives
+        if self._confirms.in_flight(key):  # the last confirm clears it
             return
-        self._confirms._clears.pop(key, None)
+        latest = self._confirms._latest.get(key)
+        if latest is not None and latest[1] == etag:
+            del self._confirms._latest[key]
         await self._inner.clear_outbox(agent_id, etag)
-        self._confirms._confirmed.pop(key, None)
 
 
 class _Transport:

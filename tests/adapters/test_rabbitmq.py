@@ -303,3 +303,37 @@ async def test_acks_go_in_runs_and_never_cover_a_gap() -> None:
     acks.ack(Delivery(channel, 7))
     await acks.wait()
     assert channel.sent[2:] == [(7, True)]  # 4..7: 5 and 6 were settled alone
+
+
+async def test_many_local_conversations_run_each_message_once_and_leave_no_outbox(
+    rabbit,
+) -> None:
+    """32 conversations at once inside one worker (server/<k> and a stateless echo/<k>
+    that replies): no envelope is run twice (a confirm that lands after the next step's
+    save must not make it visible again), and every stored outbox is cleared at the end,
+    so the relay finds nothing to republish."""
+    from cadre.hosts.worker import submit
+    from tests.support.worker_app import Ball
+
+    keys, until = [f"k{i}" for i in range(32)], 40
+    for key in keys:
+        await submit(rabbit, AgentId("server", key), Ball(seq=0, until=until))
+    served: list[dict[str, list[int]]] = []
+
+    async def all_done(store) -> bool:  # type: ignore[no-untyped-def]
+        got = {}
+        for key in keys:
+            record = await store.load(AgentId("server", key))
+            got[key] = json.loads(record.state or '{"got": []}')["got"]
+        if sum(map(len, got.values())) < len(keys) * (until // 2 + 1):
+            return False
+        if await store.stale_outboxes(0.0):  # cleared a moment after the last step
+            return False
+        served.append(got)
+        return True
+
+    worker = await run_worker(rabbit, all_done, within=15)
+    assert served, "the conversations did not finish, or outboxes were left behind"
+    assert served[0] == {key: list(range(0, until + 1, 2)) for key in keys}
+    assert worker.handled == len(keys)  # the first balls, from the broker
+    assert worker.handled_local == len(keys) * until  # every other ball, once

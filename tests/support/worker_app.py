@@ -89,12 +89,26 @@ class Right(Player):
     other = "left"
 
 
+class Server(Player):
+    """Serves to a stateless `echo/<k>`, which returns every ball with the next seq."""
+
+    other = "echo"
+
+
+class Echo(Agent):
+    @handler
+    async def on_ball(self, msg: Ball, ctx: Context) -> Ball:
+        return msg.model_copy(update={"seq": msg.seq + 1})
+
+
 def make_registry() -> Registry:
     registry = Registry()
     registry.register(Splitter, type="splitter")
     registry.register(Sink, type="sink")
     registry.register(Left, type="left")
     registry.register(Right, type="right")
+    registry.register(Server, type="server")
+    registry.register(Echo, type="echo")
     return registry
 
 
