@@ -362,8 +362,8 @@ class Worker:
         asked = []
         for agent_id, etag, _outbox in await stale(older_than):
             key = str(agent_id)
-            if self.confirms.unconfirmed(key) or (key, etag) in self._flushed:
-                continue  # under way here, or asked already
+            if self.confirms.in_flight(key) or (key, etag) in self._flushed:
+                continue  # under way here, or asked already (lost ones are asked for)
             self._flushed[key, etag] = now
             asked.append(key)
         if asked:
@@ -401,7 +401,9 @@ class Worker:
         """Run the step; the envelopes to be confirmed before the ack, or None: settled."""
         body: bytes = message.body
         if envelope is not None and envelope.message == FLUSH_MESSAGE:
-            return await self._flush_outbox(AgentId.parse(envelope.recipient or ""))
+            agent_id = envelope.recipient_id
+            if agent_id is not None:
+                return await self._flush_outbox(agent_id)
         if envelope is not None and envelope.not_before is not None:
             left = (envelope.not_before - datetime.now(UTC)).total_seconds()
             if delay_bucket(left) is not None:  # not due yet: on to the next delay bucket
