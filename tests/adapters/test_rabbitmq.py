@@ -337,3 +337,37 @@ async def test_many_local_conversations_run_each_message_once_and_leave_no_outbo
     assert served[0] == {key: list(range(0, until + 1, 2)) for key in keys}
     assert worker.handled == len(keys)  # the first balls, from the broker
     assert worker.handled_local == len(keys) * until  # every other ball, once
+
+
+async def test_the_relay_asks_for_left_and_lost_outboxes_not_for_ones_under_way() -> None:
+    from cadre.hosts.worker import Worker, WorkerConfig
+    from cadre.stores.memory import MemoryStore
+
+    worker = Worker(WorkerConfig(), store=MemoryStore(), registry=make_registry())
+    broker = _Broker()
+    worker.confirms.inner_transport = broker  # type: ignore[assignment]
+    worker.confirms.local = None
+    asked: list[str] = []
+
+    async def flushes(agents: list[str]) -> None:  # what would go to the broker
+        asked.extend(agents)
+
+    worker._send_flushes = flushes  # type: ignore[method-assign]
+    under_way, lost, left = AgentId("left", "a"), AgentId("left", "b"), AgentId("left", "c")
+    await worker.confirms.publish([envelope("right/a", 1, sender=str(under_way))])
+    await worker.confirms.publish([envelope("right/b", 1, sender=str(lost))])
+    broker.published[1][1].set_exception(RuntimeError("connection cut"))
+    await asyncio.sleep(0.01)
+    stored = [(agent, "7", ()) for agent in (under_way, lost, left)]
+
+    async def stale(older_than: float) -> list[tuple[AgentId, str, tuple[Envelope, ...]]]:
+        return stored
+
+    assert await worker.relay_once(stale, 5.0) == 2
+    assert asked == [str(lost), str(left)]  # in flight here: not left behind
+    assert await worker.relay_once(stale, 5.0) == 0  # asked once per stored version
+    stored[2] = (left, "8", ())
+    assert await worker.relay_once(stale, 5.0) == 1
+    assert asked == [str(lost), str(left), str(left)]
+    broker.published[0][1].set_result(None)
+    await worker.confirms.close()
