@@ -258,7 +258,7 @@ async def test_cadre_worker_command_writes_health_and_stops_on_sigterm(cluster: 
 
 # --- rallies: left/<k> and right/<k> share a key, so a partition: no broker between them ---
 
-RALLIES = ("r0", "r1", "r2", "r3")
+RALLIES = ("r0", "r1", "r4", "r5")  # one on each of the 4 partitions
 
 
 async def serve(c: Cluster, until: int, pause: float = 0.0) -> None:
@@ -462,3 +462,24 @@ async def test_cadre_dlq_lists_and_redrives_the_workers_dead_letters(cluster: Cl
         await asyncio.sleep(0.1)
     assert [(d.id, d.reason) for d in again] == [(letter.id, "handler_failed")]
     assert again[0].failed_at > letter.failed_at
+
+
+async def test_two_workers_a_rally_owner_killed_the_other_takes_its_rallies_over(
+    cluster: Cluster,
+) -> None:
+    from cadre.transports.rabbitmq import partition_of
+
+    until = 160
+    owners = {partition_of(f"left/{key}", PARTITIONS) % 2 for key in RALLIES}
+    assert owners == {0, 1}  # the rallies are split between the two workers
+    relay = {"CADRE_RELAY_AFTER_SECONDS": "0.5"}
+    workers = [cluster.start_worker(0, 2, **relay), cluster.start_worker(1, 2, **relay)]
+    await asyncio.sleep(1.5)  # past the standby delay: each is the other's standby
+    await serve(cluster, until, pause=0.01)
+    await rally_progress(cluster, workers[0], 30)
+    workers[0].send_signal(signal.SIGKILL)  # its rallies' next balls exist only in outboxes
+    workers[0].wait(10)
+    at_kill = await rallies(cluster, 0, 0)
+    assert sum(len(a) + len(b) for a, b in at_kill.values()) < len(RALLIES) * until
+    assert await rallies(cluster, until, 60) == rallied(until)
+    assert workers[1].poll() is None
