@@ -127,8 +127,8 @@ class Confirms:
             self._failed[envelope_id] = error
             while len(self._failed) > MAX_FAILED:
                 del self._failed[next(iter(self._failed))]
+            # the stored outbox keeps it: no clear until it is re-sent and confirmed
             self._lost.setdefault(sender, {})[envelope_id] = (entry[0], entry[1])
-            pass  # the stored outbox keeps it: no clear until it is re-sent and confirmed
         if flight:
             return
         del self._flight[sender]
@@ -138,12 +138,9 @@ class Confirms:
     def _clear_latest(self, sender: str) -> None:
         latest = self._latest.pop(sender, None)
         if latest is not None:
-            clear = asyncio.ensure_future(self._clear(sender, *latest))
+            clear = asyncio.ensure_future(self.inner_store.clear_outbox(*latest))
             self._tasks.add(clear)
             clear.add_done_callback(self._tasks.discard)
-
-    async def _clear(self, sender: str, agent_id: AgentId, etag: str) -> None:
-        await self.inner_store.clear_outbox(agent_id, etag)
 
     def in_flight(self, agent: str) -> dict[str, tuple[int, Envelope, asyncio.Task[None]]]:
         """The agent's envelopes awaiting their confirm, in publish order."""

@@ -200,16 +200,12 @@ class Worker:
         if partition is not None:  # single active consumer: the partition is ours for now
             with contextlib.suppress(Exception):
                 self._active[partition] = message.channel
-        self._in_flight += 1
-        self._idle.clear()
         try:
             envelope: Envelope | None = Envelope.from_bytes(message.body)
         except EnvelopeInvalid:
             envelope = None  # the processor dead-letters it with the reason
         agent = envelope.recipient if envelope is not None else None
-        previous = self._chains.get(agent)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._chains[agent] = mine
+        previous, mine = self._join_chain(agent)
         confirm: tuple[Envelope, ...] | None = None
         try:
             if previous is not None:
@@ -224,18 +220,36 @@ class Worker:
             with contextlib.suppress(Exception):  # a closed channel redelivers it anyway
                 await self._requeue(message, agent)
         finally:
-            mine.set_result(None)  # the agent's next message may start: its step is committed
-            if self._chains.get(agent) is mine:
-                del self._chains[agent]
-                if agent is not None:
-                    self._requeued.discard(agent)
+            self._leave_chain(agent, mine)  # the agent's next message may start
         try:
             if confirm is not None:
                 await self._acknowledge(message, confirm)
         finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+            self._settled()
+
+    def _join_chain(
+        self, agent: str | None
+    ) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """Take the next place in `agent`'s chain (without awaiting: in call order); the
+        previous holder's future (None: first) and this one's, for `_leave_chain`."""
+        self._in_flight += 1
+        self._idle.clear()
+        previous = self._chains.get(agent)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._chains[agent] = mine
+        return previous, mine
+
+    def _leave_chain(self, agent: str | None, mine: asyncio.Future[None]) -> None:
+        mine.set_result(None)
+        if self._chains.get(agent) is mine:  # the last in the chain: it ends here
+            del self._chains[agent]
+            if agent is not None:
+                self._requeued.discard(agent)
+
+    def _settled(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
 
     # --- local delivery --------------------------------------------------------------------
 
@@ -264,12 +278,7 @@ class Worker:
         is the sender's confirm. It raises `TransportError` if the worker is stopping or
         the partition is no longer its own when the envelope's turn comes: the sender's
         `Confirms` then keeps the envelope in the sender's outbox."""
-        agent = envelope.recipient
-        previous = self._chains.get(agent)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._chains[agent] = mine
-        self._in_flight += 1
-        self._idle.clear()
+        previous, mine = self._join_chain(envelope.recipient)
         return asyncio.create_task(self._local(envelope, previous, mine))
 
     async def _local(
@@ -288,13 +297,8 @@ class Worker:
                     raise TransportError(f"{envelope.id} not run here: the worker is {why}")
                 await self._run_local(envelope)
         finally:
-            mine.set_result(None)
-            if self._chains.get(agent) is mine:
-                del self._chains[agent]
-                self._requeued.discard(agent)
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+            self._leave_chain(agent, mine)
+            self._settled()
 
     async def _run_local(self, envelope: Envelope) -> None:
         attempt = envelope.attempt
