@@ -172,10 +172,18 @@ async def _dlq_look(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
-    """`dlq redrive`: send dead letters again on the local runtime and run them."""
-    if args.store == "postgres":
-        return await _dlq_redrive_workers(args, settings)
-    rt = _runtime(settings)
+    """`dlq redrive`: send dead letters again; on the local runtime, also run them. With
+    ``--store postgres`` they go to the workers' queues, and the running `cadre worker`s
+    handle them."""
+    workers = args.store == "postgres"
+    if workers:
+        from .hosts.worker_api import WorkersRuntime
+        from .registry import default_registry
+
+        rt: Any = WorkersRuntime.from_settings(settings, registry=default_registry)
+        where = f" (sent to the workers' queue {settings.queue_name!r})"
+    else:
+        rt, where = _runtime(settings), ""
     try:
         ids = (
             [d.id for d in await rt.store.list_dead_letters(limit=100_000)]
@@ -188,39 +196,14 @@ async def _dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
         await rt.start()
         for letter_id in ids:
             await rt.redrive(letter_id)
-            print(f"redriven {letter_id}")
-        if args.no_run:
+            print(f"redriven {letter_id}{where}")
+        if workers or args.no_run:
             return 0
         await rt.run_until_idle()
         left = {d.id for d in await rt.store.list_dead_letters(limit=100_000)}
         failed = [i for i in ids if i in left]
         print(f"handled {len(ids) - len(failed)}, dead-lettered again {len(failed)}")
         return 1 if failed else 0
-    finally:
-        await rt.close()
-
-
-async def _dlq_redrive_workers(args: argparse.Namespace, settings: Settings) -> int:
-    """`dlq redrive --store postgres`: send dead letters again to the workers' queues (the
-    running `cadre worker`s handle them)."""
-    from .hosts.worker_api import WorkersRuntime
-    from .registry import default_registry
-
-    rt = WorkersRuntime.from_settings(settings, registry=default_registry)
-    try:
-        ids = (
-            [d.id for d in await rt.store.list_dead_letters(limit=100_000)]
-            if args.all
-            else args.ids
-        )
-        if not ids:
-            print("nothing to redrive")
-            return 0
-        await rt.start()
-        for letter_id in ids:
-            await rt.redrive(letter_id)
-            print(f"redriven {letter_id} (sent to the workers' queue {settings.queue_name!r})")
-        return 0
     finally:
         await rt.close()
 
