@@ -39,25 +39,31 @@ class Cluster:
     procs: list[subprocess.Popen[bytes]]
 
     def start_worker(self, index: int = 0, count: int = 1, **extra: str) -> subprocess.Popen[bytes]:
-        health = self.health(len(self.procs))
-        env = {
-            **os.environ,
-            "CADRE_RABBITMQ_URL": RABBITMQ_URL,
-            "CADRE_POSTGRES_URL": POSTGRES_DSN,
-            "CADRE_POSTGRES_PREFIX": f"{self.name}_",
-            "CADRE_QUEUE_NAME": self.name,
-            "CADRE_PARTITIONS": str(PARTITIONS),
-            "CADRE_WORKER_INDEX": str(index),
-            "CADRE_WORKER_COUNT": str(count),
-            "CADRE_CONCURRENCY": "4",
-            "CADRE_HEALTH_FILE": str(health),
+        env = self.env(
+            CADRE_WORKER_INDEX=str(index),
+            CADRE_WORKER_COUNT=str(count),
+            CADRE_CONCURRENCY="4",
+            CADRE_HEALTH_FILE=str(self.health(len(self.procs))),
             **extra,
-        }
+        )
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.worker_app"], cwd=ROOT, env=env
         )
         self.procs.append(proc)
         return proc
+
+    def env(self, app: str = "tests.support.worker_app", **extra: str) -> dict[str, str]:
+        """The environment of a process on this test's queues and tables."""
+        return {
+            **os.environ,
+            "CADRE_APP": app,
+            "CADRE_RABBITMQ_URL": RABBITMQ_URL,
+            "CADRE_POSTGRES_URL": POSTGRES_DSN,
+            "CADRE_POSTGRES_PREFIX": f"{self.name}_",
+            "CADRE_QUEUE_NAME": self.name,
+            "CADRE_PARTITIONS": str(PARTITIONS),
+            **extra,
+        }
 
     def health(self, n: int) -> Path:
         """The health file of the n-th process started."""
@@ -234,15 +240,7 @@ async def test_poison_message_is_dead_lettered_and_does_not_block(cluster: Clust
 
 async def test_cadre_worker_command_writes_health_and_stops_on_sigterm(cluster: Cluster) -> None:
     health = cluster.tmp / "cli-health.json"
-    env = {
-        **os.environ,
-        "CADRE_APP": "tests.support.worker_app",
-        "CADRE_RABBITMQ_URL": RABBITMQ_URL,
-        "CADRE_POSTGRES_URL": POSTGRES_DSN,
-        "CADRE_POSTGRES_PREFIX": f"{cluster.name}_",
-        "CADRE_QUEUE_NAME": cluster.name,
-        "CADRE_HEALTH_FILE": str(health),
-    }
+    env = cluster.env(CADRE_HEALTH_FILE=str(health))
     cmd = [sys.executable, "-m", "cadre.cli", "worker", "--partitions", str(PARTITIONS)]
     proc = cluster.spawn(cmd, env)
     for _ in range(100):
@@ -381,16 +379,7 @@ async def test_kill_9_during_team_tasks_gives_the_transcripts_of_an_undisturbed_
     async def said() -> int:
         return sum([len(await tasks.messages(i)) for i in ids])
 
-    env = {
-        **os.environ,
-        "CADRE_APP": "tests.support.worker_team",
-        "CADRE_RABBITMQ_URL": RABBITMQ_URL,
-        "CADRE_POSTGRES_URL": POSTGRES_DSN,
-        "CADRE_POSTGRES_PREFIX": f"{cluster.name}_",
-        "CADRE_QUEUE_NAME": cluster.name,
-        "CADRE_PARTITIONS": str(PARTITIONS),
-        "CADRE_RELAY_AFTER_SECONDS": "0.5",
-    }
+    env = cluster.env("tests.support.worker_team", CADRE_RELAY_AFTER_SECONDS="0.5")
     cmd = [sys.executable, "-m", "cadre.cli", "worker"]
     rng = random.Random(5)
     progress = [0]
@@ -428,15 +417,7 @@ async def test_cadre_dlq_lists_and_redrives_the_workers_dead_letters(cluster: Cl
             break
         await asyncio.sleep(0.1)
     [letter] = letters
-    env = {
-        **os.environ,
-        "CADRE_APP": "tests.support.worker_app",
-        "CADRE_RABBITMQ_URL": RABBITMQ_URL,
-        "CADRE_POSTGRES_URL": POSTGRES_DSN,
-        "CADRE_POSTGRES_PREFIX": f"{cluster.name}_",
-        "CADRE_QUEUE_NAME": cluster.name,
-        "CADRE_PARTITIONS": str(PARTITIONS),
-    }
+    env = cluster.env()
 
     def cadre(*args: str) -> str:
         done = subprocess.run(
