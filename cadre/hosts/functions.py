@@ -153,11 +153,11 @@ class FunctionsRuntime:
     ) -> Envelope:
         """Send a message from outside any agent (the HTTP API); a new task unless
         `task_id` is given. Replies go to `reply_to`, or else to the task's inbox."""
-        from .local import client_envelopes
+        from .local import send_from_client
 
-        [envelope] = client_envelopes(message, [str(to)], task_id=task_id, reply_to=reply_to)
-        await self.transport.send([envelope])
-        return envelope
+        return await send_from_client(
+            self.transport, to, message, task_id=task_id, reply_to=reply_to
+        )
 
     async def redrive(self, letter_id: str) -> Envelope:
         """Send a dead letter's envelope again (attempt 1) and remove it from the dead

@@ -90,6 +90,21 @@ def client_envelopes(
     return envelopes
 
 
+async def send_from_client(
+    transport: Transport,
+    to: AgentId,
+    message: Message,
+    *,
+    task_id: str | None = None,
+    reply_to: AgentId | None = None,
+) -> Envelope:
+    """Send one message from outside any agent (`client_envelopes`) and return its envelope:
+    every host's ``send`` and the workers' `submit`."""
+    [envelope] = client_envelopes(message, [str(to)], task_id=task_id, reply_to=reply_to)
+    await transport.send([envelope])
+    return envelope
+
+
 class LocalRuntime:
     """Runs agents in-process over the in-process transport."""
 
@@ -179,8 +194,9 @@ class LocalRuntime:
 
         Replies go to `reply_to`, or else to the task's inbox (see `replies`).
         """
-        [envelope] = client_envelopes(message, [str(to)], task_id=task_id, reply_to=reply_to)
-        await self.transport.send([envelope])
+        envelope = await send_from_client(
+            self.transport, to, message, task_id=task_id, reply_to=reply_to
+        )
         self.transport.flush()
         return envelope
 

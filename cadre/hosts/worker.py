@@ -487,11 +487,9 @@ async def submit(
     reply_to: AgentId | None = None,
 ) -> Envelope:
     """Send a message from outside any agent (a client, a test) to the workers."""
-    from .local import client_envelopes
+    from .local import send_from_client
 
-    [envelope] = client_envelopes(message, [str(to)], task_id=task_id, reply_to=reply_to)
-    await transport.send([envelope])
-    return envelope
+    return await send_from_client(transport, to, message, task_id=task_id, reply_to=reply_to)
 
 
 def config_from_settings(settings: Any, **overrides: Any) -> WorkerConfig:
