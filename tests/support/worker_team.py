@@ -36,9 +36,13 @@ model = SlowOffline()
 team = RoundRobinTeam(
     "fault-relay",
     [
-        Assistant("planner", system_message="You are a planner. List the steps.", model=model),
-        Assistant("writer", system_message="You are a writer. Write it up.", model=model),
-        Assistant("critic", system_message="You are a critic. Say what is missing.", model=model),
+        # names of their own: an Assistant's name is its agent type, and the app's default
+        # team (agents/team.py) has a planner, a writer and a critic in the same registry
+        Assistant("fault-planner", system_message="You are a planner. List steps.", model=model),
+        Assistant("fault-writer", system_message="You are a writer. Write it up.", model=model),
+        Assistant(
+            "fault-critic", system_message="You are a critic. Say what's missing.", model=model
+        ),
     ],
     termination=MaxMessages(max_messages=TURNS),
 ).register()
