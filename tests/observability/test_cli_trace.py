@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.fresh_app import run_cadre_in_fresh_folder
 
 
 def test_cadre_run_trace_writes_one_trace_and_prints_its_tree(tmp_path: Path) -> None:
-    for folder in ("agents", "messages"):
-        shutil.copytree(REPO / folder, tmp_path / folder)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CADRE_", "OTEL_"))}
-    env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run(
-        [sys.executable, "-m", "cadre.cli", "run", "--trace", "trace.jsonl", "Plan a day in Porto"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = run_cadre_in_fresh_folder(
+        tmp_path, "run", "--trace", "trace.jsonl", "Plan a day in Porto"
     )
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]

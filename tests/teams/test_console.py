@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,25 +13,13 @@ from cadre.cli import main
 from cadre.hosts.console import find_team, run_task
 from cadre.models import ReplayClient
 from cadre.teams import Assistant, RoundRobinTeam, Tasks, TextMention, UserProxy
+from tests.support.fresh_app import run_cadre_in_fresh_folder
 
 from .conftest import Harness
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def test_cadre_run_works_with_no_configuration_in_a_fresh_folder(tmp_path: Path) -> None:
-    for folder in ("agents", "messages"):
-        shutil.copytree(REPO / folder, tmp_path / folder)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CADRE_")}
-    env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run(
-        [sys.executable, "-m", "cadre.cli", "run", "Plan a three-day trip to Lisbon"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cadre_in_fresh_folder(tmp_path, "run", "Plan a three-day trip to Lisbon")
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "team default  model offline" in out
