@@ -14,7 +14,8 @@ from ..ids import AgentId
 class AgentRecord:
     """Everything stored for one agent instance, written in one conditional write.
 
-    `state` is the JSON text of the agent's state model (None before the first step),
+    `state` is the JSON text of the agent's state model (None before the first step; a
+    store may give back the same JSON value in another formatting: PostgreSQL's jsonb),
     `state_version` the version of the state model that wrote it, `seen` the ids of the most
     recently handled envelopes (oldest first), `outbox` the envelopes of the last step that
     may not have been published yet. `etag` is the store's version tag of what was read;
@@ -27,6 +28,12 @@ class AgentRecord:
     seen: tuple[str, ...] = ()
     outbox: tuple[Envelope, ...] = ()
     etag: str | None = None
+
+
+def outbox_json(outbox: tuple[Envelope, ...]) -> str:
+    """An outbox as one JSON array (``[]`` when empty), each envelope as `Envelope.to_bytes`
+    writes it: the form the SQL stores keep."""
+    return "[" + ",".join(e.model_dump_json(exclude_none=True) for e in outbox) + "]"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,9 @@
     store = PostgresStore("postgresql://postgres@127.0.0.1/test")
     await store.migrate()                       # or: cadre db migrate
 
-One row per agent instance in ``<prefix>agents``: the state (the agent's JSON text, kept
-verbatim), the seen ids and the outbox (jsonb), and a ``version`` column. `save` is one
+One row per agent instance in ``<prefix>agents``: the state (jsonb, so it can be queried:
+``state->>'field'``), the seen ids and the outbox (JSON text: only Cadre reads them, and
+text costs the server no parsing on every write), and a ``version`` column. `save` is one
 conditional statement (``UPDATE ... WHERE version = $if_match`` or ``INSERT ... ON CONFLICT
 DO NOTHING``): a writer holding a stale version changes nothing and gets
 `ConcurrencyConflict`. The etag is the version as text. Dead letters live in
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -36,7 +38,7 @@ from ..envelope import Envelope
 from ..errors import ConcurrencyConflict, ConfigurationError, NotFound, StoreError
 from ..ids import AgentId
 from ._postgres_commit import GroupCommit
-from .base import AgentRecord, DeadLetter
+from .base import AgentRecord, DeadLetter, outbox_json
 
 log = logging.getLogger("cadre.stores.postgres")
 
@@ -46,10 +48,10 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS {p}agents (
     agent_type    text   NOT NULL,
     agent_key     text   NOT NULL,
-    state         text,
+    state         jsonb,
     state_version int    NOT NULL DEFAULT 1,
-    seen          jsonb  NOT NULL DEFAULT '[]',
-    outbox        jsonb  NOT NULL DEFAULT '[]',
+    seen          text   NOT NULL DEFAULT '[]',
+    outbox        text   NOT NULL DEFAULT '[]',
     version       bigint NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (agent_type, agent_key)
@@ -67,6 +69,18 @@ CREATE TABLE IF NOT EXISTS {p}dead_letters (
     extra     jsonb NOT NULL DEFAULT '{{}}'
 );
 CREATE INDEX IF NOT EXISTS {p}dead_letters_failed_at ON {p}dead_letters (failed_at DESC);
+DO $$ BEGIN  -- tables of the first layout (state text, seen and outbox jsonb): convert them
+    IF (SELECT atttypid FROM pg_attribute
+        WHERE attrelid = '{p}agents'::regclass AND attname = 'seen') = 'jsonb'::regtype THEN
+        DROP INDEX IF EXISTS {p}agents_outbox_pending;
+        ALTER TABLE {p}agents
+            ALTER COLUMN state TYPE jsonb USING state::jsonb,
+            ALTER COLUMN seen DROP DEFAULT, ALTER COLUMN seen TYPE text USING seen::text,
+            ALTER COLUMN seen SET DEFAULT '[]',
+            ALTER COLUMN outbox DROP DEFAULT, ALTER COLUMN outbox TYPE text USING outbox::text,
+            ALTER COLUMN outbox SET DEFAULT '[]';
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS {p}agents_outbox_pending ON {p}agents (updated_at)
     WHERE outbox <> '[]';
 """
@@ -109,7 +123,7 @@ class PostgresStore:
         self._connect_timeout = connect_timeout
         p = prefix
         self._sql_load = (
-            f"SELECT state, state_version, seen, outbox, version FROM {p}agents "
+            f"SELECT state::text, state_version, seen, outbox, version FROM {p}agents "
             "WHERE agent_type = %s AND agent_key = %s"
         )
         self._sql_clear = (
@@ -192,8 +206,8 @@ class PostgresStore:
             agent_id,
             state,
             state_version,
-            tuple(seen),
-            tuple(Envelope.model_validate(e) for e in outbox),
+            tuple(json.loads(seen)),
+            _envelopes(outbox),
             str(version),
         )
 
@@ -204,8 +218,8 @@ class PostgresStore:
             aid,
             record.state,
             record.state_version,
-            list(record.seen),
-            [e.model_dump(mode="json") for e in record.outbox],
+            json.dumps(record.seen),
+            outbox_json(record.outbox),
             None if if_match is None else int(if_match),
         )
         if version is None:
@@ -255,7 +269,7 @@ class PostgresStore:
             (
                 AgentId(agent_type, agent_key),
                 str(version),
-                tuple(Envelope.model_validate(e) for e in outbox),
+                _envelopes(outbox),
             )
             for agent_type, agent_key, version, outbox in rows
         ]
@@ -322,6 +336,10 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def _envelopes(outbox: str) -> tuple[Envelope, ...]:
+    return tuple(Envelope.model_validate(e) for e in json.loads(outbox))
 
 
 def _letter(row: tuple[Any, ...]) -> DeadLetter:

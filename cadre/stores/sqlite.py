@@ -35,7 +35,7 @@ from ..envelope import Envelope
 from ..errors import ConcurrencyConflict, NotFound, StoreError
 from ..ids import AgentId
 from ._sqlite_writer import GroupCommit, SQLiteJournal
-from .base import AgentRecord, DeadLetter
+from .base import AgentRecord, DeadLetter, outbox_json
 
 __all__ = ["SQLiteJournal", "SQLiteStore"]
 
@@ -66,12 +66,6 @@ CREATE TABLE IF NOT EXISTS queue (
     body TEXT NOT NULL
 );
 """
-
-
-def _outbox_text(outbox: tuple[Envelope, ...]) -> str | None:
-    if not outbox:
-        return None
-    return "[" + ",".join(e.model_dump_json(exclude_none=True) for e in outbox) + "]"
 
 
 class SQLiteStore:
@@ -265,7 +259,7 @@ class SQLiteStore:
                     r.state,
                     r.state_version,
                     " ".join(r.seen),  # envelope ids never contain spaces
-                    _outbox_text(r.outbox),
+                    outbox_json(r.outbox) if r.outbox else None,
                     int(r.etag),  # type: ignore[arg-type]
                 )
                 for key, r in self._dirty.items()

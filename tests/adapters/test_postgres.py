@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
 
+from cadre.envelope import Envelope, utcnow
 from cadre.errors import ConcurrencyConflict, ConfigurationError, StoreError
 from cadre.ids import AgentId
 from cadre.stores.base import AgentRecord
@@ -67,15 +69,67 @@ async def test_a_write_from_another_process_invalidates_this_ones_cached_record(
     assert (await postgres_store.load(A)).state == "3"
 
 
-async def test_seen_and_outbox_are_jsonb_and_the_version_counts_writes(postgres_store) -> None:
-    etag = await postgres_store.save(AgentRecord(A, state="{}", seen=("e1",)), if_match=None)
-    await postgres_store.save(AgentRecord(A, state="{}", seen=("e1", "e2")), if_match=etag)
+async def test_the_state_is_jsonb_the_seen_ids_json_text_and_the_version_counts_writes(
+    postgres_store,
+) -> None:
+    etag = await postgres_store.save(AgentRecord(A, state='{"n": 1}', seen=("e1",)), if_match=None)
+    await postgres_store.save(AgentRecord(A, state='{"n": 2}', seen=("e1", "e2")), if_match=etag)
     pool = await postgres_store._open()
     async with pool.connection() as conn:
         cur = await conn.execute(
-            f"SELECT jsonb_typeof(seen), seen->>1, version FROM {postgres_store.prefix}agents"
+            f"SELECT state->>'n', seen::jsonb->>1, outbox, version "
+            f"FROM {postgres_store.prefix}agents"
         )
-        assert await cur.fetchone() == ("array", "e2", 2)
+        assert await cur.fetchone() == ("2", "e2", "[]", 2)
+
+
+async def test_migrate_converts_tables_of_the_first_layout_and_keeps_their_rows(
+    postgres_store,
+) -> None:
+    from cadre.stores.postgres import PostgresStore
+
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    pool = await postgres_store._open()
+    outbox = Envelope(
+        id="o1", message="m", version=1, payload={"x": 1}, task_id="t", recipient="b/1",
+        created_at=utcnow(),
+    )  # fmt: skip
+    async with pool.connection() as conn:  # the layout `cadre db migrate` made before
+        await conn.execute(
+            f"CREATE TABLE {prefix}agents (agent_type text NOT NULL, agent_key text NOT NULL, "
+            "state text, state_version int NOT NULL DEFAULT 1, "
+            "seen jsonb NOT NULL DEFAULT '[]', outbox jsonb NOT NULL DEFAULT '[]', "
+            "version bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
+            "PRIMARY KEY (agent_type, agent_key))"
+        )
+        await conn.execute(
+            f"CREATE INDEX {prefix}agents_outbox_pending ON {prefix}agents (updated_at) "
+            "WHERE outbox <> '[]'"
+        )
+        await conn.execute(
+            f"INSERT INTO {prefix}agents (agent_type, agent_key, state, seen, outbox, version) "
+            "VALUES ('counter', 'a', '{\"n\": 7}', '[\"e1\", \"e2\"]', %s::jsonb, 3)",
+            (f"[{outbox.to_bytes().decode()}]",),
+        )
+    store = PostgresStore(POSTGRES_DSN, prefix=prefix)
+    try:
+        await store.migrate()
+        await store.migrate()  # and again: nothing left to convert
+        record = await store.load(A)
+        assert (record.state, record.seen, record.outbox, record.etag) == (
+            '{"n": 7}',
+            ("e1", "e2"),
+            (outbox,),
+            "3",
+        )
+        assert [agent for agent, _, _ in await store.stale_outboxes(0)] == [A]
+        await store.save(dataclasses.replace(record, state='{"n": 8}', outbox=()), if_match="3")
+        store._cache.clear()
+        assert (await store.load(A)).state == '{"n": 8}'
+        assert await store.stale_outboxes(0) == []
+    finally:
+        await store.drop()
+        await store.close()
 
 
 async def test_cadre_db_migrate_creates_the_tables(postgres_store, monkeypatch, capsys) -> None:
@@ -156,7 +210,7 @@ async def test_a_write_that_fails_its_batch_fails_alone(postgres_store) -> None:
     agents = [AgentId("counter", str(i)) for i in range(5)]
     results = await asyncio.gather(
         *(
-            postgres_store.save(AgentRecord(a, state="bad\x00" if i == 2 else "ok"), if_match=None)
+            postgres_store.save(AgentRecord(a, state="not json" if i == 2 else "{}"), if_match=None)
             for i, a in enumerate(agents)
         ),
         return_exceptions=True,
@@ -165,7 +219,7 @@ async def test_a_write_that_fails_its_batch_fails_alone(postgres_store) -> None:
     assert all(isinstance(r, str) for i, r in enumerate(results) if i != 2)
     postgres_store._cache.clear()
     assert [(await postgres_store.load(a)).state for a in agents] == [
-        "ok", "ok", None, "ok", "ok"
+        "{}", "{}", None, "{}", "{}"
     ]  # fmt: skip
 
 
