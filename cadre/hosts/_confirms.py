@@ -29,7 +29,6 @@ its recipient's committed step. Everything above holds for it unchanged.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import itertools
 import logging
@@ -200,7 +199,7 @@ class _Store:
                     for e in record.outbox
                     if e.id not in flying and (confirmed is None or e.id not in confirmed)
                 )
-                record = dataclasses.replace(record, outbox=outbox)
+                record = record.with_outbox(outbox)
         return record
 
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
@@ -210,7 +209,7 @@ class _Store:
         if unconfirmed:
             new = {e.id for e in record.outbox}
             carried = tuple(env for env in unconfirmed if env.id not in new)
-            record = dataclasses.replace(record, outbox=(*carried, *record.outbox))
+            record = record.with_outbox((*carried, *record.outbox))
         confirms = self._confirms
         dropped = confirms._confirmed.pop(key, None)  # not carried: gone once saved
         try:

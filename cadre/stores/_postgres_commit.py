@@ -63,7 +63,7 @@ UNION ALL SELECT NULL, version, agent_type, agent_key FROM ins
 """
 """One statement for a whole batch: one array per column (``sv`` null: a clear; ``ver``
 null: an insert), sent in binary, so the server neither escapes nor parses anything but
-the state (to jsonb); the seen ids and the outbox are JSON text, written as they come."""
+the state (to jsonb); the seen ids and the outbox are text, written as they come."""
 
 
 @dataclass(slots=True)
@@ -73,7 +73,7 @@ class Save:
     agent_id: AgentId
     state: str | None
     state_version: int
-    seen: str  # JSON text
+    seen: str  # space-separated ids
     outbox: str  # JSON text
     if_match: int | None
     done: asyncio.Future[int | None]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 from ..errors import ConcurrencyConflict, NotFound
@@ -44,7 +43,7 @@ class MemoryStore:
         """Empty the outbox if the record is still the one written with `etag`."""
         current = self._records.get(agent_id)
         if current is not None and current.etag == etag and current.outbox:
-            self._records[agent_id] = dataclasses.replace(current, outbox=())
+            self._records[agent_id] = current.with_outbox(())
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""

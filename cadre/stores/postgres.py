@@ -4,8 +4,9 @@
     await store.migrate()                       # or: cadre db migrate
 
 One row per agent instance in ``<prefix>agents``: the state (jsonb, so it can be queried:
-``state->>'field'``), the seen ids and the outbox (JSON text: only Cadre reads them, and
-text costs the server no parsing on every write), and a ``version`` column. `save` is one
+``state->>'field'``), the seen ids (space-separated text)
+and the outbox (JSON text): only Cadre reads those, and text costs the server no parsing
+on every write, and a ``version`` column. `save` is one
 conditional statement (``UPDATE ... WHERE version = $if_match`` or ``INSERT ... ON CONFLICT
 DO NOTHING``): a writer holding a stale version changes nothing and gets
 `ConcurrencyConflict`. The etag is the version as text. Dead letters live in
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import re
@@ -38,7 +38,7 @@ from ..envelope import Envelope
 from ..errors import ConcurrencyConflict, ConfigurationError, NotFound, StoreError
 from ..ids import AgentId
 from ._postgres_commit import GroupCommit
-from .base import AgentRecord, DeadLetter, outbox_json
+from .base import AgentRecord, DeadLetter, outbox_json, seen_ids, seen_text
 
 log = logging.getLogger("cadre.stores.postgres")
 
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS {p}agents (
     agent_key     text   NOT NULL,
     state         jsonb,
     state_version int    NOT NULL DEFAULT 1,
-    seen          text   NOT NULL DEFAULT '[]',
+    seen          text   NOT NULL DEFAULT '',
     outbox        text   NOT NULL DEFAULT '[]',
     version       bigint NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
@@ -73,10 +73,13 @@ DO $$ BEGIN  -- tables of the first layout (state text, seen and outbox jsonb): 
     IF (SELECT atttypid FROM pg_attribute
         WHERE attrelid = '{p}agents'::regclass AND attname = 'seen') = 'jsonb'::regtype THEN
         DROP INDEX IF EXISTS {p}agents_outbox_pending;
+        ALTER TABLE {p}agents ADD COLUMN seen_ids text NOT NULL DEFAULT '';
+        UPDATE {p}agents
+            SET seen_ids = array_to_string(ARRAY(SELECT jsonb_array_elements_text(seen)), ' ');
+        ALTER TABLE {p}agents DROP COLUMN seen;
+        ALTER TABLE {p}agents RENAME COLUMN seen_ids TO seen;
         ALTER TABLE {p}agents
             ALTER COLUMN state TYPE jsonb USING state::jsonb,
-            ALTER COLUMN seen DROP DEFAULT, ALTER COLUMN seen TYPE text USING seen::text,
-            ALTER COLUMN seen SET DEFAULT '[]',
             ALTER COLUMN outbox DROP DEFAULT, ALTER COLUMN outbox TYPE text USING outbox::text,
             ALTER COLUMN outbox SET DEFAULT '[]';
     END IF;
@@ -206,7 +209,7 @@ class PostgresStore:
             agent_id,
             state,
             state_version,
-            tuple(json.loads(seen)),
+            seen_ids(seen),
             _envelopes(outbox),
             str(version),
         )
@@ -218,7 +221,7 @@ class PostgresStore:
             aid,
             record.state,
             record.state_version,
-            json.dumps(record.seen),
+            seen_text(record.seen),
             outbox_json(record.outbox),
             None if if_match is None else int(if_match),
         )
@@ -226,7 +229,7 @@ class PostgresStore:
             self._cache.pop(aid, None)  # someone else wrote: read it afresh next time
             raise ConcurrencyConflict(f"{aid}: the stored version is not {if_match}")
         etag = str(version)
-        self._remember(dataclasses.replace(record, etag=etag))
+        self._remember(record.with_etag(etag))
         return etag
 
     def _remember(self, record: AgentRecord) -> None:
@@ -247,7 +250,7 @@ class PostgresStore:
         """
         cached = self._cache.get(agent_id)
         if cached is not None and cached.etag == etag:
-            self._cache[agent_id] = dataclasses.replace(cached, outbox=())
+            self._cache[agent_id] = cached.with_outbox(())
         elif not self._cache_size:  # reads go to the table: clear it before returning
             await self._execute(self._sql_clear, (agent_id.type, agent_id.key, int(etag)))
             return

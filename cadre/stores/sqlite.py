@@ -35,7 +35,7 @@ from ..envelope import Envelope
 from ..errors import ConcurrencyConflict, NotFound, StoreError
 from ..ids import AgentId
 from ._sqlite_writer import GroupCommit, SQLiteJournal
-from .base import AgentRecord, DeadLetter, outbox_json
+from .base import AgentRecord, DeadLetter, outbox_json, seen_ids, seen_text
 
 __all__ = ["SQLiteJournal", "SQLiteStore"]
 
@@ -222,7 +222,7 @@ class SQLiteStore:
             agent_id,
             state=state,
             state_version=state_version,
-            seen=tuple(seen.split(" ")) if seen else (),
+            seen=seen_ids(seen),
             outbox=tuple(Envelope.model_validate(e) for e in json.loads(outbox)) if outbox else (),
             etag=str(version),
         )
@@ -258,7 +258,7 @@ class SQLiteStore:
                     key,
                     r.state,
                     r.state_version,
-                    " ".join(r.seen),  # envelope ids never contain spaces
+                    seen_text(r.seen),
                     outbox_json(r.outbox) if r.outbox else None,
                     int(r.etag),  # type: ignore[arg-type]
                 )
