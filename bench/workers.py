@@ -3,8 +3,12 @@ processes) side by side with autogen-ext 0.7.5's gRPC runtime on the same worklo
 
 Workloads (the message shapes of bench/core.py: an int and a 32-character string), the
 same on both sides (same agents, same pairs, same message count):
-  ping-pong         C conversations at once (`--chains`, default 32): pinger/i and ponger/i
+  ping-pong         C conversations at once (`--chains`, default 32): pinger/k and ponger/k
                     exchange N/C request/response pairs each, one at a time (N = `--pairs`);
+                    the C keys k are chosen so that they spread evenly over the partitions
+                    (`conversation_keys`), as the keys of many tasks do: the first 32 integers
+                    would put 14 conversations on one worker and 18 on the other, and the run
+                    would measure CRC-32's luck with 32 keys rather than the second worker;
   serial ping-pong  one conversation (C = 1): every hop waits for the one before, so it
                     measures the latency of a hop, not what a worker can carry;
   fan-out           N publishes to one topic with 10 subscriber agent types (10 N deliveries).
@@ -15,7 +19,7 @@ and 1 or 2 GrpcWorkerAgentRuntime workers (in a child process; nothing is persis
 acknowledged). Step latency (p50/p99) is measured inside the Cadre workers around
 `Processor.process`.
 
-    pip install -e ".[bench,workers]" && python bench/workers.py [--pairs 2000] [--chains 32]
+    pip install -e ".[bench,workers]" && python bench/workers.py [--pairs 16000] [--chains 32]
     python bench/workers.py --quick           # smaller sizes, one pass, for a smoke check
 
 The last line printed is one JSON object (ratios are Cadre msgs/s / autogen gRPC's).
@@ -23,6 +27,7 @@ The last line printed is one JSON object (ratios are Cadre msgs/s / autogen gRPC
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -211,6 +216,24 @@ class CadreCluster:
         return int(row[0]) if row else 0
 
 
+def conversation_keys(chains: int) -> list[str]:
+    """`chains` conversation keys, the first integers (as text) whose partitions (of
+    PARTITIONS) are not yet full, so every partition holds ceil(chains / PARTITIONS) of
+    them: the same keys on both sides (autogen ignores them)."""
+    from cadre.transports.rabbitmq import partition_of
+
+    keys: list[str] = []
+    per: dict[int, int] = {}
+    for n in itertools.count():
+        part = partition_of(f"ponger/{n}", PARTITIONS)
+        if per.get(part, 0) < -(-chains // PARTITIONS):
+            per[part] = per.get(part, 0) + 1
+            keys.append(str(n))
+            if len(keys) == chains:
+                return keys
+    raise AssertionError("unreachable")
+
+
 async def cadre_pingpong(
     workers: int, pairs: int, chains: int, folder: Path
 ) -> tuple[float, list[float]]:
@@ -218,8 +241,8 @@ async def cadre_pingpong(
     rounds = pairs // chains
     async with CadreCluster(workers, rounds, folder) as cluster:
         started = time.perf_counter()
-        for i in range(chains):
-            await cluster.send([f"ponger/{i}"], Ping(seq=0, text=TEXT), reply_to=f"pinger/{i}")
+        for key in conversation_keys(chains):
+            await cluster.send([f"ponger/{key}"], Ping(seq=0, text=TEXT), reply_to=f"pinger/{key}")
         while await cluster.count_done("pinger", "last", rounds - 1) < chains:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
@@ -352,8 +375,8 @@ async def autogen_run(workload: str, workers: int, size: int, chains: int, port:
     await asyncio.sleep(0.5)  # let the host learn every registration and subscription
     started = time.perf_counter()
     if workload == "pingpong":
-        for i in range(chains):
-            await runtimes[0].publish_message(APing(seq=0, text=TEXT), ATopicId("ponger", str(i)))
+        for key in conversation_keys(chains):
+            await runtimes[0].publish_message(APing(seq=0, text=TEXT), ATopicId("ponger", key))
         messages = 2 * rounds * chains
     else:
         for seq in range(size):
@@ -434,7 +457,7 @@ def measure_pass(args: Any, folder: Path, progress: Any) -> dict[str, tuple[floa
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every measurement, print the table and the JSON line; return the JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=4000, help="ping-pong pairs in all")
+    parser.add_argument("--pairs", type=int, default=16000, help="ping-pong pairs in all")
     parser.add_argument("--chains", type=int, default=32, help="ping-pong conversations at once")
     parser.add_argument("--serial-pairs", type=int, default=1000, help="serial ping-pong pairs")
     parser.add_argument("--publishes", type=int, default=300)
