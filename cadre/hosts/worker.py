@@ -45,7 +45,7 @@ from ..processing import Disposition, Processed, Processor, RetryPolicy
 from ..registry import Registry, default_registry
 from ..step import DEFAULT_SEEN_LIMIT, Step
 from ..stores.base import StateStore
-from ..transports.rabbitmq import RabbitMQTransport, delay_bucket, partition_of
+from ..transports.rabbitmq import RabbitMQTransport, delay_bucket, partition_of, split_body
 from ._acks import AckRuns
 from ._confirms import Confirms
 
@@ -196,36 +196,73 @@ class Worker:
 
     async def _on_message(self, message: Any, partition: int | None = None) -> None:
         # Deliveries start in the order the broker sent them, and nothing here awaits before
-        # the message takes its place in its agent's chain: per-agent order is delivery order.
+        # the message's envelopes take their places in their agents' chains: per-agent
+        # order is delivery order. A message may carry several envelopes (see
+        # `split_body`); those of one agent run one after another in one place of its chain.
         if partition is not None:  # single active consumer: the partition is ours for now
             with contextlib.suppress(Exception):
                 self._active[partition] = message.channel
+        groups: dict[str | None, list[tuple[bytes, Envelope | None]]] = {}
+        for body in split_body(message.body, message.content_type):
+            try:
+                envelope: Envelope | None = Envelope.from_bytes(body)
+            except EnvelopeInvalid:
+                envelope = None  # the processor dead-letters it with the reason
+            groups.setdefault(envelope.recipient if envelope else None, []).append((body, envelope))
+        places = [(agent, items, *self._join_chain(agent)) for agent, items in groups.items()]
+        runs = [self._run_group(message, items, previous) for _, items, previous, _ in places]
+        returned: list[str | None] = []
         try:
-            envelope: Envelope | None = Envelope.from_bytes(message.body)
-        except EnvelopeInvalid:
-            envelope = None  # the processor dead-letters it with the reason
-        agent = envelope.recipient if envelope is not None else None
-        previous, mine = self._join_chain(agent)
-        confirm: tuple[Envelope, ...] | None = None
-        try:
-            if previous is not None:
-                await previous
-            async with self._sem:
+            try:
+                if len(runs) == 1:
+                    outcomes: list[Any] = [await _outcome(runs[0])]
+                else:
+                    outcomes = await asyncio.gather(*runs, return_exceptions=True)
+                for (agent, *_), outcome in zip(places, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        log.error(
+                            "delivery %s failed; returning it to its queue",
+                            message.message_id,
+                            exc_info=outcome,
+                        )
+                    if outcome is None or isinstance(outcome, BaseException):
+                        returned.append(agent)
+                if returned:  # before any of its agents' next messages may start
+                    with contextlib.suppress(Exception):  # a closed channel redelivers it
+                        await self._requeue(message, returned)
+            finally:
+                for agent, _, _, mine in places:
+                    self._leave_chain(agent, mine)  # the agent's next message may start
+            if not returned and _SKIPPED not in outcomes:
+                await self._acknowledge(message, tuple(e for o in outcomes for e in o))
+        finally:
+            for _ in places:
+                self._settled()
+
+    async def _run_group(
+        self,
+        message: Any,
+        items: list[tuple[bytes, Envelope | None]],
+        previous: asyncio.Future[None] | None,
+    ) -> Any:
+        """Run one agent's envelopes of `message` in order, once its chain reaches them:
+        the envelopes to be confirmed before the ack, None to return the message to its
+        queue, or `_SKIPPED` when its channel is gone (the broker redelivers it)."""
+        if previous is not None:
+            await previous
+        confirm: list[Envelope] = []
+        async with self._sem:
+            for body, envelope in items:
+                agent = envelope.recipient if envelope is not None else None
                 if self._stopping.is_set() or (agent is not None and agent in self._requeued):
-                    await self._requeue(message, agent)
-                elif not _channel_closed(message):  # else the broker redelivers it anyway
-                    confirm = await self._handle(message, envelope)
-        except Exception:  # back to its queue (with what follows for its agent), to be redone
-            log.exception("delivery %s failed; returning it to its queue", message.message_id)
-            with contextlib.suppress(Exception):  # a closed channel redelivers it anyway
-                await self._requeue(message, agent)
-        finally:
-            self._leave_chain(agent, mine)  # the agent's next message may start
-        try:
-            if confirm is not None:
-                await self._acknowledge(message, confirm)
-        finally:
-            self._settled()
+                    return None
+                if _channel_closed(message):
+                    return _SKIPPED
+                published = await self._handle(body, envelope)
+                if published is None:
+                    return None
+                confirm.extend(published)
+        return tuple(confirm)
 
     def _join_chain(
         self, agent: str | None
@@ -394,16 +431,15 @@ class Worker:
             return
         self.handled += 1
 
-    async def _requeue(self, message: Any, agent: str | None) -> None:
-        """Return a message to its queue; later ones for its agent follow it there."""
-        if agent is not None:
-            self._requeued.add(agent)
+    async def _requeue(self, message: Any, agents: list[str | None]) -> None:
+        """Return a message to its queue; later ones for `agents` follow it there."""
+        self._requeued.update(agent for agent in agents if agent is not None)
         await message.nack(requeue=True)
         self.acks.settled_alone(message)
 
-    async def _handle(self, message: Any, envelope: Envelope | None) -> tuple[Envelope, ...] | None:
-        """Run the step; the envelopes to be confirmed before the ack, or None: settled."""
-        body: bytes = message.body
+    async def _handle(self, body: bytes, envelope: Envelope | None) -> tuple[Envelope, ...] | None:
+        """Run the step; the envelopes to be confirmed before the ack, or None: return the
+        message to its queue (the worker is stopping while the handler retries)."""
         if envelope is not None and envelope.message == FLUSH_MESSAGE:
             agent_id = envelope.recipient_id
             if agent_id is not None:
@@ -421,7 +457,6 @@ class Worker:
             if processed.disposition is not Disposition.RETRY:
                 break
             if self._stopping.is_set():  # back to the head of its queue for the next owner
-                await self._requeue(message, envelope.recipient if envelope else None)
                 return None
             await asyncio.sleep(processed.retry_after or 0.0)
             attempt += 1
@@ -467,6 +502,18 @@ class Worker:
             }
             path.write_text(json.dumps(status))
             await asyncio.sleep(2.0)
+
+
+_SKIPPED = object()
+"""A delivery whose channel closed before its turn: neither acknowledged nor returned."""
+
+
+async def _outcome(run: Any) -> Any:
+    """`run`'s result, or the exception it raised (as `asyncio.gather` would return it)."""
+    try:
+        return await run
+    except Exception as exc:
+        return exc
 
 
 def _channel_closed(message: Any) -> bool:

@@ -99,14 +99,37 @@ def test_a_missing_aio_pika_names_the_extra(monkeypatch) -> None:
 
 
 async def test_messages_are_persistent_and_in_order_on_the_recipients_partition(rabbit) -> None:
-    from cadre.transports.rabbitmq import partition_of
+    from cadre.transports.rabbitmq import partition_of, split_body
 
     sent = [envelope("sink/a", i) for i in range(20)]
-    await rabbit.send(sent)
+    for one in sent:  # one send each: one AMQP message each, the envelope's own JSON
+        await rabbit.send([one])
     queue = rabbit.queue_name(partition_of("sink/a", rabbit.partitions))
     got = await get_all(rabbit, queue, 20)
     assert [Envelope.from_bytes(m.body).id for m in got] == [e.id for e in sent]
-    assert {m.delivery_mode for m in got} == {2}  # persistent
+    assert {(m.delivery_mode, m.content_type) for m in got} == {(2, "application/json")}
+    assert [split_body(m.body, m.content_type) for m in got] == [[m.body] for m in got]
+
+
+async def test_one_send_is_one_message_per_partition_in_order_in_batches_of_max_batch(
+    rabbit,
+) -> None:
+    from cadre.transports.rabbitmq import BATCH_CONTENT_TYPE, MAX_BATCH, partition_of, split_body
+
+    a, b = "sink/a", next(f"sink/{i}" for i in range(99) if partition_of(f"sink/{i}", 3) != 0)
+    assert partition_of(a, 3) != partition_of(b, 3)
+    sent = [envelope(a if i % 5 else b, i) for i in range(2 * MAX_BATCH + 50)]
+    await rabbit.send(sent)
+    for agent in (a, b):
+        mine = [e.id for e in sent if e.recipient == agent]
+        queue = rabbit.queue_name(partition_of(agent, rabbit.partitions))
+        got = await get_all(rabbit, queue, -(-len(mine) // MAX_BATCH))
+        assert {(m.delivery_mode, m.content_type) for m in got} == {(2, BATCH_CONTENT_TYPE)}
+        lines = [line for m in got for line in split_body(m.body, m.content_type)]
+        assert [Envelope.from_bytes(line).id for line in lines] == mine  # all, in send order
+        sizes = [min(MAX_BATCH, len(mine) - k) for k in range(0, len(mine), MAX_BATCH)]
+        assert [len(split_body(m.body, m.content_type)) for m in got] == sizes  # a: 100, 100; b: 50
+        assert await get_all(rabbit, queue, 1, within=0.2) == []
 
 
 async def test_a_timer_goes_through_a_delay_bucket_and_arrives_when_due(rabbit) -> None:
@@ -189,6 +212,45 @@ async def test_a_worker_runs_a_timer_only_when_it_is_due(rabbit) -> None:
 
     await run_worker(rabbit, done)
     assert seen_at and seen_at[0] >= due
+
+
+async def test_a_message_of_many_envelopes_runs_each_once_in_order_and_dead_letters_a_bad_line(
+    rabbit,
+) -> None:
+    import aio_pika
+
+    from cadre.transports.rabbitmq import BATCH_CONTENT_TYPE, partition_of
+
+    a = AgentId("sink", "a")
+    part = partition_of(str(a), rabbit.partitions)
+    b = next(
+        AgentId("sink", f"b{i}")
+        for i in range(100)
+        if partition_of(f"sink/b{i}", rabbit.partitions) == part
+    )
+    lines = [envelope(str(a), 0).to_bytes(), envelope(str(b), 10).to_bytes(), b"{not json"]
+    lines += [envelope(str(agent), seq).to_bytes() for seq in (1, 2) for agent in (a, b)]
+    channel = await rabbit.connection.channel()
+    batch = aio_pika.Message(b"\n".join(lines), content_type=BATCH_CONTENT_TYPE, delivery_mode=2)
+    await channel.default_exchange.publish(batch, rabbit.queue_name(part))
+    letters: list = []
+
+    async def done(store) -> bool:  # type: ignore[no-untyped-def]
+        got = [await store.load(agent) for agent in (a, b)]
+        letters[:] = await store.list_dead_letters()
+        return [json.loads(r.state)["got"] if r.state else [] for r in got] == [
+            [0, 1, 2],
+            [10, 1, 2],
+        ] and bool(letters)
+
+    worker = await run_worker(rabbit, done)
+    assert worker.handled == 1  # one message, acknowledged once for its five envelopes
+    assert [(x.reason, x.body) for x in letters] == [("envelope_invalid", b"{not json")]
+    [dlq] = await get_all(rabbit, rabbit.dlq_name, 1)
+    assert (dlq.body, dlq.headers["x-cadre-reason"]) == (b"{not json", "envelope_invalid")
+    queue = await channel.declare_queue(rabbit.queue_name(part), passive=True)
+    assert queue.declaration_result.message_count == 0  # acknowledged, not redelivered
+    await channel.close()
 
 
 async def test_agents_sharing_a_partition_run_concurrently_each_in_order(rabbit) -> None:
