@@ -18,6 +18,7 @@ import hashlib
 import logging
 import random
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -125,6 +126,30 @@ class Processor:
             if processed.disposition in (Disposition.RETRY, Disposition.DEAD_LETTERED):
                 scope.error = processed.error
         return processed
+
+    async def process_many(self, envelopes: Sequence[Envelope]) -> list[Processed] | None:
+        """Several envelopes for one agent as one step (`Step.run_many`: one load, one save),
+        or None when they must go through `process` one by one: with telemetry on (each
+        message has its own span), or when anything fails (a bad payload, a failing
+        handler, a lost race): nothing was saved, and `process` retries and dead-letters
+        each as usual (a handler that ran before the failure runs again)."""
+        tel = telemetry.current()
+        tel.refresh()
+        if tel.tracing or tel.measuring:
+            return None
+        try:
+            results = await self.step.run_many(envelopes)
+        except Exception as exc:  # ConcurrencyConflict, DeliveryError, a handler's error
+            log.debug("%d envelopes go one by one: %s", len(envelopes), exc)
+            return None
+        return [
+            Processed(
+                Disposition.DUPLICATE if r.outcome is Outcome.DUPLICATE else Disposition.HANDLED,
+                envelope,
+                result=r,
+            )
+            for envelope, r in zip(envelopes, results, strict=True)
+        ]
 
     async def _run(self, envelope: Envelope) -> Processed:
         """The step, redone after lost races; failures become retries or dead letters."""

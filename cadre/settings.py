@@ -19,6 +19,7 @@
 | CADRE_HEALTH_FILE          | (none)             | a JSON status file the worker rewrites every 2s|
 | CADRE_LOCAL_DELIVERY       | true               | workers run messages for partitions they own   |
 | CADRE_RELAY_AFTER_SECONDS  | 5                  | workers republish outboxes left this long      |
+| CADRE_STEP_BATCH           | 32                 | queued messages for one agent run as one step  |
 | CADRE_COSMOS_ENDPOINT      | (none)             | Cosmos URL (or CosmosDB__accountEndpoint)      |
 | CADRE_COSMOS_KEY           | (none)             | Cosmos key; none: DefaultAzureCredential       |
 | CADRE_COSMOS_DATABASE      | cadre              | Cosmos database name                           |
@@ -105,6 +106,7 @@ class Settings:
     health_file: Path | None = None
     local_delivery: bool = True
     relay_after_seconds: float = 5.0
+    step_batch: int = 32
     cosmos_endpoint: str | None = None
     cosmos_key: str | None = None
     cosmos_database: str = "cadre"
@@ -143,6 +145,7 @@ class Settings:
             health_file=Path(env["CADRE_HEALTH_FILE"]) if env.get("CADRE_HEALTH_FILE") else None,
             local_delivery=_bool(env, "CADRE_LOCAL_DELIVERY", True),
             relay_after_seconds=_float(env, "CADRE_RELAY_AFTER_SECONDS", 5.0),
+            step_batch=_int(env, "CADRE_STEP_BATCH", 32),
             cosmos_endpoint=env.get("CADRE_COSMOS_ENDPOINT")
             or env.get("CosmosDB__accountEndpoint")
             or None,

@@ -12,10 +12,16 @@ A crash between any two lines loses nothing and doubles nothing once the envelop
 redelivered: before the save nothing happened; after it, the envelope is in `seen` and
 its outbox is re-published with the same ids, which receivers drop as duplicates.
 Failures are not handled here: `cadre.processing` retries and dead-letters around it.
+
+`Step.run_many` runs several envelopes for one agent, in order, as one step: one load, the
+handlers one after another (each on a fresh agent whose state went through JSON, as if it
+had been loaded), and one save holding every id and every outgoing envelope. It is what
+running them one by one would have stored, in one write.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -111,3 +117,68 @@ class Step:
         await self.transport.send(outbox)
         await self.store.clear_outbox(recipient, etag)
         return StepResult(Outcome.HANDLED, outbox)
+
+    async def run_many(self, envelopes: Sequence[Envelope]) -> list[StepResult]:
+        """Handle envelopes for one agent, in order, as one step (see the module docstring).
+
+        Every result carries the whole step's outgoing envelopes. Raises what `__call__`
+        raises; if a handler fails, nothing is saved (run them one by one then). At most
+        ``seen_limit`` envelopes, so every id handled is still in `seen` when the
+        envelopes' redeliveries (if any) arrive."""
+        if not envelopes:
+            return []
+        if len(envelopes) > self.seen_limit:
+            raise ValueError(f"at most seen_limit ({self.seen_limit}) envelopes in one step")
+        recipient = envelopes[0].recipient_id
+        if recipient is None or any(e.recipient_id != recipient for e in envelopes):
+            raise EnvelopeInvalid("the envelopes of one step must have one recipient")
+        agent_type = self.registry.get(recipient.type)
+        messages = []
+        for envelope in envelopes:
+            message = self.contracts.decode(envelope.message, envelope.version, envelope.payload)
+            agent_type.cls.handler_for(type(message), agent_type.name)
+            messages.append(message)
+
+        record = await self.store.load(recipient)
+        if record.outbox:
+            await self.transport.send(record.outbox)
+        seen = list(record.seen)
+        known = set(seen)
+        if all(e.id in known for e in envelopes):
+            if record.outbox:
+                await self.store.clear_outbox(recipient, record.etag)  # type: ignore[arg-type]
+            return [StepResult(Outcome.DUPLICATE, record.outbox)] * len(envelopes)
+
+        state_model = agent_type.cls.State
+        state = load_state(agent_type.name, state_model, record)
+        outcomes, outbox, state_json = [], [], record.state
+        for envelope, message in zip(envelopes, messages, strict=True):
+            if envelope.id in known:
+                outcomes.append(Outcome.DUPLICATE)
+                continue
+            if state_json is not record.state:  # as a step of its own would have loaded it
+                state = state_model.model_validate_json(state_json)  # type: ignore[arg-type]
+            agent = agent_type.create(recipient, state)
+            ctx = Context(envelope, recipient, self.registry)
+            await agent.dispatch(message, ctx)
+            state_json = agent.state.model_dump_json()
+            outbox += ctx.outbox
+            seen.append(envelope.id)
+            known.add(envelope.id)
+            outcomes.append(Outcome.HANDLED)
+
+        published = tuple(outbox)
+        etag = await self.store.save(
+            AgentRecord(
+                recipient,
+                state=state_json,
+                state_version=state_version(state_model),
+                seen=tuple(seen[-self.seen_limit :]),
+                outbox=published,
+            ),
+            if_match=record.etag,
+        )
+        if published:
+            await self.transport.send(published)
+            await self.store.clear_outbox(recipient, etag)
+        return [StepResult(outcome, published) for outcome in outcomes]

@@ -73,6 +73,7 @@ class WorkerConfig:
     seen_limit: int = DEFAULT_SEEN_LIMIT
     local_delivery: bool = True
     relay_after: float = 5.0
+    step_batch: int = 32
 
 
 class Worker:
@@ -113,12 +114,15 @@ class Worker:
         )
         self.handled = 0
         self.handled_local = 0
+        self.handled_together = 0
         self.relayed = 0
         self._active: dict[int, Any] = {}  # partition -> the channel its deliveries came on
         self._flushed: dict[tuple[str, str], float] = {}  # (agent, etag) -> when relayed
         self._sem = asyncio.Semaphore(config.concurrency)
         self._chains: dict[str | None, asyncio.Future[None]] = {}  # agent -> its last message
         self._requeued: set[str] = set()  # agents whose chain was returned to the queue
+        self._joins: dict[str | None, int] = {}  # agent -> places taken in its chain so far
+        self._waiting: dict[str, list[_Place]] = {}  # agent -> its deliveries not yet started
         self._consumers: list[tuple[Any, str]] = []
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -209,8 +213,14 @@ class Worker:
             except EnvelopeInvalid:
                 envelope = None  # the processor dead-letters it with the reason
             groups.setdefault(envelope.recipient if envelope else None, []).append((body, envelope))
-        places = [(agent, items, *self._join_chain(agent)) for agent, items in groups.items()]
-        runs = [self._run_group(message, items, previous) for _, items, previous, _ in places]
+        places = []
+        for agent, items in groups.items():
+            previous, mine = self._join_chain(agent)
+            place = _Place(message, items, self._joins[agent])
+            if agent is not None:
+                self._waiting.setdefault(agent, []).append(place)
+            places.append((agent, place, previous, mine))
+        runs = [self._run_group(agent, place, previous) for agent, place, previous, _ in places]
         returned: list[str | None] = []
         try:
             try:
@@ -240,29 +250,71 @@ class Worker:
                 self._settled()
 
     async def _run_group(
-        self,
-        message: Any,
-        items: list[tuple[bytes, Envelope | None]],
-        previous: asyncio.Future[None] | None,
+        self, agent: str | None, place: _Place, previous: asyncio.Future[None] | None
     ) -> Any:
-        """Run one agent's envelopes of `message` in order, once its chain reaches them:
+        """Run one agent's envelopes of one delivery in order, once its chain reaches them:
         the envelopes to be confirmed before the ack, None to return the message to its
-        queue, or `_SKIPPED` when its channel is gone (the broker redelivers it)."""
+        queue, or `_SKIPPED` when its channel is gone (the broker redelivers it).
+
+        The deliveries waiting right behind it in the agent's chain run in the same step
+        when they can (`_together`); their places then only hand on the outcome."""
         if previous is not None:
             await previous
-        confirm: list[Envelope] = []
+        waiting = self._waiting.get(agent) if agent is not None else None
+        if waiting and place in waiting:
+            waiting.remove(place)
+        if place.absorbed is not None:  # committed in an earlier place's step
+            return place.absorbed
+        message, confirm = place.message, list[Envelope]()
         async with self._sem:
-            for body, envelope in items:
-                agent = envelope.recipient if envelope is not None else None
+            for n, (body, envelope) in enumerate(place.items):
                 if self._stopping.is_set() or (agent is not None and agent in self._requeued):
                     return None
                 if _channel_closed(message):
                     return _SKIPPED
+                if n == 0 and agent is not None:
+                    published = await self._together(agent, place)
+                    if published is not None:
+                        return published
                 published = await self._handle(body, envelope)
                 if published is None:
                     return None
                 confirm.extend(published)
         return tuple(confirm)
+
+    async def _together(self, agent: str, place: _Place) -> tuple[Envelope, ...] | None:
+        """Run `place`'s envelopes and those of the places right behind it in the agent's
+        chain (deliveries already here, not local ones) as one step (`Processor.
+        process_many`): one load and one commit for up to ``step_batch`` messages. Their
+        places get the step's outbox to confirm. None: nothing ran (one at a time then)."""
+        limit = min(self.config.step_batch, self.config.seen_limit)
+        if limit < 2 or place.alone or not _plain(place.items):
+            return None
+        later, order, count = [], place.order, len(place.items)
+        for other in self._waiting.get(agent, ()):
+            if other.order != order + 1 or other.alone or not _plain(other.items):
+                break
+            if count + len(other.items) > limit or _channel_closed(other.message):
+                break
+            later.append(other)
+            order, count = other.order, count + len(other.items)
+        if count < 2:
+            return None
+        envelopes = [env for p in (place, *later) for _, env in p.items if env is not None]
+        processed = await self.processor.process_many(envelopes)
+        if processed is None:  # each runs alone now (a failed step of several ran them)
+            for p in (place, *later):
+                p.alone = True
+            return None
+        result = processed[0].result
+        published = result.published if result is not None else ()
+        waiting = self._waiting.get(agent, [])
+        for other in later:
+            other.absorbed = published
+            if other in waiting:
+                waiting.remove(other)
+        self.handled_together += len(envelopes)
+        return published
 
     def _join_chain(
         self, agent: str | None
@@ -271,6 +323,7 @@ class Worker:
         previous holder's future (None: first) and this one's, for `_leave_chain`."""
         self._in_flight += 1
         self._idle.clear()
+        self._joins[agent] = self._joins.get(agent, 0) + 1
         previous = self._chains.get(agent)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._chains[agent] = mine
@@ -280,6 +333,8 @@ class Worker:
         mine.set_result(None)
         if self._chains.get(agent) is mine:  # the last in the chain: it ends here
             del self._chains[agent]
+            del self._joins[agent]
+            self._waiting.pop(agent, None)  # type: ignore[arg-type]
             if agent is not None:
                 self._requeued.discard(agent)
 
@@ -497,11 +552,31 @@ class Worker:
                 "connected": bool(connection is not None and not connection.is_closed),
                 "handled": self.handled,
                 "handled_local": self.handled_local,
+                "handled_together": self.handled_together,
                 "relayed": self.relayed,
                 "in_flight": self._in_flight,
             }
             path.write_text(json.dumps(status))
             await asyncio.sleep(2.0)
+
+
+@dataclass(eq=False, slots=True)
+class _Place:
+    """One agent's envelopes of one delivery, holding a place in the agent's chain."""
+
+    message: Any
+    items: list[tuple[bytes, Envelope | None]]
+    order: int  # its place among all of the chain's places (local deliveries' too)
+    absorbed: tuple[Envelope, ...] | None = None  # run in an earlier place's step: its outbox
+    alone: bool = False  # in a step of several that failed: it runs on its own
+
+
+def _plain(items: list[tuple[bytes, Envelope | None]]) -> bool:
+    """Whether these envelopes may join a step of several: readable, due, not a flush."""
+    return all(
+        env is not None and env.not_before is None and env.message != FLUSH_MESSAGE
+        for _, env in items
+    )
 
 
 _SKIPPED = object()
@@ -554,6 +629,7 @@ def config_from_settings(settings: Any, **overrides: Any) -> WorkerConfig:
         "seen_limit": settings.seen_limit,
         "local_delivery": settings.local_delivery,
         "relay_after": settings.relay_after_seconds,
+        "step_batch": settings.step_batch,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return WorkerConfig(**values)

@@ -253,6 +253,41 @@ async def test_a_message_of_many_envelopes_runs_each_once_in_order_and_dead_lett
     await channel.close()
 
 
+async def test_queued_messages_for_one_agent_run_as_steps_of_several_in_order(rabbit) -> None:
+    """Messages already delivered for one agent run together (one load, one commit); a
+    poison message among them sends its step's messages one by one: it alone is
+    dead-lettered, and the order holds."""
+    from cadre.hosts.worker import submit
+    from tests.support.worker_app import SPLITTER_RUNS
+
+    SPLITTER_RUNS.clear()
+    splitter = AgentId("splitter", "many")
+    seqs = [*range(20), -1, *range(20, 40)]
+    for seq in seqs:
+        await submit(rabbit, splitter, Item(seq=seq))
+    letters: list = []
+    agents = {"splitter": splitter, "a": AgentId("sink", "a"), "b": AgentId("sink", "b")}
+    got: dict[str, list[int]] = {}
+
+    async def done(store) -> bool:  # type: ignore[no-untyped-def]
+        letters[:] = await store.list_dead_letters()
+        for name, agent in agents.items():
+            record = await store.load(agent)
+            got[name] = json.loads(record.state)["got"] if record.state else []
+        return bool(letters) and len(got["a"]) == 40 and len(got["b"]) == 40
+
+    worker = await run_worker(rabbit, done)
+    expected = list(range(40))
+    assert got == {"splitter": expected, "a": expected, "b": [10 * n for n in expected]}
+    assert worker.handled_together >= 10  # they came at once: many ran in steps of several
+    # a failed step of several runs its handlers once more, no more: the poison one ran in
+    # one (or none) and in its 3 attempts alone; the others at most twice
+    assert SPLITTER_RUNS[-1] in (3, 4) and max(SPLITTER_RUNS[n] for n in expected) <= 2
+    assert [(x.reason, json.loads(x.body)["payload"]["seq"]) for x in letters] == [
+        ("handler_failed", -1)
+    ]
+
+
 async def test_agents_sharing_a_partition_run_concurrently_each_in_order(rabbit) -> None:
     from cadre.hosts.worker import submit
     from cadre.transports.rabbitmq import partition_of

@@ -160,3 +160,71 @@ async def test_publish_reaches_every_subscriber_but_the_publisher() -> None:
     assert sorted(e.recipient for e in sent.sent) == ["listener/room", "recorder/room"]
     assert {e.topic for e in sent.sent} == {"news/room"}
     assert len({e.id for e in sent.sent}) == 2
+
+
+def fail(times: int, env_id: str) -> Envelope:
+    return add(0, env_id).model_copy(update={"message": "test.Fail", "payload": {"times": times}})
+
+
+async def test_several_envelopes_as_one_step_store_what_one_step_each_would(store) -> None:
+    """run_many: one save, and the state, seen ids, replies (ids and totals) and order that
+    running the same envelopes one by one (redeliveries included) gives."""
+    envelopes = [add(1, "e1"), add(2, "e2"), add(3, "e1"), add(4, "e3"), fail(0, "e4")]
+    one_by_one, one_sent = MemoryStore(), RecordingTransport()
+    single = Step(one_by_one, one_sent, registry=make_registry())
+    for envelope in envelopes:
+        await single(envelope)
+    sent, saves = RecordingTransport(), []
+
+    class CountingSaves:
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(store, name)
+
+        async def save(self, record, *, if_match):  # type: ignore[no-untyped-def]
+            saves.append(record.seen)
+            return await store.save(record, if_match=if_match)
+
+    step = Step(CountingSaves(), sent, registry=make_registry())  # type: ignore[arg-type]
+    results = await step.run_many(envelopes)
+    assert saves == [("e1", "e2", "e3", "e4")]  # one write for the five
+    assert [r.outcome for r in results] == [Outcome.HANDLED] * 2 + [Outcome.DUPLICATE] + [
+        Outcome.HANDLED
+    ] * 2
+    together, alone = await store.load(COUNTER), await one_by_one.load(COUNTER)
+    assert (json.loads(together.state or ""), together.seen, together.outbox) == (
+        json.loads(alone.state or ""),
+        alone.seen,
+        (),
+    )
+    assert total(together.state) == 1007 and together.seen == ("e1", "e2", "e3", "e4")
+    assert [(e.id, e.payload) for e in sent.sent] == [(e.id, e.payload) for e in one_sent.sent]
+    assert results[0].published == tuple(sent.sent)  # every place confirms the whole outbox
+    # delivered again, all of them: duplicates, no second effect
+    again = await step.run_many(envelopes)
+    assert {r.outcome for r in again} == {Outcome.DUPLICATE}
+    assert total((await store.load(COUNTER)).state) == 1007 and len(sent.sent) == 3
+
+
+async def test_a_failing_handler_among_several_saves_nothing_and_they_go_one_by_one(store) -> None:
+    sent = RecordingTransport()
+    processor = Processor(Step(store, sent, registry=make_registry()))
+    envelopes = [add(1, "e1"), fail(1, "e2"), add(2, "e3")]
+    assert await processor.process_many(envelopes) is None
+    assert (await store.load(COUNTER)).etag is None and sent.sent == []  # nothing happened
+    outcomes = [await processor.process(e) for e in envelopes]  # as the worker then does
+    assert [o.disposition for o in outcomes] == [
+        Disposition.HANDLED,
+        Disposition.RETRY,
+        Disposition.HANDLED,
+    ]
+    assert total((await store.load(COUNTER)).state) == 3
+
+
+async def test_a_step_of_several_refuses_more_than_seen_limit_or_two_recipients(store) -> None:
+    step = Step(store, RecordingTransport(), registry=make_registry(), seen_limit=2)
+    with pytest.raises(ValueError, match="seen_limit"):
+        await step.run_many([add(1), add(1), add(1)])
+    other = add(1).model_copy(update={"recipient": "counter/b"})
+    with pytest.raises(Exception, match="one recipient"):
+        await step.run_many([add(1), other])
+    assert await Processor(step).process_many([add(1), other]) is None

@@ -43,6 +43,7 @@ NOT_IN_AZURE = {
     "CADRE_HEALTH_FILE": "the workers host",
     "CADRE_LOCAL_DELIVERY": "the workers host",
     "CADRE_RELAY_AFTER_SECONDS": "the workers host",
+    "CADRE_STEP_BATCH": "the workers host",
     "CosmosDB__accountEndpoint": "an alias of CADRE_COSMOS_ENDPOINT, which is set",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "Azure exports to Application Insights instead",
     "OPENAI_BASE_URL": "openai.com / compatible endpoints, not Azure OpenAI",

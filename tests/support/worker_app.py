@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from typing import ClassVar
 
 from pydantic import BaseModel
@@ -33,6 +34,9 @@ class Item(Message, name="test.worker.Item"):
 FAILED_ONCE: set[int] = set()
 """Flaky items that already failed once (in this process)."""
 
+SPLITTER_RUNS: Counter[int] = Counter()
+"""How often the splitter's handler ran for each seq (in this process)."""
+
 
 class Transcript(BaseModel):
     got: list[int] = []
@@ -43,6 +47,7 @@ class Splitter(Agent):
 
     @handler
     async def on_item(self, msg: Item, ctx: Context) -> None:
+        SPLITTER_RUNS[msg.seq] += 1
         if msg.seq < 0:
             raise RuntimeError(f"poison item {msg.seq}")
         if msg.flaky and msg.seq not in FAILED_ONCE:
