@@ -176,6 +176,18 @@ async def run_worker(rabbit, until, within: float = 20.0):  # type: ignore[no-un
         await cleanup.close()
 
 
+def same_partition(rabbit, agent: AgentId, prefix: str) -> AgentId:  # type: ignore[no-untyped-def]
+    """A sink with another key (``<prefix><n>``) on `agent`'s partition."""
+    from cadre.transports.rabbitmq import partition_of
+
+    part = partition_of(str(agent), rabbit.partitions)
+    return next(
+        AgentId("sink", f"{prefix}{i}")
+        for i in range(100)
+        if partition_of(f"sink/{prefix}{i}", rabbit.partitions) == part
+    )
+
+
 def transcript_is(agent: AgentId, expected: list[int]):  # type: ignore[no-untyped-def]
     async def check(store) -> bool:  # type: ignore[no-untyped-def]
         record = await store.load(agent)
@@ -223,11 +235,7 @@ async def test_a_message_of_many_envelopes_runs_each_once_in_order_and_dead_lett
 
     a = AgentId("sink", "a")
     part = partition_of(str(a), rabbit.partitions)
-    b = next(
-        AgentId("sink", f"b{i}")
-        for i in range(100)
-        if partition_of(f"sink/b{i}", rabbit.partitions) == part
-    )
+    b = same_partition(rabbit, a, "b")
     lines = [envelope(str(a), 0).to_bytes(), envelope(str(b), 10).to_bytes(), b"{not json"]
     lines += [envelope(str(agent), seq).to_bytes() for seq in (1, 2) for agent in (a, b)]
     channel = await rabbit.connection.channel()
@@ -290,15 +298,9 @@ async def test_queued_messages_for_one_agent_run_as_steps_of_several_in_order(ra
 
 async def test_agents_sharing_a_partition_run_concurrently_each_in_order(rabbit) -> None:
     from cadre.hosts.worker import submit
-    from cadre.transports.rabbitmq import partition_of
 
     slow = AgentId("sink", "slow")
-    part = partition_of(str(slow), rabbit.partitions)
-    fast = next(
-        AgentId("sink", f"f{i}")
-        for i in range(100)
-        if partition_of(f"sink/f{i}", rabbit.partitions) == part
-    )
+    fast = same_partition(rabbit, slow, "f")
     for seq in range(3):
         await submit(rabbit, slow, Item(seq=seq, pause=0.4))
     for seq in range(10):
