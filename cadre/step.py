@@ -24,15 +24,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from .context import Context
 from .envelope import Envelope
 from .errors import EnvelopeInvalid
+from .ids import AgentId
 from .messages import ContractRegistry, contracts
 from .migrations import load_state, state_version
 from .registry import Registry, default_registry
 from .stores.base import AgentRecord, StateStore
 from .transports.base import Transport
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 DEFAULT_SEEN_LIMIT = 64
 """How many handled envelope ids each agent remembers to drop redeliveries."""
@@ -85,13 +90,9 @@ class Step:
         message = self.contracts.decode(envelope.message, envelope.version, envelope.payload)
         agent_type.cls.handler_for(type(message), agent_type.name)
 
-        record = await self.store.load(recipient)
-        if record.outbox:
-            await self.transport.send(record.outbox)
+        record = await self._load(recipient)
         if envelope.id in record.seen:
-            if record.outbox:
-                await self.store.clear_outbox(recipient, record.etag)  # type: ignore[arg-type]
-            return StepResult(Outcome.DUPLICATE, record.outbox)
+            return await self._duplicate(record)
 
         state_model = agent_type.cls.State
         agent = agent_type.create(recipient, load_state(agent_type.name, state_model, record))
@@ -102,21 +103,9 @@ class Step:
         seen = record.seen
         if len(seen) >= self.seen_limit:
             seen = seen[len(seen) - self.seen_limit + 1 :]
-        etag = await self.store.save(
-            AgentRecord(
-                recipient,
-                state=agent.state.model_dump_json(),
-                state_version=state_version(state_model),
-                seen=(*seen, envelope.id),
-                outbox=outbox,
-            ),
-            if_match=record.etag,
-        )
-        if not outbox:
-            return _HANDLED_NOTHING
-        await self.transport.send(outbox)
-        await self.store.clear_outbox(recipient, etag)
-        return StepResult(Outcome.HANDLED, outbox)
+        state = agent.state.model_dump_json()
+        await self._commit(record, state, state_model, (*seen, envelope.id), outbox)
+        return StepResult(Outcome.HANDLED, outbox) if outbox else _HANDLED_NOTHING
 
     async def run_many(self, envelopes: Sequence[Envelope]) -> list[StepResult]:
         """Handle envelopes for one agent, in order, as one step (see the module docstring).
@@ -139,15 +128,11 @@ class Step:
             agent_type.cls.handler_for(type(message), agent_type.name)
             messages.append(message)
 
-        record = await self.store.load(recipient)
-        if record.outbox:
-            await self.transport.send(record.outbox)
+        record = await self._load(recipient)
         seen = list(record.seen)
         known = set(seen)
         if all(e.id in known for e in envelopes):
-            if record.outbox:
-                await self.store.clear_outbox(recipient, record.etag)  # type: ignore[arg-type]
-            return [StepResult(Outcome.DUPLICATE, record.outbox)] * len(envelopes)
+            return [await self._duplicate(record)] * len(envelopes)
 
         state_model = agent_type.cls.State
         state = load_state(agent_type.name, state_model, record)
@@ -168,17 +153,38 @@ class Step:
             outcomes.append(Outcome.HANDLED)
 
         published = tuple(outbox)
-        etag = await self.store.save(
-            AgentRecord(
-                recipient,
-                state=state_json,
-                state_version=state_version(state_model),
-                seen=tuple(seen[-self.seen_limit :]),
-                outbox=published,
-            ),
-            if_match=record.etag,
+        await self._commit(
+            record, state_json, state_model, tuple(seen[-self.seen_limit :]), published
         )
-        if published:
-            await self.transport.send(published)
-            await self.store.clear_outbox(recipient, etag)
         return [StepResult(outcome, published) for outcome in outcomes]
+
+    async def _load(self, recipient: AgentId) -> AgentRecord:
+        """The record, its stored outbox (what a crashed step left) published first."""
+        record = await self.store.load(recipient)
+        if record.outbox:
+            await self.transport.send(record.outbox)
+        return record
+
+    async def _duplicate(self, record: AgentRecord) -> StepResult:
+        """A redelivery: nothing to do but clear the outbox `_load` published."""
+        if record.outbox:
+            await self.store.clear_outbox(record.agent_id, record.etag)  # type: ignore[arg-type]
+        return StepResult(Outcome.DUPLICATE, record.outbox)
+
+    async def _commit(
+        self,
+        read: AgentRecord,
+        state: str | None,
+        state_model: type[BaseModel],
+        seen: tuple[str, ...],
+        outbox: tuple[Envelope, ...],
+    ) -> None:
+        """The one conditional write (on the version `read` had), then publish and clear."""
+        recipient = read.agent_id
+        etag = await self.store.save(
+            AgentRecord(recipient, state, state_version(state_model), seen, outbox),
+            if_match=read.etag,
+        )
+        if outbox:
+            await self.transport.send(outbox)
+            await self.store.clear_outbox(recipient, etag)
