@@ -4,12 +4,11 @@
     await store.migrate()                       # or: cadre db migrate
 
 One row per agent instance in ``<prefix>agents``: the state (jsonb, so it can be queried:
-``state->>'field'``), the seen ids (space-separated text)
-and the outbox (JSON text): only Cadre reads those, and text costs the server no parsing
-on every write, and a ``version`` column. `save` is one
-conditional statement (``UPDATE ... WHERE version = $if_match`` or ``INSERT ... ON CONFLICT
-DO NOTHING``): a writer holding a stale version changes nothing and gets
-`ConcurrencyConflict`. The etag is the version as text. Dead letters live in
+``state->>'field'``); the seen ids (space-separated) and the outbox (JSON) as text, which
+only Cadre reads and the server then need not parse on every write; and a ``version``
+column. `save` is one conditional statement (``UPDATE ... WHERE version = $if_match`` or
+``INSERT ... ON CONFLICT DO NOTHING``): a writer holding a stale version changes nothing
+and gets `ConcurrencyConflict`. The etag is the version as text. Dead letters live in
 ``<prefix>dead_letters``.
 
 Saves are group-committed (`cadre.stores._postgres_commit`): the saves that arrive while
