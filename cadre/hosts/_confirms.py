@@ -29,6 +29,7 @@ its recipient's committed step. Everything above holds for it unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import itertools
 import logging
@@ -42,6 +43,12 @@ from ..stores.base import AgentRecord, StateStore
 from ..transports.rabbitmq import RabbitMQTransport
 
 log = logging.getLogger("cadre.worker")
+
+HANDLING: contextvars.ContextVar[Envelope | None] = contextvars.ContextVar(
+    "cadre_handling", default=None
+)
+"""The local delivery the current task runs (set by the deliverer): its step's committed
+save confirms it at once, before the rest of the step (publishing, clearing) is done."""
 
 MAX_FAILED = 10_000
 """How many failed confirms are remembered for `Confirms.settle`."""
@@ -109,6 +116,23 @@ class Confirms:
 
     def _done(self, sender: str, envelope_id: str, task: asyncio.Task[None]) -> None:
         error = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        self._settle(sender, envelope_id, task, error)
+
+    def confirm_handled(self, envelope: Envelope) -> None:
+        """A local delivery's recipient has committed its step: the envelope is confirmed
+        now (its task, still finishing the step, then finds nothing left to settle)."""
+        sender = envelope.sender or ""
+        entry = self._flight.get(sender, {}).get(envelope.id)
+        if entry is not None:
+            self._settle(sender, envelope.id, entry[2], None)
+
+    def _settle(
+        self,
+        sender: str,
+        envelope_id: str,
+        task: asyncio.Task[None],
+        error: BaseException | None,
+    ) -> None:
         flight = self._flight.get(sender)
         entry = flight.get(envelope_id) if flight is not None else None
         if flight is None or entry is None or entry[2] is not task:
@@ -218,6 +242,9 @@ class _Store:
             if dropped:  # the stored outbox may still hold them
                 confirms._confirmed.setdefault(key, set()).update(dropped)
             raise
+        handling = HANDLING.get()
+        if handling is not None:
+            confirms.confirm_handled(handling)
         if record.outbox:
             confirms._latest[key] = (record.agent_id, etag)
             if not new_count and not confirms.unconfirmed(key):

@@ -47,7 +47,7 @@ from ..step import DEFAULT_SEEN_LIMIT, Step
 from ..stores.base import StateStore
 from ..transports.rabbitmq import RabbitMQTransport, delay_bucket, partition_of, split_body
 from ._acks import AckRuns
-from ._confirms import Confirms
+from ._confirms import HANDLING, Confirms
 
 log = logging.getLogger("cadre.worker")
 
@@ -378,6 +378,7 @@ class Worker:
     ) -> None:
         agent = envelope.recipient
         assert agent is not None
+        HANDLING.set(envelope)  # its step's commit confirms it (this task's context only)
         try:
             if previous is not None:
                 await previous

@@ -378,6 +378,44 @@ async def test_unconfirmed_envelopes_stay_in_the_outbox_and_keep_their_order() -
     await confirms.close()
 
 
+async def test_a_local_delivery_is_confirmed_by_its_recipients_commit() -> None:
+    """Not when the recipient's whole step has ended: the sender's next save, which may
+    come first, must not carry it (carried envelopes made every row and step dearer)."""
+    from cadre.hosts._confirms import HANDLING, Confirms
+    from cadre.stores.base import AgentRecord
+    from cadre.stores.memory import MemoryStore
+
+    store = MemoryStore()
+    confirms = Confirms(store, _Broker())  # type: ignore[arg-type]
+    step_ends: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    class Local:  # the recipient's task: its step commits, then ends when the test says
+        def routes_here(self, env: Envelope) -> bool:
+            return True
+
+        def deliver(self, env: Envelope, gate: object = None) -> asyncio.Future[None]:
+            return asyncio.ensure_future(asyncio.shield(step_ends))
+
+    confirms.local = Local()  # type: ignore[assignment]
+    sender = AgentId("splitter", "x")
+    sent = envelope("sink/x", 1, sender=str(sender))
+    etag = await confirms.store.save(AgentRecord(sender, outbox=(sent,)), if_match=None)
+    await confirms.transport.send([sent])
+    assert list(confirms.in_flight(str(sender))) == [sent.id]
+
+    async def recipients_commit() -> None:
+        HANDLING.set(sent)  # as the worker's local delivery task does
+        await confirms.store.save(AgentRecord(AgentId("sink", "x"), state="{}"), if_match=None)
+
+    await asyncio.create_task(recipients_commit())
+    assert confirms.in_flight(str(sender)) == {}  # confirmed, though its task runs on
+    await confirms.store.save(AgentRecord(sender, state="{}"), if_match=etag)
+    assert (await store.load(sender)).outbox == ()  # the sender's next save carries nothing
+    await confirms.settle([sent])
+    step_ends.set_result(None)
+    await confirms.close()
+
+
 async def test_acks_go_in_runs_and_never_cover_a_gap() -> None:
     from cadre.hosts._acks import AckRuns
 
