@@ -34,6 +34,8 @@ as its own JSON (``application/json``). `split_body` gives back the envelopes' b
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -66,6 +68,43 @@ def aio_pika() -> Any:
             "the RabbitMQ transport needs aio-pika: pip install 'cadre[workers]'"
         ) from None
     return module
+
+
+RECONNECT_FIRST = 0.5
+RECONNECT_MAX = 30.0
+
+
+def reconnect_delay(outage: float) -> float:
+    """Seconds to wait before the next reconnect attempt, `outage` seconds after the
+    connection was lost: `RECONNECT_FIRST` at first, then half the outage so far, at most
+    `RECONNECT_MAX`. A broker restart is retried at once; a long outage is not hammered."""
+    return min(RECONNECT_MAX, max(RECONNECT_FIRST, outage / 2))
+
+
+@functools.cache
+def backoff_connection() -> Any:
+    """aio-pika's robust connection, waiting `reconnect_delay` between reconnect attempts
+    (aio-pika's own waits a fixed interval)."""
+    from aio_pika.robust_connection import RobustConnection
+
+    class BackoffConnection(RobustConnection):
+        _lost_at: float | None = None
+
+        @property
+        def reconnect_interval(self) -> float:
+            if self.connected.is_set():  # up: the next outage starts from the first delay
+                self._lost_at = None
+                return RECONNECT_FIRST
+            now = time.monotonic()
+            if self._lost_at is None:
+                self._lost_at = now
+            return reconnect_delay(now - self._lost_at)
+
+        @reconnect_interval.setter
+        def reconnect_interval(self, value: float) -> None:
+            pass  # RobustConnection sets its fixed interval here; the property replaces it
+
+    return BackoffConnection
 
 
 def partition_of(recipient: str, partitions: int) -> int:
@@ -127,7 +166,8 @@ class RabbitMQTransport:
         try:
             self.connection = await pika.connect_robust(
                 self.url,
-                reconnect_interval=0.5,
+                connection_class=backoff_connection(),
+                reconnect_interval=RECONNECT_FIRST,
                 client_properties={"connection_name": self.connection_name},
             )
         except Exception as exc:

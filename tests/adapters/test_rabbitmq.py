@@ -90,6 +90,36 @@ def test_delay_buckets_never_deliver_early() -> None:
     assert delay_bucket(10**7) == MAX_BUCKET_MS
 
 
+async def test_reconnects_back_off_while_the_broker_stays_away(monkeypatch) -> None:
+    """0.5 s after the connection is lost, then half the outage so far, at most 30 s; back
+    to 0.5 s once connected (aio-pika's own robust connection waits a fixed interval)."""
+    from yarl import URL
+
+    from cadre.transports import rabbitmq
+
+    assert [rabbitmq.reconnect_delay(t) for t in (0, 0.8, 3, 20, 61, 3600)] == [
+        0.5, 0.5, 1.5, 10, 30, 30
+    ]  # fmt: skip
+    clock = [1000.0]
+    monkeypatch.setattr(rabbitmq.time, "monotonic", lambda: clock[0])
+    connection = rabbitmq.backoff_connection()(URL(RABBITMQ_URL), reconnect_interval=0.5)
+    waits = []
+    for outage in (0, 4, 30, 200):  # not connected: the factory asks before each attempt
+        clock[0] = 1000.0 + outage
+        waits.append(connection.reconnect_interval)
+    assert waits == [0.5, 2, 15, 30]
+    connection.connected.set()
+    assert connection.reconnect_interval == 0.5
+    connection.connected.clear()  # a new outage starts from the first delay again
+    clock[0] += 1
+    assert connection.reconnect_interval == 0.5
+
+
+async def test_the_transport_uses_the_backing_off_connection(rabbit) -> None:
+    assert type(rabbit.connection).__name__ == "BackoffConnection"
+    assert rabbit.connection.reconnect_interval == 0.5  # connected
+
+
 def test_a_missing_aio_pika_names_the_extra(monkeypatch) -> None:
     from cadre.transports import rabbitmq
 
