@@ -79,6 +79,14 @@ class Processed:
     error: str | None = None
 
 
+def _stepped(envelope: Envelope, result: StepResult) -> Processed:
+    """What a step that ran (handled or found a duplicate) settles as."""
+    duplicate = result.outcome is Outcome.DUPLICATE
+    return Processed(
+        Disposition.DUPLICATE if duplicate else Disposition.HANDLED, envelope, result=result
+    )
+
+
 class Processor:
     """Parses, steps, and turns every failure into a retry or a dead letter."""
 
@@ -142,14 +150,7 @@ class Processor:
         except Exception as exc:  # ConcurrencyConflict, DeliveryError, a handler's error
             log.debug("%d envelopes go one by one: %s", len(envelopes), exc)
             return None
-        return [
-            Processed(
-                Disposition.DUPLICATE if r.outcome is Outcome.DUPLICATE else Disposition.HANDLED,
-                envelope,
-                result=r,
-            )
-            for envelope, r in zip(envelopes, results, strict=True)
-        ]
+        return [_stepped(e, r) for e, r in zip(envelopes, results, strict=True)]
 
     async def _run(self, envelope: Envelope) -> Processed:
         """The step, redone after lost races; failures become retries or dead letters."""
@@ -165,12 +166,7 @@ class Processor:
                 )
             except Exception as exc:
                 return await self._failed(envelope, exc)
-            disposition = (
-                Disposition.DUPLICATE
-                if result.outcome is Outcome.DUPLICATE
-                else Disposition.HANDLED
-            )
-            return Processed(disposition, envelope, result=result)
+            return _stepped(envelope, result)
         log.warning(
             "envelope %s lost %d races in a row; retrying later", envelope.id, self.conflict_retries
         )
