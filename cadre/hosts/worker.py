@@ -52,6 +52,7 @@ from ._confirms import HANDLING, Confirms
 log = logging.getLogger("cadre.worker")
 
 FLUSH_MESSAGE = "cadre.FlushOutbox"
+RELAY_SPACING = 20  # the relay waits at least this many times its last pass's duration
 """A worker-to-worker message: publish the recipient's stored outbox (see `Worker._relay`)."""
 
 
@@ -437,17 +438,25 @@ class Worker:
 
     async def _relay(self) -> None:
         """Find outboxes a crash left behind (nobody else would publish them): see
-        `relay_once`."""
+        `relay_once`. Every `relay_after / 2` s (±20 %), but at least `RELAY_SPACING` times
+        the last pass's duration after it: the store's query is a sequential scan, so on a
+        large table the relay stays a small share of the database's time."""
         stale = getattr(self.confirms.inner_store, "stale_outboxes", None)
         after = self.config.relay_after
         if stale is None or after <= 0:
             return
+        took = 0.0
         while True:
-            await asyncio.sleep(after / 2 * random.uniform(0.8, 1.2))
+            await asyncio.sleep(max(after / 2, RELAY_SPACING * took) * random.uniform(0.8, 1.2))
+            started = time.monotonic()
             try:
                 self.relayed += await self.relay_once(stale, after)
             except Exception as exc:  # the store or broker is away: try again later
                 log.warning("the outbox relay failed: %s", exc)
+            took = time.monotonic() - started
+            if took > after / 2 / RELAY_SPACING:
+                log.info("the outbox relay took %.2f s: next pass in about %.0f s", took,
+                         RELAY_SPACING * took)  # fmt: skip
 
     async def relay_once(self, stale: Any, older_than: float) -> int:
         """For every outbox unchanged for `older_than` s that this worker is not publishing

@@ -20,6 +20,16 @@ partition (and so an agent) has one active consumer at a time: the cached record
 stored one unless another worker wrote since, and then the conditional write fails,
 the entry is dropped, and the step is redone on a fresh read. Correctness rests on the
 version check alone; the cache only saves the read round trip. `cache_size=0` disables it.
+
+The agents table has no index but its primary key, and leaves 60 % of each page free
+(``fillfactor = 40``), so a step's update is a HOT one: the new row version goes on the
+same page and no index is touched. An index over any column a step changes (``outbox``,
+``updated_at``) would make every update a full one: measured on ping-pong, 0 of 31,968
+updates were HOT with an index over pending outboxes and 31,913 without it, and
+PostgreSQL's CPU per message fell from ~57 to ~27 µs. ``toast_tuple_target = 8160``
+keeps rows of a few kB (64 seen ids are ~2 kB) inline instead of compressing them on every
+write. The relay's query for outboxes a crash left behind (`stale_outboxes`) is therefore
+a sequential scan; the workers space it by its duration (`cadre.hosts.worker`).
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ CREATE TABLE IF NOT EXISTS {p}agents (
     version       bigint NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (agent_type, agent_key)
-);
+) WITH (fillfactor = 40, toast_tuple_target = 8160);
 CREATE TABLE IF NOT EXISTS {p}dead_letters (
     id        text PRIMARY KEY,
     body      bytea NOT NULL,
@@ -68,10 +78,15 @@ CREATE TABLE IF NOT EXISTS {p}dead_letters (
     extra     jsonb NOT NULL DEFAULT '{{}}'
 );
 CREATE INDEX IF NOT EXISTS {p}dead_letters_failed_at ON {p}dead_letters (failed_at DESC);
+DO $$ BEGIN  -- tables of the second layout: an index over pending outboxes (see above)
+    IF to_regclass('{p}agents_outbox_pending') IS NOT NULL THEN
+        DROP INDEX {p}agents_outbox_pending;
+        ALTER TABLE {p}agents SET (fillfactor = 40, toast_tuple_target = 8160);
+    END IF;
+END $$;
 DO $$ BEGIN  -- tables of the first layout (state text, seen and outbox jsonb): convert them
     IF (SELECT atttypid FROM pg_attribute
         WHERE attrelid = '{p}agents'::regclass AND attname = 'seen') = 'jsonb'::regtype THEN
-        DROP INDEX IF EXISTS {p}agents_outbox_pending;
         ALTER TABLE {p}agents ADD COLUMN seen_ids text NOT NULL DEFAULT '';
         UPDATE {p}agents
             SET seen_ids = array_to_string(ARRAY(SELECT jsonb_array_elements_text(seen)), ' ');
@@ -83,8 +98,6 @@ DO $$ BEGIN  -- tables of the first layout (state text, seen and outbox jsonb): 
             ALTER COLUMN outbox SET DEFAULT '[]';
     END IF;
 END $$;
-CREATE INDEX IF NOT EXISTS {p}agents_outbox_pending ON {p}agents (updated_at)
-    WHERE outbox <> '[]';
 """
 
 
@@ -260,7 +273,8 @@ class PostgresStore:
     ) -> list[tuple[AgentId, str, tuple[Envelope, ...]]]:
         """The agents whose outbox is not empty and whose row is unchanged for `older_than`
         seconds, oldest first, as ``(agent, etag, outbox)``: what a crash left unpublished
-        (the workers' relay republishes them). A partial index keeps this cheap."""
+        (the workers' relay republishes them). A sequential scan: no index, so that steps'
+        updates stay HOT (see the module docstring)."""
         rows = await self._execute(
             f"SELECT agent_type, agent_key, version, outbox FROM {self.prefix}agents "
             "WHERE outbox <> '[]' AND updated_at < now() - make_interval(secs => %s) "

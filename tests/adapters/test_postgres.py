@@ -82,6 +82,86 @@ async def test_the_state_is_jsonb_the_seen_ids_text_and_the_version_counts_write
         assert await cur.fetchone() == ("2", "e1 e2", "[]", 2)
 
 
+async def _layout(conn, prefix: str) -> tuple[list[str], list[str]]:
+    """The agents table's index names and storage parameters."""
+    cur = await conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE tablename = %s ORDER BY 1", (f"{prefix}agents",)
+    )
+    indexes = [name for (name,) in await cur.fetchall()]
+    cur = await conn.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
+                             (f"{prefix}agents",))  # fmt: skip
+    row = await cur.fetchone()
+    return indexes, sorted(row[0] or [])
+
+
+HOT_LAYOUT = ["fillfactor=40", "toast_tuple_target=8160"]
+
+
+async def test_a_steps_update_is_a_hot_one_no_index_but_the_primary_key(postgres_store) -> None:
+    """An index over a column a step changes would make every update a full one (a new
+    index entry per step); the table keeps room on its pages for the new versions."""
+    from cadre.stores.postgres import PostgresStore
+
+    prefix = postgres_store.prefix
+    pool = await postgres_store._open()
+    async with pool.connection() as conn:
+        assert await _layout(conn, prefix) == ([f"{prefix}agents_pkey"], HOT_LAYOUT)
+    store = PostgresStore(POSTGRES_DSN, prefix=prefix, min_size=1, max_size=1)
+    try:  # one connection: its statistics can be flushed on demand
+        etag = await store.save(AgentRecord(A, state='{"n": 0}'), if_match=None)
+        for n in range(1, 21):
+            seen = tuple(f"e{i}" for i in range(n))
+            etag = await store.save(AgentRecord(A, state=f'{{"n": {n}}}', seen=seen), if_match=etag)
+        async with (await store._open()).connection() as conn:
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+            await conn.commit()
+            cur = await conn.execute(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = %s",
+                (f"{prefix}agents",),
+            )
+            assert await cur.fetchone() == (20, 20)
+    finally:
+        await store.close()
+
+
+async def test_migrate_converts_tables_of_the_second_layout_dropping_the_outbox_index(
+    postgres_store,
+) -> None:
+    from cadre.stores.postgres import PostgresStore
+
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    pool = await postgres_store._open()
+    async with pool.connection() as conn:  # the layout `cadre db migrate` made before
+        await conn.execute(
+            f"CREATE TABLE {prefix}agents (agent_type text NOT NULL, agent_key text NOT NULL, "
+            "state jsonb, state_version int NOT NULL DEFAULT 1, seen text NOT NULL DEFAULT '', "
+            "outbox text NOT NULL DEFAULT '[]', version bigint NOT NULL, "
+            "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (agent_type, agent_key))"
+        )
+        await conn.execute(
+            f"CREATE INDEX {prefix}agents_outbox_pending ON {prefix}agents (updated_at) "
+            "WHERE outbox <> '[]'"
+        )
+        await conn.execute(
+            f"INSERT INTO {prefix}agents (agent_type, agent_key, state, seen, version) "
+            "VALUES ('counter', 'a', '{\"n\": 7}', 'e1 e2', 3)"
+        )
+    store = PostgresStore(POSTGRES_DSN, prefix=prefix)
+    try:
+        await store.migrate()
+        async with pool.connection() as conn:
+            assert await _layout(conn, prefix) == ([f"{prefix}agents_pkey"], HOT_LAYOUT)
+            await conn.execute(f"ALTER TABLE {prefix}agents SET (fillfactor = 70)")  # an operator's
+        await store.migrate()  # nothing left to convert, and the operator's choice stays
+        async with pool.connection() as conn:
+            assert (await _layout(conn, prefix))[1] == ["fillfactor=70", "toast_tuple_target=8160"]
+        record = await store.load(A)
+        assert (record.state, record.seen, record.etag) == ('{"n": 7}', ("e1", "e2"), "3")
+    finally:
+        await store.drop()
+        await store.close()
+
+
 async def test_migrate_converts_tables_of_the_first_layout_and_keeps_their_rows(
     postgres_store,
 ) -> None:
@@ -126,6 +206,8 @@ async def test_migrate_converts_tables_of_the_first_layout_and_keeps_their_rows(
         store._cache.clear()
         assert (await store.load(A)).state == '{"n": 8}'
         assert await store.stale_outboxes(0) == []
+        async with pool.connection() as conn:
+            assert await _layout(conn, prefix) == ([f"{prefix}agents_pkey"], HOT_LAYOUT)
     finally:
         await store.drop()
         await store.close()

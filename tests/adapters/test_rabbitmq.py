@@ -9,6 +9,7 @@ on RabbitMQ the step deduplicates and a partition blocks as a whole (docs/worker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -537,4 +538,35 @@ async def test_the_relay_asks_for_left_and_lost_outboxes_not_for_ones_under_way(
     assert await worker.relay_once(stale, 5.0) == 1
     assert asked == [str(lost), str(left), str(left)]
     broker.published[0][1].set_result(None)
+    await worker.confirms.close()
+
+
+@pytest.mark.parametrize(("scan", "most", "least"), [(0.0, None, 12), (0.05, 3, 1)])
+async def test_the_relay_spaces_its_passes_by_how_long_the_scan_took(
+    scan: float, most: int | None, least: int
+) -> None:
+    """Every relay_after / 2 s when the store answers at once; at least RELAY_SPACING times
+    a slow scan's duration apart (the store's query is a sequential scan)."""
+    from cadre.hosts.worker import RELAY_SPACING, Worker, WorkerConfig
+    from cadre.stores.memory import MemoryStore
+
+    store = MemoryStore()
+    calls: list[float] = []
+
+    async def stale_outboxes(older_than: float) -> list[tuple[AgentId, str, tuple]]:
+        calls.append(older_than)
+        await asyncio.sleep(scan)
+        return []
+
+    store.stale_outboxes = stale_outboxes  # type: ignore[attr-defined]
+    worker = Worker(WorkerConfig(relay_after=0.1), store=store, registry=make_registry())
+    relay = asyncio.create_task(worker._relay())
+    await asyncio.sleep(1.2)
+    relay.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await relay
+    assert calls and set(calls) == {0.1}
+    assert len(calls) >= least
+    if most is not None:  # 20 x 0.05 s = 1 s (±20 %) between passes, not 0.05 s
+        assert RELAY_SPACING * scan > 0.1 / 2 and len(calls) <= most
     await worker.confirms.close()
