@@ -96,6 +96,25 @@ async def _layout(conn, prefix: str) -> tuple[list[str], list[str]]:
 
 HOT_LAYOUT = ["fillfactor=40", "toast_tuple_target=8160"]
 
+# Earlier layouts of the agents table, as `cadre db migrate` made them: the column types
+# (state, seen, outbox) of the first and the second, both with an index over pending outboxes.
+FIRST_LAYOUT = ("text", "jsonb NOT NULL DEFAULT '[]'", "jsonb NOT NULL DEFAULT '[]'")
+SECOND_LAYOUT = ("jsonb", "text NOT NULL DEFAULT ''", "text NOT NULL DEFAULT '[]'")
+
+
+async def _create_earlier_layout(conn, prefix: str, layout: tuple[str, str, str]) -> None:
+    state, seen, outbox = layout
+    await conn.execute(
+        f"CREATE TABLE {prefix}agents (agent_type text NOT NULL, agent_key text NOT NULL, "
+        f"state {state}, state_version int NOT NULL DEFAULT 1, seen {seen}, outbox {outbox}, "
+        "version bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
+        "PRIMARY KEY (agent_type, agent_key))"
+    )
+    await conn.execute(
+        f"CREATE INDEX {prefix}agents_outbox_pending ON {prefix}agents (updated_at) "
+        "WHERE outbox <> '[]'"
+    )
+
 
 async def test_a_steps_update_is_a_hot_one_no_index_but_the_primary_key(postgres_store) -> None:
     """An index over a column a step changes would make every update a full one (a new
@@ -131,17 +150,8 @@ async def test_migrate_converts_tables_of_the_second_layout_dropping_the_outbox_
 
     prefix = f"t{uuid.uuid4().hex[:12]}_"
     pool = await postgres_store._open()
-    async with pool.connection() as conn:  # the layout `cadre db migrate` made before
-        await conn.execute(
-            f"CREATE TABLE {prefix}agents (agent_type text NOT NULL, agent_key text NOT NULL, "
-            "state jsonb, state_version int NOT NULL DEFAULT 1, seen text NOT NULL DEFAULT '', "
-            "outbox text NOT NULL DEFAULT '[]', version bigint NOT NULL, "
-            "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (agent_type, agent_key))"
-        )
-        await conn.execute(
-            f"CREATE INDEX {prefix}agents_outbox_pending ON {prefix}agents (updated_at) "
-            "WHERE outbox <> '[]'"
-        )
+    async with pool.connection() as conn:
+        await _create_earlier_layout(conn, prefix, SECOND_LAYOUT)
         await conn.execute(
             f"INSERT INTO {prefix}agents (agent_type, agent_key, state, seen, version) "
             "VALUES ('counter', 'a', '{\"n\": 7}', 'e1 e2', 3)"
@@ -173,18 +183,8 @@ async def test_migrate_converts_tables_of_the_first_layout_and_keeps_their_rows(
         id="o1", message="m", version=1, payload={"x": 1}, task_id="t", recipient="b/1",
         created_at=utcnow(),
     )  # fmt: skip
-    async with pool.connection() as conn:  # the layout `cadre db migrate` made before
-        await conn.execute(
-            f"CREATE TABLE {prefix}agents (agent_type text NOT NULL, agent_key text NOT NULL, "
-            "state text, state_version int NOT NULL DEFAULT 1, "
-            "seen jsonb NOT NULL DEFAULT '[]', outbox jsonb NOT NULL DEFAULT '[]', "
-            "version bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
-            "PRIMARY KEY (agent_type, agent_key))"
-        )
-        await conn.execute(
-            f"CREATE INDEX {prefix}agents_outbox_pending ON {prefix}agents (updated_at) "
-            "WHERE outbox <> '[]'"
-        )
+    async with pool.connection() as conn:
+        await _create_earlier_layout(conn, prefix, FIRST_LAYOUT)
         await conn.execute(
             f"INSERT INTO {prefix}agents (agent_type, agent_key, state, seen, outbox, version) "
             "VALUES ('counter', 'a', '{\"n\": 7}', '[\"e1\", \"e2\"]', %s::jsonb, 3)",
