@@ -52,8 +52,9 @@ from ._confirms import HANDLING, Confirms
 log = logging.getLogger("cadre.worker")
 
 FLUSH_MESSAGE = "cadre.FlushOutbox"
-RELAY_SPACING = 20  # the relay waits at least this many times its last pass's duration
 """A worker-to-worker message: publish the recipient's stored outbox (see `Worker._relay`)."""
+RELAY_SPACING = 20
+"""The relay waits at least this many times its last pass's duration before the next."""
 
 
 @dataclass(frozen=True)
