@@ -446,18 +446,18 @@ class Worker:
         after = self.config.relay_after
         if stale is None or after <= 0:
             return
-        took = 0.0
+        pause = after / 2
         while True:
-            await asyncio.sleep(max(after / 2, RELAY_SPACING * took) * random.uniform(0.8, 1.2))
+            await asyncio.sleep(pause * random.uniform(0.8, 1.2))
             started = time.monotonic()
             try:
                 self.relayed += await self.relay_once(stale, after)
             except Exception as exc:  # the store or broker is away: try again later
                 log.warning("the outbox relay failed: %s", exc)
             took = time.monotonic() - started
-            if took > after / 2 / RELAY_SPACING:
-                log.info("the outbox relay took %.2f s: next pass in about %.0f s", took,
-                         RELAY_SPACING * took)  # fmt: skip
+            pause = max(after / 2, RELAY_SPACING * took)
+            if pause > after / 2:
+                log.info("the outbox relay took %.2f s: next pass in about %.0f s", took, pause)
 
     async def relay_once(self, stale: Any, older_than: float) -> int:
         """For every outbox unchanged for `older_than` s that this worker is not publishing

@@ -27,10 +27,10 @@ same page and no index is touched. An index over any column a step changes (``ou
 ``updated_at``) would make every update a full one: measured on ping-pong, 0 of 31,968
 updates were HOT with an index over pending outboxes and 31,913 without it, and
 PostgreSQL's CPU per message fell by more than half (57 → 27 µs; 161 → 73 µs on a slower
-day of the same machine). ``toast_tuple_target = 8160``
-keeps rows of a few kB (64 seen ids are ~2 kB) inline instead of compressing them on every
-write. The relay's query for outboxes a crash left behind (`stale_outboxes`) is therefore
-a sequential scan; the workers space it by its duration (`cadre.hosts.worker`).
+day of the same machine). ``toast_tuple_target = 8160`` keeps rows of a few kB (64 seen
+ids are ~2 kB) inline instead of compressing them on every write. The relay's query for
+outboxes a crash left behind (`stale_outboxes`) is therefore a sequential scan; the
+workers space it by its duration (`cadre.hosts.worker`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ log = logging.getLogger("cadre.stores.postgres")
 
 _PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
+HOT_STORAGE = "fillfactor = 40, toast_tuple_target = 8160"
+"""The agents table's storage parameters (see the module docstring)."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS {p}agents (
     agent_type    text   NOT NULL,
@@ -65,7 +68,7 @@ CREATE TABLE IF NOT EXISTS {p}agents (
     version       bigint NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (agent_type, agent_key)
-) WITH (fillfactor = 40, toast_tuple_target = 8160);
+) WITH ({hot});
 CREATE TABLE IF NOT EXISTS {p}dead_letters (
     id        text PRIMARY KEY,
     body      bytea NOT NULL,
@@ -82,7 +85,7 @@ CREATE INDEX IF NOT EXISTS {p}dead_letters_failed_at ON {p}dead_letters (failed_
 DO $$ BEGIN  -- tables of the second layout: an index over pending outboxes (see above)
     IF to_regclass('{p}agents_outbox_pending') IS NOT NULL THEN
         DROP INDEX {p}agents_outbox_pending;
-        ALTER TABLE {p}agents SET (fillfactor = 40, toast_tuple_target = 8160);
+        ALTER TABLE {p}agents SET ({hot});
     END IF;
 END $$;
 DO $$ BEGIN  -- tables of the first layout (state text, seen and outbox jsonb): convert them
@@ -197,7 +200,7 @@ class PostgresStore:
         """Create the tables and indexes if they do not exist (idempotent)."""
         pool = await self._open()
         async with pool.connection() as conn:
-            await conn.execute(SCHEMA.format(p=self.prefix), prepare=False)
+            await conn.execute(SCHEMA.format(p=self.prefix, hot=HOT_STORAGE), prepare=False)
 
     async def drop(self) -> None:
         """Drop this prefix's tables (tests, teardown)."""
