@@ -11,6 +11,7 @@ from . import telemetry
 from .envelope import Envelope, derive_id, utcnow
 from .errors import NoReplyTarget
 from .ids import AgentId, TopicId
+from .stores.base import LogEntry
 
 if TYPE_CHECKING:
     from .messages import Message
@@ -34,15 +35,35 @@ class Context:
 
     Every outgoing message becomes an envelope in `outbox`, with an id derived from the
     incoming envelope's id, so re-running the step produces the same ids. Nothing leaves
-    until the step has stored the agent's new state.
+    until the step has stored the agent's new state. Entries for the agent's append-only
+    log (`append_log`) are stored with that state, in the same step.
     """
 
-    __slots__ = ("_logger", "_now", "_registry", "agent_id", "envelope", "outbox")
+    __slots__ = (
+        "_logger",
+        "_now",
+        "_registry",
+        "agent_id",
+        "envelope",
+        "log",
+        "max_item_bytes",
+        "outbox",
+    )
 
-    def __init__(self, envelope: Envelope, agent_id: AgentId, registry: Registry) -> None:
+    def __init__(
+        self,
+        envelope: Envelope,
+        agent_id: AgentId,
+        registry: Registry,
+        *,
+        max_item_bytes: int | None = None,
+    ) -> None:
         self.envelope = envelope
         self.agent_id = agent_id
         self.outbox: list[Envelope] = []
+        self.log: list[LogEntry] = []
+        self.max_item_bytes = max_item_bytes
+        """The store's largest record or log entry in bytes (None: no practical limit)."""
         self._registry = registry
         self._now: datetime | None = None
         self._logger: AgentLogger | None = None
@@ -72,6 +93,13 @@ class Context:
                 },
             )
         return self._logger
+
+    def append_log(self, seq: int, data: str) -> None:
+        """Append entry number `seq` (JSON text) to this agent's log, stored with this step.
+
+        The agent numbers its entries itself, from 0 with no gaps, and keeps the next number
+        in its state, so a step that is run again writes the same numbers."""
+        self.log.append(LogEntry(str(self.agent_id), seq, data))
 
     def send(self, to: AgentId, message: Message, *, reply_to: AgentId | None = None) -> str:
         """Send `message` to agent `to`; returns the new envelope's id."""

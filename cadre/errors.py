@@ -8,6 +8,7 @@
     ├── TransportError           a transport failed to send or receive; retry later
     ├── NotFound                 a dead letter, task or record that does not exist
     ├── ModelError               a model call failed after its retries (the task fails)
+    │   └── ModelThrottled       the model deployment answered 429 (Retry-After in retry_after)
     ├── TaskStateError           a task is not in a state that allows this (input, cancel)
     ├── RetryLater               a host should deliver the envelope again (Functions: abandon)
     └── DeliveryError            an envelope cannot be handled as it is: it goes to the dead letters
@@ -18,7 +19,8 @@
         ├── PayloadInvalid       the payload does not validate against the contract
         ├── UnknownAgentType     the recipient's agent type is not registered
         ├── NoHandler            the agent type has no handler for the message type
-        └── NoReplyTarget        a handler replied to an envelope with no sender or reply_to
+        ├── NoReplyTarget        a handler replied to an envelope with no sender or reply_to
+        └── RecordTooLarge       what the step would store is over the store's item size
 
 A `DeliveryError` is permanent: retrying cannot help, so hosts dead-letter it at once.
 Any other exception raised by a handler is transient: hosts retry it with backoff, then
@@ -61,6 +63,19 @@ class NotFound(CadreError):
 
 class ModelError(CadreError):
     """A model call failed after its client's retries (endpoint, auth, bad answer)."""
+
+
+class ModelThrottled(ModelError):
+    """The model deployment refused a call for its quota (HTTP 429).
+
+    `retry_after` is how long it asked callers to wait, in seconds (None: it did not say).
+    A `LimitedModel` pauses every caller of the deployment that long and retries; past its
+    retries, or outside a limiter, this is the call's `ModelError`.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TaskStateError(CadreError):
@@ -136,3 +151,10 @@ class NoReplyTarget(DeliveryError):
     """A handler replied to an envelope that names neither a sender nor a reply_to."""
 
     reason = "no_reply_target"
+
+
+class RecordTooLarge(DeliveryError):
+    """What a step would store is larger than the store can keep (a Cosmos DB item is at
+    most 2 MB); the message that made it is dead-lettered, nothing is stored."""
+
+    reason = "record_too_large"

@@ -5,12 +5,15 @@
     if envelope.id in record.seen: clear; return  redelivery: no second effect
     agent  = create(type, migrate(record.state))  older state versions migrated on load
     await agent.dispatch(message, ctx)            outgoing messages collect in ctx.outbox
-    etag   = save(record', if_match=record.etag)  state + seen + outbox: one atomic write
+    etag   = save(record', if_match=record.etag)  state + seen + outbox + log entries
     publish(outbox); clear_outbox(etag)           ids derived from envelope.id: idempotent
 
 A crash between any two lines loses nothing and doubles nothing once the envelope is
 redelivered: before the save nothing happened; after it, the envelope is in `seen` and
-its outbox is re-published with the same ids, which receivers drop as duplicates.
+its outbox is re-published with the same ids, which receivers drop as duplicates. The
+entries the handler appended to its agent's log (`ctx.append_log`, numbered by the agent)
+are in the log once the save returns: the store writes them with the record, atomically
+or (Cosmos DB) inside the record first, and keeps the first copy of any (stream, seq).
 Failures are not handled here: `cadre.processing` retries and dead-letters around it.
 
 `Step.run_many` runs several envelopes for one agent, in order, as one step: one load, the
@@ -33,7 +36,7 @@ from .ids import AgentId
 from .messages import ContractRegistry, contracts
 from .migrations import load_state, state_version
 from .registry import Registry, default_registry
-from .stores.base import AgentRecord, StateStore
+from .stores.base import AgentRecord, LogEntry, StateStore
 from .transports.base import Transport
 
 if TYPE_CHECKING:
@@ -80,6 +83,7 @@ class Step:
         if seen_limit < 1:
             raise ValueError("seen_limit must be at least 1")
         self.seen_limit = seen_limit
+        self._item_bytes: int | None = store.max_item_bytes
 
     async def __call__(self, envelope: Envelope) -> StepResult:
         """Handle `envelope` once; raises `DeliveryError`s and the handler's exceptions."""
@@ -96,7 +100,7 @@ class Step:
 
         state_model = agent_type.cls.State
         agent = agent_type.create(recipient, load_state(agent_type.name, state_model, record))
-        ctx = Context(envelope, recipient, self.registry)
+        ctx = Context(envelope, recipient, self.registry, max_item_bytes=self._item_bytes)
         await agent.dispatch(message, ctx)
 
         outbox = tuple(ctx.outbox)
@@ -104,7 +108,8 @@ class Step:
         if len(seen) >= self.seen_limit:
             seen = seen[len(seen) - self.seen_limit + 1 :]
         state = agent.state.model_dump_json()
-        await self._commit(record, state, state_model, (*seen, envelope.id), outbox)
+        log = tuple(ctx.log)
+        await self._commit(record, state, state_model, (*seen, envelope.id), outbox, log)
         return StepResult(Outcome.HANDLED, outbox) if outbox else _HANDLED_NOTHING
 
     async def run_many(self, envelopes: Sequence[Envelope]) -> list[StepResult]:
@@ -136,7 +141,7 @@ class Step:
 
         state_model = agent_type.cls.State
         state = load_state(agent_type.name, state_model, record)
-        outcomes, outbox, state_json = [], [], record.state
+        outcomes, outbox, log, state_json = [], [], [], record.state
         for envelope, message in zip(envelopes, messages, strict=True):
             if envelope.id in known:
                 outcomes.append(Outcome.DUPLICATE)
@@ -144,17 +149,18 @@ class Step:
             if state_json is not record.state:  # as a step of its own would have loaded it
                 state = state_model.model_validate_json(state_json)  # type: ignore[arg-type]
             agent = agent_type.create(recipient, state)
-            ctx = Context(envelope, recipient, self.registry)
+            ctx = Context(envelope, recipient, self.registry, max_item_bytes=self._item_bytes)
             await agent.dispatch(message, ctx)
             state_json = agent.state.model_dump_json()
             outbox += ctx.outbox
+            log += ctx.log
             seen.append(envelope.id)
             known.add(envelope.id)
             outcomes.append(Outcome.HANDLED)
 
         published = tuple(outbox)
         await self._commit(
-            record, state_json, state_model, tuple(seen[-self.seen_limit :]), published
+            record, state_json, state_model, tuple(seen[-self.seen_limit :]), published, tuple(log)
         )
         return [StepResult(outcome, published) for outcome in outcomes]
 
@@ -178,13 +184,15 @@ class Step:
         state_model: type[BaseModel],
         seen: tuple[str, ...],
         outbox: tuple[Envelope, ...],
+        log: tuple[LogEntry, ...] = (),
     ) -> None:
         """The one conditional write (on the version `read` had), then publish and clear."""
         recipient = read.agent_id
         etag = await self.store.save(
-            AgentRecord(recipient, state, state_version(state_model), seen, outbox),
+            AgentRecord(recipient, state, state_version(state_model), seen, outbox, log=log),
             if_match=read.etag,
         )
         if outbox:
             await self.transport.send(outbox)
+        if outbox or log:
             await self.store.clear_outbox(recipient, etag)

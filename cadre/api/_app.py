@@ -283,13 +283,13 @@ def _task_routes(api: APIRouter, service: Service, limit: int, stream: _StreamOp
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        window = st.transcript[after : after + limit]
+        window = await service.messages(task_id, after, limit)
         return MessagePage(
             task_id=task_id,
             status=st.status,
             messages=[message_view(after + i, m) for i, m in enumerate(window)],
             next_after=after + len(window),
-            has_more=after + len(window) < len(st.transcript),
+            has_more=after + len(window) < st.messages,
         )
 
     @api.post(

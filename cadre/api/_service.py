@@ -24,10 +24,12 @@ from ..ids import AgentId
 from ..messages import Message
 from ..registry import Registry
 from ..stores.base import AgentRecord, StateStore
+from ..migrations import load_state
 from ..teams.manager import FINISHED, MANAGER_TYPE, Team, TeamCatalog, TeamState
 from ..teams.messages import CancelTask, HumanInput
 from ..teams.participants import Assistant, UserProxy
-from ..teams.tasks import Tasks
+from ..teams.messages import ChatMessage
+from ..teams.tasks import Tasks, transcript
 from ._models import Check, Participant, ParticipantKind, TeamView
 from ._problems import ProblemError
 
@@ -149,11 +151,17 @@ class Service:
         """The task's manager state; a task submitted but not started yet reads `queued`."""
         record = await self.store.load(AgentId(MANAGER_TYPE, task_id))
         if record.state:
-            return TeamState.model_validate_json(record.state)
+            state = load_state(MANAGER_TYPE, TeamState, record)
+            assert isinstance(state, TeamState)
+            return state
         submitted = await self.submission(task_id)
         if submitted is None:
             raise not_found(task_id)
         return TeamState(team=submitted.team, task=submitted.task)
+
+    async def messages(self, task_id: str, after: int, limit: int) -> list[ChatMessage]:
+        """A page of the task's transcript (its manager's log)."""
+        return await transcript(self.store, task_id, after=after, limit=limit)
 
     async def give_input(self, task_id: str, text: str) -> None:
         """Answer the user proxy; 409 unless the task is awaiting input."""

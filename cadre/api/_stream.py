@@ -27,6 +27,10 @@ from ._service import Service
 log = logging.getLogger("cadre.api")
 
 
+PAGE = 200
+"""Transcript entries read from the log at a time."""
+
+
 def message_view(index: int, message: ChatMessage) -> MessageView:
     """A transcript entry as the API shows it."""
     return MessageView(
@@ -76,11 +80,21 @@ async def events(
             await asyncio.sleep(max(poll, 1.0))
             continue
         # One chunk per read: fewer writes, and a client that hangs up mid-way costs one.
-        batch = [
-            _event("message", message_view(index, message).model_dump_json(), index + 1)
-            for index, message in enumerate(st.transcript[sent:], start=sent)
-        ]
-        sent = max(sent, len(st.transcript))
+        # The state is read first: the log holds at least its `messages` entries.
+        batch = []
+        while sent < st.messages:
+            try:
+                page = await service.messages(task_id, sent, min(st.messages - sent, PAGE))
+            except CadreError as exc:
+                log.warning("stream of task %s: reading the log failed: %s", task_id, exc)
+                break
+            if not page:
+                break
+            batch += [
+                _event("message", message_view(index, message).model_dump_json(), index + 1)
+                for index, message in enumerate(page, start=sent)
+            ]
+            sent += len(page)
         now = (st.status, st.speaker, st.prompt)
         if now != shown:
             shown = now

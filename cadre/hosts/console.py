@@ -69,9 +69,13 @@ class Console:
             except NotFound:
                 await asyncio.sleep(POLL_SECONDS)
                 continue
-            for message in state.transcript[seen:]:
-                self.show(message)
-            seen = len(state.transcript)
+            while seen < state.messages:  # the state first: the log holds at least this
+                page = await self.tasks.messages(task_id, after=seen, limit=state.messages - seen)
+                if not page:
+                    break
+                for message in page:
+                    self.show(message)
+                seen += len(page)
             if state.status in FINISHED:
                 return self._summary(
                     task_id, state.status, state.result, state.stop_reason, state.usage.total_tokens

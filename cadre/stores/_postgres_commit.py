@@ -114,6 +114,22 @@ class GroupCommit:
         self._start()
         return await done
 
+    async def write_one(
+        self,
+        conn: Any,
+        agent_id: AgentId,
+        state: str | None,
+        state_version: int,
+        seen: str,
+        outbox: str,
+        if_match: int | None,
+    ) -> int | None:
+        """The same conditional write, alone, on `conn` (inside the caller's transaction:
+        a save that appends log rows with it)."""
+        done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        save = Save(agent_id, state, state_version, seen, outbox, if_match, done)
+        return (await self._execute(conn, [save], {}))[0]
+
     def clear(self, agent_id: AgentId, version: int) -> None:
         """Empty the outbox of the row at `version`, in some later commit."""
         self._clears[agent_id] = version

@@ -1,4 +1,5 @@
-"""The state store port: agent records (state + seen ids + outbox) and dead letters."""
+"""The state store port: agent records (state + seen ids + outbox), agents' append-only logs,
+and dead letters."""
 
 from __future__ import annotations
 
@@ -10,6 +11,21 @@ from ..envelope import Envelope
 from ..ids import AgentId
 
 
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One entry of an agent's append-only log: number `seq` (from 0, no gaps) of `stream`
+    (the writing agent's id as text), `data` its JSON text. A team's transcript is the log
+    of its manager (stream ``cadre.team/<task id>``)."""
+
+    stream: str
+    seq: int
+    data: str
+
+    def size(self) -> int:
+        """The entry's size in bytes as stored (UTF-8 JSON)."""
+        return len(self.data.encode())
+
+
 @dataclass(slots=True)  # read-only by convention; frozen costs 4x per construction
 class AgentRecord:
     """Everything stored for one agent instance, written in one conditional write.
@@ -18,8 +34,10 @@ class AgentRecord:
     store may give back the same JSON value in another formatting: PostgreSQL's jsonb),
     `state_version` the version of the state model that wrote it, `seen` the ids of the most
     recently handled envelopes (oldest first), `outbox` the envelopes of the last step that
-    may not have been published yet. `etag` is the store's version tag of what was read;
-    None means the record does not exist yet.
+    may not have been published yet. `log` holds the log entries the step appends: what a
+    step wrote is in the log once `save` returns (see `StateStore.save`), so a loaded
+    record's `log` is empty. `etag` is the store's version tag of what was read; None means
+    the record does not exist yet.
     """
 
     agent_id: AgentId
@@ -28,15 +46,16 @@ class AgentRecord:
     seen: tuple[str, ...] = ()
     outbox: tuple[Envelope, ...] = ()
     etag: str | None = None
+    log: tuple[LogEntry, ...] = ()
 
     def with_outbox(self, outbox: tuple[Envelope, ...]) -> AgentRecord:
         """A copy with another outbox (`dataclasses.replace` costs 3x on the step's path)."""
         return AgentRecord(
-            self.agent_id, self.state, self.state_version, self.seen, outbox, self.etag
+            self.agent_id, self.state, self.state_version, self.seen, outbox, self.etag, self.log
         )
 
     def with_etag(self, etag: str | None) -> AgentRecord:
-        """A copy with another etag."""
+        """A copy with another etag (and no log entries: a stored record keeps none)."""
         return AgentRecord(
             self.agent_id, self.state, self.state_version, self.seen, self.outbox, etag
         )
@@ -84,10 +103,24 @@ class StateStore(Protocol):
     - `save` is one atomic conditional write: it succeeds only when the stored etag equals
       `if_match` (``None``: only when no record exists) and raises `ConcurrencyConflict`
       otherwise, changing nothing; it returns the new etag;
+    - `save` appends `record.log` to the log: atomically with the record (a store with
+      transactions), or (a store without multi-item transactions: Cosmos DB) kept inside
+      the record, appended right after it, and appended again by every `load` that finds
+      them still there, until `clear_outbox` drops them. Either way, once `save` returned
+      no entry can be lost, and appending an entry whose (stream, seq) is in the log
+      already keeps the first: no entry is doubled;
+    - `read_log` returns a stream's entries in `seq` order, from `start`, at most `limit`:
+      its cost depends on `limit`, not on the length of the log;
     - `clear_outbox` empties the outbox of the record written with `etag`, and does nothing
       (without raising) when the record has moved on since;
+    - a record or entry larger than `max_item_bytes` (when not None) is refused with
+      `RecordTooLarge`, naming the size and the limit, and changes nothing;
     - dead letters are kept until deleted, listed newest first.
     """
+
+    max_item_bytes: int | None
+    """The largest record or log entry this store can keep, in bytes (None: no limit that a
+    task could reach). A team keeps each transcript entry under a quarter of it."""
 
     async def load(self, agent_id: AgentId) -> AgentRecord:
         """Read one agent's record (a point read)."""
@@ -99,6 +132,10 @@ class StateStore(Protocol):
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
         """Empty the outbox written with `etag`, once it has been published."""
+        ...
+
+    async def read_log(self, stream: str, start: int = 0, limit: int = 100) -> list[LogEntry]:
+        """Entries of `stream` with ``seq >= start``, in order, at most `limit`."""
         ...
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:

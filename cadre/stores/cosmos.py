@@ -11,7 +11,16 @@ Layout (one container, partition key path ``/pk``, see docs/azure.md):
 - a dead letter is one item under its own partition ``~dead-letter/<id>`` (``~`` cannot
   start an agent type, so it never meets an agent): point reads by id, listed newest first
   by a (rare, operator-driven) cross-partition query; ``ttl: -1`` keeps it until deleted;
-- with ``ttl_seconds`` agent items carry ``ttl``: Cosmos removes an agent that was not
+- an agent's log (a team's transcript) is one item per entry in the agent's partition,
+  ``id`` = ``~log-<seq>``: `read_log` is a single-partition query. Cosmos DB has no
+  transaction across items that the step could use (and the local server's batches do not
+  roll back), so a save keeps its entries in the agent item (``log``), creates the entry
+  items right after, and `clear_outbox` drops them from the agent item; a `load` that still
+  finds entries there (the process died in between) creates them first. Creating an entry
+  that exists keeps the first: none is lost, none doubled;
+- every item is at most `max_item_bytes` as serialized (Cosmos DB: 2 MB with its system
+  properties): a larger record is refused with `RecordTooLarge` before any request;
+- with ``ttl_seconds`` agent and log items carry ``ttl``: Cosmos removes an agent that was not
   written for that long (finished agents and tasks age out). The container must have TTL
   switched on (``defaultTtl: -1``), as `create_container` does.
 
@@ -23,20 +32,30 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 from ..envelope import Envelope
-from ..errors import ConcurrencyConflict, ConfigurationError, NotFound, StoreError
+from ..errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    NotFound,
+    RecordTooLarge,
+    StoreError,
+)
 from ..ids import AgentId
-from .base import AgentRecord, DeadLetter
+from .base import AgentRecord, DeadLetter, LogEntry
 
 DEAD_LETTER_PREFIX = "~dead-letter/"
 """Partition key prefix of dead letters (agent types cannot start with '~')."""
 
 _MAX_ID = 255
+
+MAX_ITEM_BYTES = 2_000_000
+"""Cosmos DB's 2 MB item limit (2,097,152 bytes) less room for its system properties."""
 
 
 def _sdk() -> Any:
@@ -87,6 +106,8 @@ async def _translated(what: str, *, item: bool = True) -> AsyncIterator[None]:
 
 class CosmosStore:
     """State store on one Cosmos DB container (see the module docstring for the layout)."""
+
+    max_item_bytes: int | None = MAX_ITEM_BYTES
 
     def __init__(
         self,
@@ -176,6 +197,8 @@ class CosmosStore:
                 item = await self._items().read_item(item_id(pk), partition_key=pk)
         except NotFound:
             return AgentRecord(agent_id)
+        if item.get("log"):  # a save that died before its entries were created
+            await self._create_entries(pk, [_entry(e) for e in item["log"]])
         return AgentRecord(
             agent_id,
             item.get("state"),
@@ -198,9 +221,57 @@ class CosmosStore:
             "seen": list(record.seen),
             "outbox": [e.model_dump(mode="json") for e in record.outbox],
         }
+        if record.log:
+            item["log"] = [{"stream": e.stream, "seq": e.seq, "data": e.data} for e in record.log]
         if self.ttl_seconds is not None:
             item["ttl"] = self.ttl_seconds
+        size = len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+        if size > MAX_ITEM_BYTES:
+            raise RecordTooLarge(
+                f"the record of {pk} would be {size:,} bytes, over the {MAX_ITEM_BYTES:,} a "
+                "Cosmos DB item may hold (state, outbox and new log entries together); "
+                "send smaller messages or keep less state"
+            )
         return item
+
+    async def _create_entries(self, pk: str, entries: list[LogEntry]) -> None:
+        """One item per entry (a create: an entry already there keeps the first)."""
+        for entry in entries:
+            item: dict[str, Any] = {
+                "id": f"~log-{entry.seq}",
+                "pk": pk,
+                "kind": "log",
+                "stream": entry.stream,
+                "seq": entry.seq,
+                "data": entry.data,
+            }
+            if self.ttl_seconds is not None:
+                item["ttl"] = self.ttl_seconds
+            try:
+                async with _translated(f"log {pk} #{entry.seq}"):
+                    await self._items().create_item(item)
+            except ConcurrencyConflict:
+                pass  # created by an earlier try
+
+    async def read_log(self, stream: str, start: int = 0, limit: int = 100) -> list[LogEntry]:
+        """A single-partition query (the stream is the agent's partition key)."""
+        query = (
+            "SELECT TOP @limit c.seq, c.data FROM c WHERE c.pk = @pk AND c.kind = 'log' "
+            "AND c.seq >= @start ORDER BY c.seq"
+        )
+        parameters: list[dict[str, Any]] = [
+            {"name": "@limit", "value": max(int(limit), 0)},
+            {"name": "@pk", "value": stream},
+            {"name": "@start", "value": max(int(start), 0)},
+        ]
+        async with _translated(f"read log {stream}", item=False):
+            items = [
+                item
+                async for item in self._items().query_items(
+                    query, parameters=parameters, partition_key=stream
+                )
+            ]
+        return [LogEntry(stream, int(i["seq"]), str(i["data"])) for i in items]
 
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
         """Create (``if_match=None``) or replace If-Match the etag; one request either way."""
@@ -220,11 +291,14 @@ class CosmosStore:
                     )
         except NotFound as exc:  # gone since it was read (deleted, or expired by TTL)
             raise ConcurrencyConflict(f"{item['pk']}: the record no longer exists") from exc
+        if record.log:
+            await self._create_entries(item["pk"], list(record.log))
         return str(written["_etag"])
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
-        """Empty the outbox if the item is still the one written with `etag`: one patch,
-        If-Match the etag (the item gets a new etag). A record that moved on is left alone."""
+        """Empty the outbox and the log entries (created by then) if the item is still the one
+        written with `etag`: one patch, If-Match the etag (the item gets a new etag). A
+        record that moved on is left alone."""
         from azure.core import MatchConditions
 
         pk = str(agent_id)
@@ -233,7 +307,10 @@ class CosmosStore:
                 await self._items().patch_item(
                     item_id(pk),
                     partition_key=pk,
-                    patch_operations=[{"op": "set", "path": "/outbox", "value": []}],
+                    patch_operations=[
+                        {"op": "set", "path": "/outbox", "value": []},
+                        {"op": "set", "path": "/log", "value": []},
+                    ],
                     etag=etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
@@ -303,6 +380,10 @@ class CosmosStore:
         if self._owns_credential:
             credential, self._credential, self._owns_credential = self._credential, None, False
             await credential.close()
+
+
+def _entry(item: dict[str, Any]) -> LogEntry:
+    return LogEntry(str(item["stream"]), int(item["seq"]), str(item["data"]))
 
 
 def _letter(item: dict[str, Any]) -> DeadLetter:

@@ -6,18 +6,21 @@ import itertools
 
 from ..errors import ConcurrencyConflict, NotFound
 from ..ids import AgentId
-from .base import AgentRecord, DeadLetter
+from .base import AgentRecord, DeadLetter, LogEntry
 
 
 class MemoryStore:
     """Keeps records in a dict; nothing survives the process.
 
     Records are immutable values (state is JSON text), so what is stored can never be
-    changed behind the store's back.
+    changed behind the store's back. A log is a list per stream, indexed by `seq`.
     """
+
+    max_item_bytes: int | None = None
 
     def __init__(self) -> None:
         self._records: dict[AgentId, AgentRecord] = {}
+        self._logs: dict[str, list[LogEntry]] = {}
         self._dead: dict[str, DeadLetter] = {}
         self._versions = itertools.count(1)
 
@@ -34,9 +37,13 @@ class MemoryStore:
                 f"{record.agent_id}: stored version {current_etag}, write expected {if_match}"
             )
         etag = str(next(self._versions))
-        self._records[record.agent_id] = AgentRecord(
-            record.agent_id, record.state, record.state_version, record.seen, record.outbox, etag
-        )
+        self._records[record.agent_id] = record.with_etag(etag)
+        for entry in record.log:
+            log = self._logs.setdefault(entry.stream, [])
+            if entry.seq == len(log):
+                log.append(entry)
+            elif entry.seq > len(log):
+                raise ValueError(f"log {entry.stream}: entry {entry.seq} after {len(log) - 1}")
         return etag
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
@@ -44,6 +51,10 @@ class MemoryStore:
         current = self._records.get(agent_id)
         if current is not None and current.etag == etag and current.outbox:
             self._records[agent_id] = current.with_outbox(())
+
+    async def read_log(self, stream: str, start: int = 0, limit: int = 100) -> list[LogEntry]:
+        """A slice of the stream's list."""
+        return self._logs.get(stream, [])[max(start, 0) : max(start, 0) + max(limit, 0)]
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""

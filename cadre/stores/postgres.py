@@ -31,6 +31,11 @@ day of the same machine). ``toast_tuple_target = 8160`` keeps rows of a few kB (
 ids are ~2 kB) inline instead of compressing them on every write. The relay's query for
 outboxes a crash left behind (`stale_outboxes`) is therefore a sequential scan; the
 workers space it by its duration (`cadre.hosts.worker`).
+
+Agents' logs (a team's transcript) are rows of ``<prefix>log`` keyed by (stream, seq). A
+save that appends entries (a team manager's step) does not join the group commit: its
+conditional write and its log rows go in one transaction of their own, so the entries are
+in the log exactly when the record is.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from ..envelope import Envelope
 from ..errors import ConcurrencyConflict, ConfigurationError, NotFound, StoreError
 from ..ids import AgentId
 from ._postgres_commit import GroupCommit
-from .base import AgentRecord, DeadLetter, outbox_json, seen_ids, seen_text
+from .base import AgentRecord, DeadLetter, LogEntry, outbox_json, seen_ids, seen_text
 
 log = logging.getLogger("cadre.stores.postgres")
 
@@ -69,6 +74,12 @@ CREATE TABLE IF NOT EXISTS {p}agents (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (agent_type, agent_key)
 ) WITH ({hot});
+CREATE TABLE IF NOT EXISTS {p}log (
+    stream text   NOT NULL,
+    seq    bigint NOT NULL,
+    data   text   NOT NULL,
+    PRIMARY KEY (stream, seq)
+);
 CREATE TABLE IF NOT EXISTS {p}dead_letters (
     id        text PRIMARY KEY,
     body      bytea NOT NULL,
@@ -117,8 +128,11 @@ def _psycopg() -> Any:
 
 
 class PostgresStore:
-    """State store on PostgreSQL; tables are named ``<prefix>agents`` and
+    """State store on PostgreSQL; tables are named ``<prefix>agents``, ``<prefix>log`` and
     ``<prefix>dead_letters`` (the prefix lets tests and apps share one database)."""
+
+    max_item_bytes: int | None = None
+    """PostgreSQL's own limit (1 GB a value) is far beyond what a step could write."""
 
     def __init__(
         self,
@@ -208,7 +222,8 @@ class PostgresStore:
         await self._commits.flush()
         async with pool.connection() as conn:
             await conn.execute(
-                f"DROP TABLE IF EXISTS {self.prefix}agents, {self.prefix}dead_letters",
+                f"DROP TABLE IF EXISTS {self.prefix}agents, {self.prefix}log, "
+                f"{self.prefix}dead_letters",
                 prepare=False,
             )
 
@@ -233,7 +248,7 @@ class PostgresStore:
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
         """One conditional write on the version column, group-committed with others."""
         aid = record.agent_id
-        version = await self._commits.save(
+        row = (
             aid,
             record.state,
             record.state_version,
@@ -241,12 +256,52 @@ class PostgresStore:
             outbox_json(record.outbox),
             None if if_match is None else int(if_match),
         )
+        if record.log:
+            version = await self._save_with_log(row, record.log)
+        else:
+            version = await self._commits.save(*row)
         if version is None:
             self._cache.pop(aid, None)  # someone else wrote: read it afresh next time
             raise ConcurrencyConflict(f"{aid}: the stored version is not {if_match}")
         etag = str(version)
         self._remember(record.with_etag(etag))
         return etag
+
+    async def _save_with_log(
+        self,
+        row: tuple[AgentId, str | None, int, str, str, int | None],
+        entries: tuple[LogEntry, ...],
+    ) -> int | None:
+        """The conditional write and the log rows, in one transaction (see the module doc)."""
+        psycopg, _ = _psycopg()
+        sql = (
+            f"INSERT INTO {self.prefix}log (stream, seq, data) "
+            "SELECT * FROM unnest(%b::text[], %b::int8[], %b::text[]) ON CONFLICT DO NOTHING"
+        )
+        try:
+            async with self._connection() as conn, conn.transaction():
+                version = await self._commits.write_one(conn, *row)
+                if version is not None:
+                    await conn.execute(
+                        sql,
+                        (
+                            [e.stream for e in entries],
+                            [e.seq for e in entries],
+                            [e.data for e in entries],
+                        ),
+                    )
+                return version
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+    async def read_log(self, stream: str, start: int = 0, limit: int = 100) -> list[LogEntry]:
+        """One range scan of the primary key."""
+        rows = await self._execute(
+            f"SELECT seq, data FROM {self.prefix}log WHERE stream = %s AND seq >= %s "
+            "ORDER BY seq LIMIT %s",
+            (stream, max(start, 0), max(limit, 0)),
+        )
+        return [LogEntry(stream, seq, data) for seq, data in rows]
 
     def _remember(self, record: AgentRecord) -> None:
         if not self._cache_size:

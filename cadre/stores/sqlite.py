@@ -15,7 +15,9 @@ every `commit_interval` seconds (default 20 ms), every `commit_batch` writes, an
 when it goes idle). The queue and the agents' state commit together, so a process killed
 at any moment comes back at a consistent point: the envelopes whose effects were lost are
 back in the queue and are handled again; nothing is lost and nothing is doubled.
-``commit_interval=0`` commits every write at once. ``synchronous=NORMAL`` survives process
+``commit_interval=0`` commits every write at once. Agents' logs (a team's transcript) are
+rows of the ``log`` table keyed by (stream, seq), written in the commit that writes the
+record they came with. ``synchronous=NORMAL`` survives process
 crashes; a power cut can lose the last commits (never corrupt the file); ``durable=True``
 selects ``synchronous=FULL``.
 """
@@ -35,7 +37,7 @@ from ..envelope import Envelope
 from ..errors import ConcurrencyConflict, NotFound, StoreError
 from ..ids import AgentId
 from ._sqlite_writer import GroupCommit, SQLiteJournal
-from .base import AgentRecord, DeadLetter, outbox_json, seen_ids, seen_text
+from .base import AgentRecord, DeadLetter, LogEntry, outbox_json, seen_ids, seen_text
 
 __all__ = ["SQLiteJournal", "SQLiteStore"]
 
@@ -60,6 +62,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     task_id TEXT,
     extra TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS log (
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL,
@@ -70,6 +78,9 @@ CREATE TABLE IF NOT EXISTS queue (
 
 class SQLiteStore:
     """State store on one SQLite file (created with its folder when missing)."""
+
+    max_item_bytes: int | None = None
+    """SQLite's own limit (1 GB a value) is far beyond what a step could write."""
 
     def __init__(
         self,
@@ -98,6 +109,7 @@ class SQLiteStore:
             raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
         self._records: OrderedDict[str, AgentRecord] = OrderedDict()  # least recent first
         self._dirty: dict[str, AgentRecord] = {}
+        self._log: dict[tuple[str, int], str] = {}  # entries to write at the next commit
         self._cache_size = max(cache_size, 1)
         self._writer = GroupCommit(
             self._db, commit_interval, commit_batch, self._write_back, self._forget
@@ -136,11 +148,11 @@ class SQLiteStore:
                 f"{key}: stored version {current.etag}, write expected {if_match}"
             )
         etag = str(int(if_match) + 1) if if_match is not None else "1"
-        saved = AgentRecord(
-            record.agent_id, record.state, record.state_version, record.seen, record.outbox, etag
-        )
+        saved = record.with_etag(etag)
         self._remember(key, saved)
         self._dirty[key] = saved
+        for entry in record.log:
+            self._log.setdefault((entry.stream, entry.seq), entry.data)
         self._writer.wrote()
         return etag
 
@@ -157,6 +169,24 @@ class SQLiteStore:
         self._remember(key, cleared)
         self._dirty[key] = cleared
         self._writer.wrote()
+
+    async def read_log(self, stream: str, start: int = 0, limit: int = 100) -> list[LogEntry]:
+        """The committed rows (one index range scan), then the entries of the next commit."""
+        start, limit = max(start, 0), max(limit, 0)
+        rows = self._query(
+            "SELECT seq, data FROM log WHERE stream = ? AND seq >= ? ORDER BY seq LIMIT ?",
+            (stream, start, limit),
+        )
+        entries = [LogEntry(stream, seq, data) for seq, data in rows]
+        if len(entries) < limit and self._log:
+            after = entries[-1].seq + 1 if entries else start
+            pending = sorted(
+                (LogEntry(s, seq, data) for (s, seq), data in self._log.items()),
+                key=lambda e: e.seq,
+            )
+            pending = [e for e in pending if e.stream == stream and e.seq >= after]
+            entries += pending[: limit - len(entries)]
+        return entries
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""
@@ -245,7 +275,13 @@ class SQLiteStore:
                 self._records.popitem(last=False)
 
     def _write_back(self) -> None:
-        """Write the records changed since the last commit (called inside the commit)."""
+        """Write the records and log entries since the last commit (inside the commit)."""
+        if self._log:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO log (stream, seq, data) VALUES (?, ?, ?)",
+                [(stream, seq, data) for (stream, seq), data in self._log.items()],
+            )
+            self._log = {}
         if not self._dirty:
             return
         self._db.executemany(
@@ -270,7 +306,7 @@ class SQLiteStore:
     def _forget(self) -> None:
         """A commit failed: what this store holds may be ahead of the file; drop it."""
         self._records.clear()
-        self._dirty = {}
+        self._dirty, self._log = {}, {}
 
     def _check_writable(self) -> None:
         if self.readonly:

@@ -97,7 +97,7 @@ class MagenticOneTeam(Team):
 
     @staticmethod
     def _history(state: TeamState) -> str:
-        return "\n".join(f"{m.source}: {m.content}" for m in state.transcript if m.kind == "text")
+        return "\n".join(f"{m.source}: {m.content}" for m in state.recent if m.kind == "text")
 
     async def _ask(self, prompt: str, schema: type[BaseModel] | None = None) -> tuple[str, Usage]:
         result = await traced.create(
@@ -111,7 +111,8 @@ class MagenticOneTeam(Team):
 
     async def start(self, state: TeamState, ctx: Context) -> None:
         """Write the task ledger: facts, then a plan."""
-        task = state.transcript[state.run_start].content if state.transcript else state.task
+        first = state.since(state.run_start)
+        task = first[0].content if first and state.recent_start <= state.run_start else state.task
         facts, used_facts = await self._ask(FACTS_PROMPT.format(task=task))
         plan, used_plan = await self._ask(PLAN_PROMPT.format(team=self._team_text(), task=task))
         state.pattern.update({"task": task, "stalls": 0, "replans": 0})

@@ -1,5 +1,5 @@
-"""A team is a manager agent: its state (participants' turns, transcript, usage,
-termination) lives in the store, keyed by the task id.
+"""A team is a manager agent: its state (participants' turns, usage, termination) lives in
+the store, keyed by the task id; its transcript is the manager's append-only log.
 
     team = RoundRobinTeam("review", [writer, critic], termination=TextMention(text="APPROVE"))
     team.register(registry)                       # manager + participant agent types
@@ -9,6 +9,12 @@ Every step of the manager handles one message: a task to start, a participant's 
 result, human input, a cancel, a timer. It never awaits a participant: it sends
 `RequestTurn` and returns; the answer is another message, maybe days later. Patterns
 differ only in how they pick the next speaker (`Team.select`).
+
+Nothing in the manager's record grows with the conversation: each message is appended to
+the log (``ctx.append_log``, numbered from 0), and the state keeps counters, the
+termination conditions' own state and a bounded window of the newest messages (`recent`),
+enough to tell each participant what it missed since its last turn and to show selectors
+the latest conversation. A step's cost does not depend on how long the task has run.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
 from .. import telemetry
 from ..agent import Agent, handler
@@ -25,6 +31,7 @@ from ..context import Context
 from ..errors import ConfigurationError
 from ..ids import AgentId
 from ..messages import DeliveryFailed
+from ..migrations import state_migration
 from ..models.base import Usage
 from ..registry import Registry, default_registry
 from .messages import (
@@ -43,22 +50,31 @@ from .termination import Condition, RunView, timeouts
 MANAGER_TYPE = "cadre.team"
 """The agent type of every team manager; a task's root manager is keyed by the task id."""
 
-TRANSCRIPT_LIMIT_CHARS = 1_000_000
-"""The longest transcript (characters of message content) a task may build: the transcript
-is the manager's state, one stored item, and a Cosmos DB item is at most 2 MB. Past it the
-task fails with the reason, rather than every later save failing."""
+RECENT_MESSAGES = 20
+"""How many of the newest messages the manager keeps in its state at least (selectors and
+the orchestrator see them); more while a participant has not yet been told them."""
+
+RECENT_MAX_MESSAGES = 200
+RECENT_MAX_BYTES = 256 * 1024
+"""The most the window of recent messages holds (the newest message is always kept): a
+participant that has not spoken for longer is told only the newest of what it missed."""
 
 TaskStatus = Literal["queued", "running", "awaiting_input", "completed", "failed", "cancelled"]
 FINISHED = ("completed", "failed", "cancelled")
 
 
 class TeamState(BaseModel):
-    """A team run, as stored: status, transcript, usage, whose turn it is, and why it ended."""
+    """A team run, as stored: status, counters, the newest messages, usage, whose turn it
+    is, and why it ended. The transcript itself is the manager's log (`Tasks.messages`)."""
+
+    state_version: ClassVar[int] = 2
 
     team: str = ""
     status: TaskStatus = "queued"
     task: str = ""
-    transcript: list[ChatMessage] = []
+    messages: int = 0
+    recent: list[ChatMessage] = []
+    recent_start: int = 0
     run: int = 0
     run_start: int = 0
     usage: Usage = Usage()
@@ -70,19 +86,32 @@ class TeamState(BaseModel):
     cursors: dict[str, int] = {}
     prompt: str | None = None
     termination: Condition | None = None
+    termination_memo: dict[str, str] = {}
     timed_out: bool = False
     stop_requested: bool = False
     stop_reason: str | None = None
     result: str | None = None
+    last_text: str | None = None
     parent: str | None = None
     parent_turn: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
     pattern: dict[str, Any] = {}
+    carried: list[ChatMessage] = []
+    """A transcript stored by state version 1, until the next step moves it to the log."""
+
+    _new: list[ChatMessage] = PrivateAttr(default_factory=list)
+    _unchecked: list[ChatMessage] = PrivateAttr(default_factory=list)
 
     def record(self, message: ChatMessage) -> None:
-        """Append `message` and add its tokens to the task's, the run's and its source's."""
-        self.transcript.append(message)
+        """Append `message` to the transcript (logged with this step) and add its tokens to
+        the task's, the run's and its source's."""
+        self.recent.append(message)
+        self.messages += 1
+        self._new.append(message)
+        self._unchecked.append(message)
+        if message.kind == "text":
+            self.last_text = message.content
         self.add_usage(message.source, message.usage)
 
     def add_usage(self, source: str, usage: Usage) -> None:
@@ -91,6 +120,58 @@ class TeamState(BaseModel):
             self.usage = self.usage + usage
             self.run_usage = self.run_usage + usage
             self.usage_by_agent[source] = self.usage_by_agent.get(source, Usage()) + usage
+
+    def since(self, seq: int) -> list[ChatMessage]:
+        """The messages from number `seq` on that the window still holds."""
+        return self.recent[max(seq - self.recent_start, 0) :]
+
+    def take_new(self) -> list[ChatMessage]:
+        """The messages recorded since the last call (to append to the log)."""
+        new, self._new = self._new, []
+        return new
+
+    def take_unchecked(self) -> list[ChatMessage]:
+        """The messages termination has not looked at yet."""
+        new, self._unchecked = self._unchecked, []
+        return new
+
+    def trim(self) -> None:
+        """Drop from the window what every participant has been told, keeping at least
+        the newest `RECENT_MESSAGES`, and at most `RECENT_MAX_MESSAGES`/`_BYTES`."""
+        floor = min(self.cursors.values(), default=self.messages)
+        keep_from = min(floor, self.messages - RECENT_MESSAGES)
+        drop = max(keep_from - self.recent_start, 0)
+        drop = max(drop, len(self.recent) - RECENT_MAX_MESSAGES)
+        if drop > 0:
+            del self.recent[:drop]
+            self.recent_start += drop
+        size = sum(len(m.content) for m in self.recent)
+        if size > RECENT_MAX_BYTES // 4:  # characters: check the bytes only when it may matter
+            sizes = [len(m.content.encode()) for m in self.recent]
+            total, drop = sum(sizes), 0
+            while total > RECENT_MAX_BYTES and drop < len(self.recent) - 1:
+                total -= sizes[drop]
+                drop += 1
+            del self.recent[:drop]
+            self.recent_start += drop
+
+
+@state_migration(TeamState, from_version=1)
+def _transcript_to_log(state: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 kept the whole transcript in the state: it moves to the log at the next
+    step (`carried`), and the state keeps counters and the newest messages."""
+    transcript = state.pop("transcript", [])
+    run_start = state.get("run_start", 0)
+    recent = transcript[-RECENT_MESSAGES:]
+    texts = [m for m in transcript[run_start:] if m.get("kind", "text") == "text"]
+    return {
+        **state,
+        "messages": len(transcript),
+        "recent": recent,
+        "recent_start": len(transcript) - len(recent),
+        "last_text": texts[-1]["content"] if texts else None,
+        "carried": transcript,
+    }
 
 
 @dataclass(frozen=True)
@@ -190,6 +271,21 @@ class TeamManager(Agent):
         """The spec of the team this manager runs."""
         return self.catalog.get(self.state.team)
 
+    async def dispatch(self, msg: Any, ctx: Context) -> None:
+        """Handle `msg`, then append what it recorded to the log and trim the window."""
+        st: TeamState = self.state
+        if st.carried:  # a transcript of state version 1: into the log first
+            for seq, message in enumerate(st.carried):
+                ctx.append_log(seq, message.model_dump_json(exclude_defaults=True))
+            st.carried = []
+        await super().dispatch(msg, ctx)
+        new = st.take_new()
+        seq = st.messages - len(new)
+        for message in new:
+            ctx.append_log(seq, message.model_dump_json(exclude_defaults=True))
+            seq += 1
+        st.trim()
+
     @handler
     async def on_start(self, msg: StartTask, ctx: Context) -> None:
         """Begin the task: record it as the first message and ask the first speaker."""
@@ -216,12 +312,17 @@ class TeamManager(Agent):
     async def _begin(self, ctx: Context, messages: list[ChatMessage]) -> None:
         st, team = self.state, self.team
         st.status, st.run, st.run_turns = "running", st.run + 1, 0
-        st.run_start, st.run_usage = len(st.transcript), Usage()
+        st.run_start, st.run_usage = st.messages, Usage()
         st.timed_out = st.stop_requested = False
-        st.stop_reason = st.result = None
+        st.stop_reason = st.result = st.last_text = None
         st.started_at = st.started_at or ctx.now
-        st.termination = team.termination
+        st.termination, st.termination_memo = team.termination, {}
+        for name in team.participants:
+            st.cursors.setdefault(name, 0)
+        st.take_unchecked()
         for message in messages:
+            if self._too_large(ctx, message):
+                return
             st.record(message)
         for seconds in timeouts(st.termination):
             ctx.schedule(TimeoutFired(run=st.run), after=timedelta(seconds=seconds))
@@ -252,19 +353,11 @@ class TeamManager(Agent):
             return
         speaker = st.speaker or ""
         for message in msg.messages:
+            if self._too_large(ctx, message):
+                return
             st.record(message.model_copy(update={"at": ctx.now}))
         if msg.error:
             self._finish(ctx, "failed", msg.error)
-            return
-        size = sum(len(m.content) for m in st.transcript)
-        if size > TRANSCRIPT_LIMIT_CHARS:
-            self._finish(
-                ctx,
-                "failed",
-                f"the transcript reached {size:,} characters, over the {TRANSCRIPT_LIMIT_CHARS:,} "
-                "a team's stored state may hold (a Cosmos DB item is at most 2 MB); split the "
-                "task, or stop it sooner (MaxMessages, TokenUsage)",
-            )
             return
         self.team.after_turn(st, speaker, msg)
         st.speaker = None
@@ -329,11 +422,38 @@ class TeamManager(Agent):
         if reason:
             self._finish(ctx, "completed", reason)
 
+    def _too_large(self, ctx: Context, message: ChatMessage) -> bool:
+        """Fail the task when one message is over what this store can keep in an entry (a
+        quarter of an item: the window, the log entry and the next turn each hold it)."""
+        if ctx.max_item_bytes is None:
+            return False
+        limit = ctx.max_item_bytes // 4
+        size = len(message.model_dump_json().encode())
+        if size <= limit:
+            return False
+        self._finish(
+            ctx,
+            "failed",
+            f"a message from {message.source} is {size:,} bytes, over the {limit:,} bytes a "
+            f"transcript entry may have on this store (items of at most "
+            f"{ctx.max_item_bytes:,} bytes); ask for shorter answers or use another store",
+        )
+        return True
+
     def _termination_reason(self) -> str | None:
+        """The conditions see only the messages recorded since they last looked."""
         st = self.state
+        new = st.take_unchecked()
         if st.termination is None:
             return None
-        view = RunView(st.transcript[st.run_start :], st.run_usage, st.timed_out, st.stop_requested)
+        view = RunView(
+            new,
+            st.messages - st.run_start,
+            st.run_usage,
+            st.timed_out,
+            st.stop_requested,
+            st.termination_memo,
+        )
         reason: str | None = st.termination.check(view)
         return reason
 
@@ -356,11 +476,12 @@ class TeamManager(Agent):
         st = self.state
         name = selection.speaker
         participant = self.team.participants[name]
-        cursor = st.cursors.get(name, 0)
         delta = [
-            m for m in st.transcript[cursor:] if m.source != name and m.kind in ("text", "handoff")
+            m
+            for m in st.since(st.cursors.get(name, 0))
+            if m.source != name and m.kind in ("text", "handoff")
         ]
-        st.cursors[name] = len(st.transcript)
+        st.cursors[name] = st.messages
         st.turn += 1
         st.run_turns += 1
         st.speaker = name
@@ -386,8 +507,7 @@ class TeamManager(Agent):
         st.finished_at = ctx.now
         self._report(status, reason)
         if st.result is None:
-            texts = [m for m in st.transcript[st.run_start :] if m.kind == "text"]
-            st.result = texts[-1].content if texts else ""
+            st.result = st.last_text or ""
         if st.parent and notify_parent:
             answer = ChatMessage(
                 source=st.team, content=st.result or "", usage=st.run_usage, at=ctx.now

@@ -81,7 +81,7 @@ class SelectorTeam(Team):
             roles="\n".join(f"{n}: {self.participants[n].description}" for n in names),
             participants=str(names),
             history="\n".join(
-                f"{m.source}: {m.content}" for m in state.transcript if m.kind == "text"
+                f"{m.source}: {m.content}" for m in state.recent if m.kind == "text"
             ),
         )
         schema = _choice_schema(names)
@@ -125,7 +125,8 @@ class SelectorTeam(Team):
     @staticmethod
     def _picked(state: TeamState, name: str, how: str) -> Selection:
         state.pattern["last"] = name
-        state.pattern.setdefault("selections", []).append(how)
+        counts = state.pattern.setdefault("selected_by", {})
+        counts[how] = counts.get(how, 0) + 1
         return Selection(name, selected_by=f"selector {how}")
 
 

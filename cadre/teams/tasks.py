@@ -6,9 +6,10 @@ human input, stop or cancel it.
     await runtime.run_until_idle()
     print((await tasks.status(task_id)).status, await tasks.messages(task_id))
 
-Reads need only the store: the root manager (``cadre.team/<task id>``) keeps the status,
-transcript and usage in its state, so another process (the HTTP API) reads them with one
-point read. Writes are messages to that manager.
+Reads need only the store: the root manager (``cadre.team/<task id>``) keeps the status and
+usage in its state (one point read) and the transcript in its log (read by page, by
+message number), so another process (the HTTP API) reads them too. Writes are messages to
+that manager.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..envelope import new_id
 from ..errors import ConfigurationError, NotFound, TaskStateError
 from ..ids import AgentId
 from ..messages import Message
+from ..migrations import load_state
 from ..models.base import Usage
 from ..registry import Registry
 from ..stores.base import StateStore
@@ -66,7 +68,7 @@ class TaskInfo(BaseModel):
             stop_reason=st.stop_reason,
             speaker=st.speaker,
             prompt=st.prompt,
-            messages=len(st.transcript),
+            messages=st.messages,
             usage=st.usage,
             usage_by_agent=st.usage_by_agent,
             started_at=st.started_at,
@@ -110,7 +112,9 @@ class Tasks:
         """The manager's stored state (`NotFound` for a task nobody submitted)."""
         record = await self.runtime.store.load(AgentId(MANAGER_TYPE, task_id))
         if record.state:
-            return TeamState.model_validate_json(record.state)
+            state = load_state(MANAGER_TYPE, TeamState, record)
+            assert isinstance(state, TeamState)
+            return state
         if task_id in self._submitted:
             return TeamState(team=self._submitted[task_id])
         raise NotFound(f"no task {task_id!r} in this store (or it has not started yet)")
@@ -119,9 +123,12 @@ class Tasks:
         """The task's status, result, whose turn it is, and its token usage."""
         return TaskInfo.of(task_id, await self.state(task_id))
 
-    async def messages(self, task_id: str, *, after: int = 0) -> list[ChatMessage]:
-        """The transcript from message number `after` on (for polling: pass how many you have)."""
-        return (await self.state(task_id)).transcript[after:]
+    async def messages(
+        self, task_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[ChatMessage]:
+        """The transcript from message number `after` on, at most `limit` messages (None:
+        all). For polling, pass how many you have; a page costs the same at any length."""
+        return await transcript(self.runtime.store, task_id, after=after, limit=limit)
 
     async def give_input(self, task_id: str, text: str) -> None:
         """Answer the user proxy the task waits on; `TaskStateError` if it is not waiting."""
@@ -143,3 +150,32 @@ class Tasks:
 
     async def _send(self, task_id: str, message: Message) -> None:
         await self.runtime.send(AgentId(MANAGER_TYPE, task_id), message, task_id=task_id)
+
+
+LOG_PAGE = 1000
+"""Entries read from the log in one request when a caller asks for more."""
+
+
+async def transcript(
+    store: StateStore, task_id: str, *, after: int = 0, limit: int | None = None
+) -> list[ChatMessage]:
+    """A task's transcript from message number `after`, at most `limit` (None: all), read
+    from its manager's log; a task stored by state version 1 and not stepped since keeps it
+    in its state until then."""
+    stream = str(AgentId(MANAGER_TYPE, task_id))
+    out: list[ChatMessage] = []
+    start = max(after, 0)
+    while limit is None or len(out) < limit:
+        page = LOG_PAGE if limit is None else min(LOG_PAGE, limit - len(out))
+        entries = await store.read_log(stream, start, page)
+        out += [ChatMessage.model_validate_json(e.data) for e in entries]
+        if len(entries) < page:
+            break
+        start = entries[-1].seq + 1
+    if not out and start == max(after, 0):
+        record = await store.load(AgentId(MANAGER_TYPE, task_id))
+        if record.state is not None and record.state_version < 2:
+            state = load_state(MANAGER_TYPE, TeamState, record)
+            carried = state.carried[start:]  # type: ignore[attr-defined]
+            return carried if limit is None else carried[:limit]
+    return out

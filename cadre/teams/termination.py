@@ -3,15 +3,19 @@
     stop = TextMention(text="APPROVE") | MaxMessages(max_messages=10)
 
 Each condition is a frozen pydantic model with a `kind`, so a combination is plain data in
-the manager's stored state (a discriminated union). A condition is checked after every
-message against the run so far (`RunView`) and returns the reason it fired, or None.
-`MaxMessages` counts every message of the run, the task included.
+the manager's stored state (a discriminated union); unknown arguments are refused, so a
+misspelt limit fails at construction instead of never firing. A condition is checked
+after every turn and sees only what is new since it last looked (`RunView.new`), plus the
+run's counters: its cost does not depend on how long the task has run. What a condition
+must remember between checks lives in `RunView.memo` (stored with the manager's state):
+``a & b`` remembers which side has fired. `MaxMessages` counts every message of the run,
+the task included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -22,19 +26,32 @@ from .messages import ChatMessage
 
 @dataclass(frozen=True)
 class RunView:
-    """What conditions look at: the run's messages and usage, and external signals."""
+    """What conditions look at: the messages new since the last check, how many messages
+    the run holds with them (`count`: the first of a run's messages is its task), the run's
+    usage, external signals, and `memo`, the conditions' own stored memory."""
 
-    messages: Sequence[ChatMessage]
-    usage: Usage
+    new: Sequence[ChatMessage]
+    count: int
+    usage: Usage = Usage()
     timed_out: bool = False
     stop_requested: bool = False
+    memo: MutableMapping[str, str] = field(default_factory=dict)
+
+    def replies(self) -> Sequence[ChatMessage]:
+        """The new messages but the run's task (the run's first message)."""
+        first = self.count - len(self.new)
+        return self.new[1:] if first == 0 else self.new
 
 
 class _Condition(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     def check(self, run: RunView) -> str | None:
         """The reason this condition fired, or None."""
+        return self._check(run, "")
+
+    def _check(self, run: RunView, path: str) -> str | None:
+        """`check`, for the condition at `path` in a combination (its key in `run.memo`)."""
         raise NotImplementedError
 
     def __or__(self, other: _Condition) -> AnyOf:
@@ -50,8 +67,8 @@ class MaxMessages(_Condition):
     kind: Literal["max_messages"] = "max_messages"
     max_messages: int = Field(ge=1)
 
-    def check(self, run: RunView) -> str | None:
-        if len(run.messages) >= self.max_messages:
+    def _check(self, run: RunView, path: str) -> str | None:
+        if run.count >= self.max_messages:
             return f"maximum of {self.max_messages} messages reached"
         return None
 
@@ -63,8 +80,8 @@ class TextMention(_Condition):
     text: str
     sources: list[str] | None = None
 
-    def check(self, run: RunView) -> str | None:
-        for message in run.messages[1:]:
+    def _check(self, run: RunView, path: str) -> str | None:
+        for message in run.replies():
             if message.kind != "text" or (self.sources and message.source not in self.sources):
                 continue
             if self.text in message.content:
@@ -80,7 +97,7 @@ class TokenUsage(_Condition):
     max_prompt_tokens: int | None = None
     max_completion_tokens: int | None = None
 
-    def check(self, run: RunView) -> str | None:
+    def _check(self, run: RunView, path: str) -> str | None:
         used = run.usage
         limits = (
             (self.max_total_tokens, used.total_tokens, "total"),
@@ -99,7 +116,7 @@ class Timeout(_Condition):
     kind: Literal["timeout"] = "timeout"
     seconds: float = Field(gt=0)
 
-    def check(self, run: RunView) -> str | None:
+    def _check(self, run: RunView, path: str) -> str | None:
         return f"timed out after {self.seconds:g} s" if run.timed_out else None
 
 
@@ -108,7 +125,7 @@ class External(_Condition):
 
     kind: Literal["external"] = "external"
 
-    def check(self, run: RunView) -> str | None:
+    def _check(self, run: RunView, path: str) -> str | None:
         return "stopped externally" if run.stop_requested else None
 
 
@@ -118,8 +135,8 @@ class Handoff(_Condition):
     kind: Literal["handoff"] = "handoff"
     target: str
 
-    def check(self, run: RunView) -> str | None:
-        for message in run.messages:
+    def _check(self, run: RunView, path: str) -> str | None:
+        for message in run.new:
             if message.kind == "handoff" and message.handoff == self.target:
                 return f"{message.source} handed off to {self.target}"
         return None
@@ -131,8 +148,8 @@ class SourceMatch(_Condition):
     kind: Literal["source_match"] = "source_match"
     sources: list[str]
 
-    def check(self, run: RunView) -> str | None:
-        for message in run.messages[1:]:
+    def _check(self, run: RunView, path: str) -> str | None:
+        for message in run.replies():
             if message.source in self.sources and message.kind == "text":
                 return f"{message.source} answered"
         return None
@@ -144,8 +161,8 @@ class FunctionCall(_Condition):
     kind: Literal["function_call"] = "function_call"
     function_name: str
 
-    def check(self, run: RunView) -> str | None:
-        for message in run.messages:
+    def _check(self, run: RunView, path: str) -> str | None:
+        for message in run.new:
             if (
                 message.kind == "tool_result"
                 and message.tool_name == self.function_name
@@ -161,19 +178,31 @@ class AnyOf(_Condition):
     kind: Literal["any_of"] = "any_of"
     conditions: list[Condition]
 
-    def check(self, run: RunView) -> str | None:
-        return next((r for c in self.conditions if (r := c.check(run))), None)
+    def _check(self, run: RunView, path: str) -> str | None:
+        reasons = (c._check(run, f"{path}.{i}") for i, c in enumerate(self.conditions))
+        return next((r for r in reasons if r), None)
 
 
 class AllOf(_Condition):
-    """Stop when every condition fires (``a & b``)."""
+    """Stop once every condition has fired in this run (``a & b``), not necessarily at the
+    same check: which ones fired is remembered in the run's memo."""
 
     kind: Literal["all_of"] = "all_of"
     conditions: list[Condition]
 
-    def check(self, run: RunView) -> str | None:
-        reasons = [c.check(run) for c in self.conditions]
-        return "; ".join(reasons) if all(reasons) else None  # type: ignore[arg-type]
+    def _check(self, run: RunView, path: str) -> str | None:
+        reasons = []
+        for i, condition in enumerate(self.conditions):
+            key = f"{path}.{i}"
+            reason = run.memo.get(key) or condition._check(run, key)
+            if reason:
+                run.memo[key] = reason
+            reasons.append(reason)
+        if not all(reasons):
+            return None
+        for i in range(len(self.conditions)):  # fired: the next run starts afresh
+            run.memo.pop(f"{path}.{i}", None)
+        return "; ".join(reasons)  # type: ignore[arg-type]
 
 
 Condition = Annotated[

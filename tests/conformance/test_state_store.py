@@ -12,7 +12,7 @@ import pytest
 from cadre.envelope import Envelope, new_id
 from cadre.errors import ConcurrencyConflict, NotFound
 from cadre.ids import AgentId
-from cadre.stores.base import AgentRecord, DeadLetter
+from cadre.stores.base import AgentRecord, DeadLetter, LogEntry
 
 A = AgentId("counter", "a")
 
@@ -159,3 +159,65 @@ async def test_many_agents_many_versions(store) -> None:
         for i in ids:
             etags[i] = await store.save(AgentRecord(i, state=str(round_)), if_match=etags[i])
     assert {(await store.load(i)).state for i in ids} == {"3"}
+
+
+# -- the append-only log ----------------------------------------------------------------
+
+T = AgentId("cadre.team", "task-1")
+
+
+def entry(seq: int, text: str = "") -> LogEntry:
+    return LogEntry(str(T), seq, json.dumps({"n": seq, "text": text or f"message {seq}"}))
+
+
+async def append(store, etag: str | None, *entries: LogEntry) -> str:  # type: ignore[no-untyped-def]
+    """One step of the manager: a save carrying log entries, then the clear; the etag the
+    next step loads (a Cosmos DB clear is a write of its own)."""
+    new = await store.save(AgentRecord(T, state="{}", log=entries), if_match=etag)
+    await store.clear_outbox(T, new)
+    return str((await store.load(T)).etag)
+
+
+async def test_saved_log_entries_read_back_in_order_by_page(store) -> None:
+    etag = None
+    for start in range(0, 30, 3):
+        etag = await append(store, etag, *(entry(n) for n in range(start, start + 3)))
+    stream = str(T)
+    assert [e.seq for e in await store.read_log(stream, 0, 100)] == list(range(30))
+    assert await store.read_log(stream, 5, 4) == [entry(n) for n in range(5, 9)]
+    assert [e.seq for e in await store.read_log(stream, 28, 10)] == [28, 29]
+    assert await store.read_log(stream, 30, 10) == []
+    assert await store.read_log("cadre.team/nobody", 0, 10) == []
+    assert (await store.load(T)).log == ()  # a stored record keeps no entries
+
+
+async def test_log_entries_keep_multibyte_text_exactly(store) -> None:
+    text = "é€😀 \u2028 \\ \" end"
+    await append(store, None, entry(0, text))
+    (read,) = await store.read_log(str(T), 0, 1)
+    assert json.loads(read.data)["text"] == text and read == entry(0, text)
+
+
+async def test_a_conflicting_save_appends_nothing(store) -> None:
+    etag = await append(store, None, entry(0))
+    await append(store, etag, entry(1, "the winner"))
+    with pytest.raises(ConcurrencyConflict):
+        await store.save(AgentRecord(T, state="{}", log=(entry(1, "the loser"),)), if_match=etag)
+    assert await store.read_log(str(T), 0, 10) == [entry(0), entry(1, "the winner")]
+
+
+async def test_appending_an_entry_again_keeps_the_first(store) -> None:
+    etag = await append(store, None, entry(0, "first"))
+    await store.save(AgentRecord(T, state="{}", log=(entry(0, "again"), entry(1))), if_match=etag)
+    assert await store.read_log(str(T), 0, 10) == [entry(0, "first"), entry(1)]
+
+
+async def test_logs_of_two_agents_are_separate(store) -> None:
+    other = AgentId("cadre.team", "task-1/inner")
+    await append(store, None, entry(0))
+    await store.save(
+        AgentRecord(other, state="{}", log=(LogEntry(str(other), 0, '{"inner":true}'),)),
+        if_match=None,
+    )
+    assert await store.read_log(str(T), 0, 10) == [entry(0)]
+    assert [e.data for e in await store.read_log(str(other), 0, 10)] == ['{"inner":true}']

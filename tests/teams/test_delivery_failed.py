@@ -1,6 +1,6 @@
 """A team that cannot go on fails its task with the reason instead of hanging: a message
-that cannot be delivered (the dead letter notifies the manager), or a transcript that would
-outgrow what one stored item may hold."""
+that cannot be delivered (the dead letter notifies the manager), or one message larger than
+the store can keep in an item; a transcript itself has no limit but storage."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from cadre import Agent, AgentId, Context, LocalRuntime, Registry, handler
 from cadre.models import ReplayClient
 from cadre.processing import RetryPolicy
+from cadre.stores.memory import MemoryStore
 from cadre.teams import Assistant, MaxMessages, Participant, RoundRobinTeam, Tasks
 from cadre.teams.messages import RequestTurn
 from tests.support.contracts import Add
@@ -77,24 +78,43 @@ async def test_a_message_from_outside_any_agent_is_dead_lettered_without_a_notic
         assert [d.reason for d in await rt.store.list_dead_letters()] == ["unknown_agent_type"]
 
 
-async def test_a_transcript_over_the_size_limit_fails_the_task_with_the_reason(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from cadre.teams import manager
+class SmallItemStore(MemoryStore):
+    """A store whose items hold at most 8,000 bytes (Cosmos DB's limit, scaled down)."""
 
-    monkeypatch.setattr(manager, "TRANSCRIPT_LIMIT_CHARS", 500)
+    max_item_bytes = 8_000
+
+
+async def test_a_message_over_the_stores_entry_size_fails_the_task_naming_size_and_limit() -> None:
     registry = Registry()
+    # 'é' is two bytes in UTF-8: 1,100 of them are 2,200 bytes, over a quarter of 8,000
     team = RoundRobinTeam(
         "verbose",
-        [Assistant("writer", model=ReplayClient(["x" * 300, "y" * 300, "z" * 300]))],
+        [Assistant("writer", model=ReplayClient(["x" * 300, "é" * 1_100, "z" * 300]))],
         termination=MaxMessages(max_messages=10),
     ).register(registry)
-    async with LocalRuntime(registry=registry, policy=FAST) as rt:
+    async with LocalRuntime(store=SmallItemStore(), registry=registry, policy=FAST) as rt:
         tasks = Tasks(rt)
         task_id = await tasks.submit(team, "write a lot")
         await rt.run_until_idle()
         info = await tasks.status(task_id)
         assert info.status == "failed"
-        assert "the transcript reached 6" in (info.stop_reason or "")  # 600 + the task text
-        assert "over the 500" in (info.stop_reason or "")
-        assert len([m for m in await tasks.messages(task_id) if m.source == "writer"]) == 2
+        assert "a message from writer is 2,3" in (info.stop_reason or "")
+        assert "over the 2,000 bytes a transcript entry may have" in (info.stop_reason or "")
+        assert [m.content for m in await tasks.messages(task_id)] == ["write a lot", "x" * 300]
+        assert await rt.store.list_dead_letters() == []  # the task failed; nothing is stuck
+
+
+async def test_a_long_transcript_has_no_size_limit_but_storage() -> None:
+    registry = Registry()
+    team = RoundRobinTeam(
+        "long",
+        [Assistant("writer", model=ReplayClient(["é" * 800] * 40))],
+        termination=MaxMessages(max_messages=41),
+    ).register(registry)
+    async with LocalRuntime(store=SmallItemStore(), registry=registry, policy=FAST) as rt:
+        tasks = Tasks(rt)
+        task_id = await tasks.submit(team, "write a lot")
+        await rt.run_until_idle()
+        info = await tasks.status(task_id)
+        assert info.status == "completed" and info.messages == 41  # 64 kB of transcript: 8 items
+        assert len(await tasks.messages(task_id)) == 41

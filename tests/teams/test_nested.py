@@ -30,7 +30,7 @@ async def test_an_inner_team_answers_one_turn_with_its_result(harness: Harness) 
     # the inner run's tokens count once, under the inner team's name
     assert info.usage_by_agent["drafting"].completion_tokens == 2 + 2 + 2 + 3
     inner_state = await harness.tasks.state(f"{task_id}/drafting")
-    assert speakers(inner_state.transcript) == [
+    assert speakers(await harness.tasks.messages(f"{task_id}/drafting")) == [
         "user",
         "boss",
         "drafter",
@@ -61,8 +61,8 @@ async def test_input_and_cancel_reach_the_inner_team(harness: Harness) -> None:
     await harness.runtime.run_until_idle()
     info = await harness.tasks.status(task_id)
     assert info.status == "completed" and info.result == "thanks DONE"
-    inner_state = await harness.tasks.state(f"{task_id}/asking")
-    assert [m.content for m in inner_state.transcript][-2:] == ["Lisbon", "Lisbon noted OK"]
+    said = await harness.tasks.messages(f"{task_id}/asking")
+    assert [m.content for m in said][-2:] == ["Lisbon", "Lisbon noted OK"]
 
     lead.model.responses.append("ask again")  # type: ignore[attr-defined]
     inner.participants["asker"].model.responses.append("which date?")  # type: ignore[attr-defined]

@@ -124,4 +124,5 @@ async def test_the_manager_state_holds_the_termination_condition_as_data(harness
     record = await harness.runtime.store.load(AgentId(MANAGER_TYPE, task_id))
     state = TeamState.model_validate_json(record.state or "{}")
     assert state.termination == stop
-    assert state.status == "completed" and [m.content for m in state.transcript] == ["go", "a", "b"]
+    assert state.status == "completed" and [m.content for m in state.recent] == ["go", "a", "b"]
+    assert state.messages == 3 and state.last_text == "b"

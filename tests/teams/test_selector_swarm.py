@@ -68,7 +68,7 @@ async def test_the_candidate_filter_and_repeat_switch(harness: Harness) -> None:
         "sel-filter",
         agents(a=["never"], b=["one", "two"], c=[]),
         model=selector,
-        candidates=lambda state: ["b", "c"] if len(state.transcript) < 2 else ["b"],
+        candidates=lambda state: ["b", "c"] if state.messages < 2 else ["b"],
         allow_repeated_speaker=True,
         termination=MaxMessages(max_messages=3),
     )

@@ -42,10 +42,42 @@ def test_conditions_round_trip_as_a_discriminated_union() -> None:
 def test_text_mention_only_counts_the_named_sources_and_not_the_task() -> None:
     view = RunView(
         [ChatMessage(source="user", content="say DONE"), ChatMessage(source="w", content="DONE")],
+        count=2,
         usage=Usage(),
     )
     assert TextMention(text="DONE", sources=["critic"]).check(view) is None
     assert TextMention(text="DONE").check(view) == "w mentioned 'DONE'"
+    task_only = RunView([ChatMessage(source="user", content="say DONE")], count=1)
+    assert TextMention(text="DONE").check(task_only) is None
+
+
+def test_conditions_look_only_at_what_is_new_since_the_last_check() -> None:
+    old = ChatMessage(source="w", content="DONE")
+    mention = TextMention(text="DONE")
+    # "DONE" was said before the last check: this check sees only the new message
+    assert mention.check(RunView([ChatMessage(source="w", content="more")], count=7)) is None
+    assert mention.check(RunView([old], count=8)) == "w mentioned 'DONE'"
+    assert MaxMessages(max_messages=8).check(RunView([], count=8)) is not None
+
+
+def test_all_of_remembers_which_side_fired_in_an_earlier_check() -> None:
+    both = TextMention(text="A") & TextMention(text="B")
+    memo: dict[str, str] = {}
+    first = RunView([ChatMessage(source="x", content="A")], count=2, memo=memo)
+    assert both.check(first) is None and memo == {".0": "x mentioned 'A'"}
+    second = RunView([ChatMessage(source="y", content="B")], count=3, memo=memo)
+    assert both.check(second) == "x mentioned 'A'; y mentioned 'B'"
+    assert memo == {}  # fired: a later run starts afresh
+
+
+def test_a_misspelt_argument_is_refused_at_construction() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="max_total_token"):
+        TokenUsage(max_total_token=10)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        MaxMessages(max_messages=3, include_agent_event=True)  # type: ignore[call-arg]
 
 
 async def test_max_messages_stops_a_team_that_would_go_on(harness: Harness) -> None:
