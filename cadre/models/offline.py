@@ -41,6 +41,8 @@ class OfflineClient:
 
     provider = "cadre.offline"
     """Its ``gen_ai.system`` on spans and token metrics."""
+    context_window = 4_096
+    """The tokens an assistant's context policy fits its conversation into by default."""
 
     @property
     def model_name(self) -> str:

@@ -31,6 +31,9 @@ class ReplayClient:
 
     provider = "cadre.replay"
     """Its ``gen_ai.system`` on spans and token metrics."""
+    context_window = 4_096
+    """The tokens an assistant's context policy fits its conversation into (a test may set
+    it on the instance)."""
 
     def __init__(self, responses: Sequence[Response], *, name: str = "replay") -> None:
         self.responses = list(responses)

@@ -3,6 +3,7 @@ conditions and the task lifecycle API. See docs/teams.md."""
 
 from __future__ import annotations
 
+from ..models.context import HeadAndTail, LastK, TokenLimited, Unbounded
 from .magentic import MagenticOneTeam
 from .manager import MANAGER_TYPE, Selection, Team, TeamManager, TeamState
 from .messages import ChatMessage, HumanInput, RequestTurn, StartTask, TurnResult
@@ -37,7 +38,9 @@ __all__ = [
     "External",
     "FunctionCall",
     "Handoff",
+    "HeadAndTail",
     "HumanInput",
+    "LastK",
     "MagenticOneTeam",
     "MaxMessages",
     "Participant",
@@ -56,7 +59,9 @@ __all__ = [
     "TeamState",
     "TextMention",
     "Timeout",
+    "TokenLimited",
     "TokenUsage",
     "TurnResult",
+    "Unbounded",
     "UserProxy",
 ]

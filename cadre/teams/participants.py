@@ -22,6 +22,7 @@ from ..context import Context
 from ..ids import AgentId
 from ..models import traced
 from ..models.base import LLMMessage, ModelClient, ModelResult, ToolSpec, Usage
+from ..models.context import ModelContext, TokenLimited, context_window, history_budget
 from ..models.tools import Tool, ToolOutcome, as_tool
 from ..registry import Registry, default_registry
 from .messages import ChatMessage, RequestTurn, TurnResult
@@ -49,7 +50,9 @@ class Assistant(Participant):
 
     `handoffs` (swarm) become tools named ``transfer_to_<name>``. Without
     `reflect_on_tool_use`, the tool results are the turn's answer; with it, the model is
-    called again to answer from them.
+    called again to answer from them. `model_context` decides which part of the
+    conversation is stored and sent (`cadre.models.context`; default `TokenLimited()`: the
+    newest messages that fit in the model's context window).
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class Assistant(Participant):
         reflect_on_tool_use: bool = False,
         handoffs: Sequence[str] = (),
         max_tool_iterations: int = 3,
+        model_context: ModelContext | None = None,
         agent_type: str | None = None,
     ) -> None:
         super().__init__(name, agent_type, description or system_message.split(".")[0])
@@ -72,6 +76,9 @@ class Assistant(Participant):
         self.reflect_on_tool_use = reflect_on_tool_use
         self.handoffs = list(handoffs)
         self.max_tool_iterations = max_tool_iterations
+        self.model_context: ModelContext = (
+            model_context if model_context is not None else TokenLimited()
+        )
 
     @property
     def model(self) -> ModelClient:
@@ -120,10 +127,13 @@ class UserProxy(Participant):
 
 
 class AssistantState(BaseModel):
-    """An assistant's model conversation in one task, and the tokens it used."""
+    """An assistant's model conversation in one task (what its context policy keeps), and
+    the tokens it used."""
 
     history: list[LLMMessage] = []
     usage: Usage = Usage()
+    skipped: int = 0
+    """Messages the context policy has dropped from `history` in this task."""
 
 
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
@@ -140,7 +150,11 @@ class AssistantAgent(Agent):
 
     @handler
     async def turn(self, msg: RequestTurn, ctx: Context) -> TurnResult:
-        """Answer one turn: the model, then its tool calls, up to `max_tool_iterations`."""
+        """Answer one turn: the model, then its tool calls, up to `max_tool_iterations`.
+
+        The context policy trims the conversation before each model call and before the
+        state is stored, so each step's work depends on what it keeps, not on the task.
+        """
         history: list[LLMMessage] = self.state.history
         for message in msg.messages:
             history.append(
@@ -150,36 +164,58 @@ class AssistantAgent(Agent):
             )
         if msg.instruction:
             history.append(LLMMessage(role="user", content=msg.instruction))
+        try:
+            return await self._answer(msg.turn)
+        finally:
+            self._trim()
+
+    async def _answer(self, turn: int) -> TurnResult:
         out: list[ChatMessage] = []
         for _ in range(self.spec.max_tool_iterations + 1):
             try:
-                result = await self._call_model(history)
+                result = await self._call_model()
             except Exception as exc:  # the client retried already; the task fails with why
                 error = f"{self.spec.name}: model call failed: {type(exc).__name__}: {exc}"
-                return TurnResult(turn=msg.turn, messages=out, error=error)
+                return TurnResult(turn=turn, messages=out, error=error)
+            history: list[LLMMessage] = self.state.history
             if not result.tool_calls:
                 history.append(LLMMessage(role="assistant", content=result.content))
                 out.append(self._message(result.content, result.usage))
-                return TurnResult(turn=msg.turn, messages=out)
+                return TurnResult(turn=turn, messages=out)
             handoff, outcomes = await self._run_tools(result, history, out)
             if handoff:
-                return TurnResult(turn=msg.turn, messages=out, handoff=handoff)
+                return TurnResult(turn=turn, messages=out, handoff=handoff)
             if not self.spec.reflect_on_tool_use:
                 text = "\n".join(o.content for o in outcomes)
                 history.append(LLMMessage(role="assistant", content=text))
                 out.append(self._message(text, Usage()))
-                return TurnResult(turn=msg.turn, messages=out)
+                return TurnResult(turn=turn, messages=out)
         text = f"stopped after {self.spec.max_tool_iterations} rounds of tool calls"
         out.append(self._message(text, Usage()))
-        return TurnResult(turn=msg.turn, messages=out)
+        return TurnResult(turn=turn, messages=out)
 
-    async def _call_model(self, history: list[LLMMessage]) -> ModelResult:
-        system = LLMMessage(role="system", content=self.spec.system_message)
-        specs = self.spec.tool_specs() or None
+    def _trim(self) -> None:
+        """Keep only what the context policy keeps, counting what it dropped."""
+        history: list[LLMMessage] = self.state.history
+        kept = self.spec.model_context.keep(history, context_window=self._budget())
+        self.state.skipped += len(history) - len(kept)
+        self.state.history = kept
+
+    def _budget(self) -> int:
+        window = context_window(self.spec.model)
+        return history_budget(window, self._system(), self.spec.tool_specs())
+
+    def _system(self) -> LLMMessage:
+        return LLMMessage(role="system", content=self.spec.system_message)
+
+    async def _call_model(self) -> ModelResult:
+        self._trim()
+        policy = self.spec.model_context
+        history = policy.prompt(self.state.history, skipped=self.state.skipped)
         result = await traced.create(
             self.spec.model,
-            [system, *history],
-            tools=specs,
+            [self._system(), *history],
+            tools=self.spec.tool_specs() or None,
             agent_type=self.id.type,
             agent_name=self.spec.name,
         )
