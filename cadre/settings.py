@@ -29,6 +29,9 @@
 | ServiceBusConnection__fullyQualifiedNamespace | (none) | namespace host; DefaultAzureCredential |
 | CADRE_SERVICEBUS_TOPIC     | cadre              | the Service Bus topic every envelope goes to   |
 | CADRE_MODEL                | offline            | the team's model: see docs/teams.md            |
+| CADRE_MODEL_MAX_CONCURRENT | 64                 | calls in flight per model deployment (0: any)  |
+| CADRE_MODEL_RPM            | (none)             | requests a minute to the model deployment      |
+| CADRE_MODEL_TPM            | (none)             | tokens a minute to the model deployment        |
 | CADRE_API_KEY              | (none)             | `cadre serve`: key clients send as x-api-key   |
 | CADRE_MAX_TASK_CHARS       | 20000              | HTTP API: longest task or input text (413)     |
 | CADRE_FUNCTIONS_RETRY_WAIT_SECONDS | 30 | Functions: longest retry wait in one invocation |
@@ -45,6 +48,7 @@ from typing import TYPE_CHECKING
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:  # imported when used: reading settings must not load pydantic (cold start)
+    from .models.limits import ModelQuota
     from .processing import RetryPolicy
 
 
@@ -116,6 +120,9 @@ class Settings:
     servicebus_namespace: str | None = None
     servicebus_topic: str = "cadre"
     model: str = "offline"
+    model_max_concurrent: int | None = 64
+    model_requests_per_minute: int | None = None
+    model_tokens_per_minute: int | None = None
     api_key: str | None = None
     max_task_chars: int = 20_000
     functions_retry_wait_seconds: float = 30.0
@@ -157,6 +164,9 @@ class Settings:
             servicebus_namespace=env.get("ServiceBusConnection__fullyQualifiedNamespace") or None,
             servicebus_topic=env.get("CADRE_SERVICEBUS_TOPIC") or cls.servicebus_topic,
             model=env.get("CADRE_MODEL") or "offline",
+            model_max_concurrent=_int(env, "CADRE_MODEL_MAX_CONCURRENT", 64, minimum=0) or None,
+            model_requests_per_minute=_int(env, "CADRE_MODEL_RPM", 0, minimum=0) or None,
+            model_tokens_per_minute=_int(env, "CADRE_MODEL_TPM", 0, minimum=0) or None,
             api_key=env.get("CADRE_API_KEY") or None,
             max_task_chars=_int(env, "CADRE_MAX_TASK_CHARS", 20_000),
             functions_retry_wait_seconds=_float(env, "CADRE_FUNCTIONS_RETRY_WAIT_SECONDS", 30.0),
@@ -170,4 +180,14 @@ class Settings:
             max_attempts=self.max_attempts,
             base_delay=self.retry_base_seconds,
             max_delay=self.retry_max_seconds,
+        )
+
+    def model_quota(self) -> ModelQuota:
+        """The quota of the configured model's deployment (`cadre.models.limits`)."""
+        from .models.limits import ModelQuota
+
+        return ModelQuota(
+            max_concurrent=self.model_max_concurrent,
+            requests_per_minute=self.model_requests_per_minute,
+            tokens_per_minute=self.model_tokens_per_minute,
         )

@@ -9,7 +9,9 @@
 | ``azure-openai:<deployment>``             | Azure OpenAI (key or Entra ID)                |
 | ``openai-compatible:<model>@<base_url>``  | Ollama, vLLM, LM Studio, ... by base URL      |
 
-The OpenAI clients load the ``openai`` SDK only when chosen (extra ``cadre[openai]``).
+The OpenAI clients load the ``openai`` SDK only when chosen (extra ``cadre[openai]``), and
+come behind their deployment's limiter (`LimitedModel`, quota from CADRE_MODEL_MAX_CONCURRENT,
+CADRE_MODEL_RPM and CADRE_MODEL_TPM; see `cadre.models.limits`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ from collections.abc import Mapping
 
 from ..errors import ConfigurationError
 from .base import LLMMessage, ModelClient, ModelResult, ToolCall, ToolSpec, Usage
+from .limits import LimitedModel, Limiter, ModelQuota, limited, limiter_for
 from .offline import OfflineClient
 from .replay import ReplayClient
 from .tools import Tool, ToolOutcome, as_tool
 
 __all__ = [
     "LLMMessage",
+    "LimitedModel",
+    "Limiter",
     "ModelClient",
+    "ModelQuota",
     "ModelResult",
     "OfflineClient",
     "ReplayClient",
@@ -35,11 +41,15 @@ __all__ = [
     "Usage",
     "as_tool",
     "client_from_spec",
+    "limited",
+    "limiter_for",
 ]
 
 
 def client_from_spec(spec: str, env: Mapping[str, str] | None = None) -> ModelClient:
-    """The model client a ``CADRE_MODEL`` value names (see the module table)."""
+    """The model client a ``CADRE_MODEL`` value names (see the module table); a real model
+    comes behind the limiter of its deployment, with the quota the settings in `env`
+    (default: the environment) give it."""
     spec = (spec or "offline").strip()
     if spec == "offline":
         return OfflineClient()
@@ -51,6 +61,8 @@ def client_from_spec(spec: str, env: Mapping[str, str] | None = None) -> ModelCl
         )
     if kind not in ("openai", "azure-openai", "openai-compatible"):
         raise ConfigurationError(f"CADRE_MODEL={spec!r}: unknown model kind {kind!r}")
+    from ..settings import Settings
     from .openai import OpenAIClient  # the SDK loads only when a real model is chosen
 
-    return OpenAIClient.from_spec(kind, rest, env)
+    quota = Settings.from_env(env).model_quota()
+    return limited(OpenAIClient.from_spec(kind, rest, env), quota)

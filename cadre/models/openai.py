@@ -9,7 +9,10 @@
 
 Every kind reads CADRE_MODEL_TIMEOUT (seconds, default 60) and CADRE_MODEL_MAX_RETRIES
 (default 3): the SDK retries 408/409/429/5xx and connection errors with exponential
-backoff (honouring ``retry-after``). A call that still fails is a `ModelError`.
+backoff (honouring ``retry-after``). A call that still fails is a `ModelError`; a 429 is a
+`ModelThrottled` carrying the ``Retry-After``. Inside a `LimitedModel` call the SDK does not
+retry 429s: the deployment's limiter does, pausing every caller (`cadre.models.limits`), so
+the two retry loops never multiply; 408/409/5xx stay with the SDK.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..errors import ConfigurationError, ModelError
+from ..errors import ConfigurationError, ModelError, ModelThrottled
 from .base import FinishReason, LLMMessage, ModelResult, ToolCall, ToolSpec, Usage
+from .limits import limiter_handles_throttling, retry_after
 
 try:
     import openai
@@ -43,6 +47,9 @@ _FINISH: dict[str, FinishReason] = {
 class OpenAIClient:
     """A `ModelClient` over the ``openai`` SDK's chat completions."""
 
+    context_window = 128_000
+    """The model's context window in tokens (gpt-4o's); set it on the client for another."""
+
     def __init__(self, sdk_client: Any, model: str, label: str) -> None:
         self._client = sdk_client
         self.model = model
@@ -52,6 +59,12 @@ class OpenAIClient:
     def model_name(self) -> str:
         """``<kind>:<model>`` as configured."""
         return self._label
+
+    @property
+    def deployment(self) -> str:
+        """What the provider's quota applies to: ``<kind>:<model>@<base URL>`` (the key of
+        its limiter, `cadre.models.limits.limiter_for`)."""
+        return f"{self._label}@{self._client.base_url}"
 
     @classmethod
     def openai(cls, model: str, **options: Any) -> OpenAIClient:
@@ -153,6 +166,11 @@ class OpenAIClient:
             }
         try:
             response = await self._client.chat.completions.create(**request)
+        except openai.RateLimitError as exc:
+            raise ModelThrottled(
+                f"{self._label}: {type(exc).__name__}: {exc}",
+                retry_after=retry_after(exc.response.headers),
+            ) from exc
         except openai.APIError as exc:
             raise ModelError(f"{self._label}: {type(exc).__name__}: {exc}") from exc
         if not response.choices:
@@ -184,7 +202,21 @@ def _common(options: dict[str, Any]) -> dict[str, Any]:
     unknown = set(options) - set(allowed)
     if unknown:
         raise TypeError(f"unknown OpenAI client options: {sorted(unknown)}")
-    return options
+    # Our own HTTP client (or the caller's) carries the hook below: the SDK has no option to
+    # retry 5xx but not 429, and its `x-should-retry` response header is how to say so.
+    http_client = options.get("http_client") or openai.DefaultAsyncHttpxClient()
+    hooks = http_client.event_hooks
+    if _leave_throttles_to_the_limiter not in hooks["response"]:
+        hooks["response"].append(_leave_throttles_to_the_limiter)
+        http_client.event_hooks = hooks
+    return {**options, "http_client": http_client}
+
+
+async def _leave_throttles_to_the_limiter(response: Any) -> None:
+    """Inside a `LimitedModel` call a 429 goes back to the limiter at once (the SDK obeys
+    ``x-should-retry``): it pauses the whole deployment and retries the call itself."""
+    if response.status_code == 429 and limiter_handles_throttling():
+        response.headers["x-should-retry"] = "false"
 
 
 def _wire(message: LLMMessage) -> dict[str, Any]:
