@@ -153,3 +153,49 @@ def _note(envelope_id: str):  # type: ignore[no-untyped-def]
         recipient="recorder/a",
         created_at=datetime.now(UTC),
     )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_kill_9_during_a_long_team_task_then_resume_gives_the_undisturbed_transcript(
+    tmp_path: Path, seed: int
+) -> None:
+    from cadre import Registry
+    from cadre.teams import Tasks
+    from tests.support.crash_team_child import LENGTH, long_team
+
+    registry = Registry()
+    long_team(registry)
+    async with LocalRuntime(registry=registry) as reference:  # undisturbed, in memory
+        tasks = Tasks(reference)
+        await tasks.submit("long", "Talk for a long time", task_id="long-task")
+        await reference.run_until_idle()
+        expected = [(m.source, m.content) for m in await tasks.messages("long-task")]
+    assert len(expected) == LENGTH
+
+    path = tmp_path / "cadre.db"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.crash_team_child", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "submitted"
+        time.sleep(random.Random(seed).uniform(0.2, 0.5))  # a few hundred messages in
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+        child.stdout.close()  # type: ignore[union-attr]
+    with closing(sqlite3.connect(path)) as db:  # the kill did interrupt the task
+        logged = db.execute("SELECT count(*) FROM log").fetchone()[0]
+    assert 0 < logged < LENGTH
+
+    async with LocalRuntime(store=SQLiteStore(path), registry=registry) as rt:  # cadre resume
+        await rt.run_until_idle()
+        tasks = Tasks(rt)
+        info = await tasks.status("long-task")
+        got = [(m.source, m.content) for m in await tasks.messages("long-task")]
+    assert info.status == "completed" and info.messages == LENGTH
+    assert got == expected  # nothing lost, nothing doubled, in order
