@@ -158,3 +158,38 @@ def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     store = CosmosStore("https://acct.documents.azure.com:443/", key=EMULATOR_KEY)
     with pytest.raises(ConfigurationError, match=r"cadre\[azure\]"):
         store._items()
+
+
+# aiohttp warns when the SDK posts a body over 1 MiB as bytes: the SDK's choice, not an error
+@pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")
+async def test_a_team_message_too_large_for_a_cosmos_item_fails_the_task_naming_sizes(
+    cosmos_store: CosmosStore,
+) -> None:
+    """Two sizes: an answer over a quarter of an item fails the task at the manager; one
+    that would make the assistant's own record (history + its reply) exceed 2 MB is
+    dead-lettered there, and the manager fails the task with that reason."""
+    from cadre import LocalRuntime, Registry
+    from cadre.models import ReplayClient
+    from cadre.processing import RetryPolicy
+    from cadre.teams import Assistant, MaxMessages, RoundRobinTeam, Tasks
+
+    fast = RetryPolicy(max_attempts=1, base_delay=0.001, max_delay=0.001)
+    for size, expected in (
+        (300_000, "a message from writer is 600,"),  # 'é': two bytes each
+        (550_000, "failed (record_too_large): the record of writer/"),
+    ):
+        registry = Registry()
+        team = RoundRobinTeam(
+            f"big{size}",
+            [Assistant("writer", model=ReplayClient(["é" * size]))],
+            termination=MaxMessages(max_messages=5),
+        ).register(registry)
+        async with LocalRuntime(store=cosmos_store, registry=registry, policy=fast) as rt:
+            tasks = Tasks(rt)
+            task_id = await tasks.submit(team, "write a lot")
+            await rt.run_until_idle()
+            info = await tasks.status(task_id)
+        assert info.status == "failed", info
+        assert expected in (info.stop_reason or ""), info.stop_reason
+        assert "2,000,000" in (info.stop_reason or "") or "500,000" in (info.stop_reason or "")
+        assert [m.content for m in await tasks.messages(task_id)] == ["write a lot"]
