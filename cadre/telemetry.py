@@ -56,6 +56,7 @@ TASK_STATUS = "cadre.task.status"
 CONTENT = "cadre.message.content"
 AGENT_NAME = "gen_ai.agent.name"
 TEAM = "cadre.team"
+MODEL_DEPLOYMENT = "cadre.model.deployment"
 
 # Span events of team decisions (on the manager's process span).
 SPEAKER_SELECTED = "cadre.team.speaker_selected"
@@ -72,6 +73,7 @@ STEP_ERRORS = "cadre.step.errors"
 TOKEN_USAGE = "gen_ai.client.token.usage"
 TASKS = "cadre.tasks"
 TASK_DURATION = "cadre.task.duration"
+LIMITER_WAIT = "cadre.model.limiter.wait"
 
 METRIC_NAMES = frozenset(
     {
@@ -83,6 +85,7 @@ METRIC_NAMES = frozenset(
         TOKEN_USAGE,
         TASKS,
         TASK_DURATION,
+        LIMITER_WAIT,
     }
 )
 """Every metric Cadre emits (the workbook may query only these)."""
@@ -100,6 +103,7 @@ ATTRIBUTE_NAMES = frozenset(
         TASK_STATUS,
         TEAM,
         AGENT_NAME,
+        MODEL_DEPLOYMENT,
         "messaging.system",
         "gen_ai.request.model",
         "gen_ai.response.model",
@@ -243,6 +247,7 @@ class _Instruments:
     token_usage: metrics.Histogram
     tasks: metrics.Counter
     task_duration: metrics.Histogram
+    limiter_wait: metrics.Histogram
 
 
 class Telemetry:
@@ -462,6 +467,13 @@ class Telemetry:
         usage.record(input_tokens, {**base, "gen_ai.token.type": "input"})
         usage.record(output_tokens, {**base, "gen_ai.token.type": "output"})
 
+    def record_limiter_wait(self, seconds: float, deployment: str) -> None:
+        """A model call waited `seconds` for its deployment's limiter (`cadre.models.limits`):
+        a data point of `cadre.model.limiter.wait`, per deployment."""
+        self.refresh()
+        if self.measuring:
+            self.instruments.limiter_wait.record(seconds, {MODEL_DEPLOYMENT: deployment})
+
     @contextlib.contextmanager
     def tool_span(
         self, name: str, *, call_id: str | None = None, agent_name: str | None = None
@@ -595,6 +607,11 @@ def _make_instruments(meter: metrics.Meter) -> _Instruments:
         tasks=meter.create_counter(TASKS, unit="{task}", description="Tasks by final status"),
         task_duration=meter.create_histogram(
             TASK_DURATION, unit="s", description="Time from submit to final status"
+        ),
+        limiter_wait=meter.create_histogram(
+            LIMITER_WAIT,
+            unit="s",
+            description="Time model calls waited for their deployment's quota",
         ),
     )
 

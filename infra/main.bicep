@@ -248,6 +248,12 @@ var appSettings = {
   CADRE_MODEL: deployOpenAi ? 'azure-openai:${openAiDeploymentName}' : cadreModel
   CADRE_MODEL_TIMEOUT: '60'
   CADRE_MODEL_MAX_RETRIES: '3'
+  CADRE_MODEL_MAX_CONCURRENT: '64'
+  // The deployment's quota: a capacity unit is 1,000 TPM and 6 RPM. '0' (and '') is no limit
+  // (cadre/settings.py), as for a model this template does not deploy. The limiter is per
+  // instance: with several instances a 429 still pauses the one that hit it.
+  CADRE_MODEL_RPM: deployOpenAi ? string(openAiCapacity * 6) : '0'
+  CADRE_MODEL_TPM: deployOpenAi ? string(openAiCapacity * 1000) : '0'
   AZURE_OPENAI_ENDPOINT: deployOpenAi ? openAi.outputs.endpoint : openAiEndpoint
   AZURE_OPENAI_API_VERSION: openAiApiVersion
   CADRE_TRACE_CONTENT: traceContent ? 'true' : 'false'

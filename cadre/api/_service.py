@@ -22,13 +22,12 @@ from ..envelope import new_id, utcnow
 from ..errors import ConcurrencyConflict, ConfigurationError
 from ..ids import AgentId
 from ..messages import Message
+from ..migrations import load_state
 from ..registry import Registry
 from ..stores.base import AgentRecord, StateStore
-from ..migrations import load_state
 from ..teams.manager import FINISHED, MANAGER_TYPE, Team, TeamCatalog, TeamState
-from ..teams.messages import CancelTask, HumanInput
+from ..teams.messages import CancelTask, ChatMessage, HumanInput
 from ..teams.participants import Assistant, UserProxy
-from ..teams.messages import ChatMessage
 from ..teams.tasks import Tasks, transcript
 from ._models import Check, Participant, ParticipantKind, TeamView
 from ._problems import ProblemError

@@ -20,8 +20,9 @@ into a storm of throttled calls. So every client of a deployment wraps one `Limi
 Waiting happens before the call and holds nothing else: the step just awaits. Waiters are
 served in arrival order and only the first watches the clock, so a pause costs one timer,
 not one per step. Time waited is a ``cadre.model.limiter.wait`` event on the current span
-(the call's ``chat`` span). Quotas are per process: with N processes on one deployment, give
-each 1/N of it (a 429 still pauses the one that hit it).
+(the call's ``chat`` span) and a data point of the histogram of that name. Quotas are
+per process: with N processes on one deployment, give each 1/N of it (a 429 still pauses
+the one that hit it).
 """
 
 from __future__ import annotations
@@ -297,12 +298,18 @@ class LimitedModel:
 
     @property
     def context_window(self) -> int:
-        """The wrapped client's context window (absent when it declares none)."""
+        """The wrapped client's context window (absent when it declares none); setting it
+        sets the wrapped client's."""
         from .context import HasContextWindow
 
         if isinstance(self.client, HasContextWindow):
             return self.client.context_window
         raise AttributeError("context_window")
+
+    @context_window.setter
+    def context_window(self, tokens: int) -> None:
+        client: Any = self.client  # an optional attribute, not part of `ModelClient`
+        client.context_window = tokens
 
     async def create(
         self,
@@ -319,7 +326,7 @@ class LimitedModel:
         while True:
             permit = await self.limiter.acquire(estimate)
             if permit.waited > 0:
-                _event(WAIT_EVENT, self.limiter, waited_seconds=permit.waited, attempt=attempt)
+                _waited(self.limiter, permit.waited, attempt)
             reset = _limited_call.set(True)
             try:
                 result = await self.client.create(
@@ -403,6 +410,15 @@ def _duration(text: str) -> float | None:
 def _backoff(attempt: int) -> float:
     """The pause after a 429 that did not say how long: 1, 2, 4, ... s, at most 30 s."""
     return min(2.0**attempt, _MAX_BACKOFF_SECONDS)
+
+
+def _waited(limiter: Limiter, seconds: float, attempt: int) -> None:
+    """A call waited `seconds` for `limiter`: an event on the current span, and a data point
+    of the ``cadre.model.limiter.wait`` histogram."""
+    from .. import telemetry
+
+    _event(WAIT_EVENT, limiter, waited_seconds=seconds, attempt=attempt)
+    telemetry.current().record_limiter_wait(seconds, limiter.name)
 
 
 def _event(name: str, limiter: Limiter, **values: Any) -> None:

@@ -80,9 +80,7 @@ class SelectorTeam(Team):
         prompt = self.selector_prompt.format(
             roles="\n".join(f"{n}: {self.participants[n].description}" for n in names),
             participants=str(names),
-            history="\n".join(
-                f"{m.source}: {m.content}" for m in state.recent if m.kind == "text"
-            ),
+            history="\n".join(f"{m.source}: {m.content}" for m in state.recent if m.kind == "text"),
         )
         schema = _choice_schema(names)
         messages = [LLMMessage(role="user", content=prompt)]

@@ -176,6 +176,7 @@ async def transcript(
         record = await store.load(AgentId(MANAGER_TYPE, task_id))
         if record.state is not None and record.state_version < 2:
             state = load_state(MANAGER_TYPE, TeamState, record)
-            carried = state.carried[start:]  # type: ignore[attr-defined]
+            assert isinstance(state, TeamState)
+            carried = state.carried[start:]
             return carried if limit is None else carried[:limit]
     return out

@@ -32,7 +32,7 @@ class RunView:
 
     new: Sequence[ChatMessage]
     count: int
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     timed_out: bool = False
     stop_requested: bool = False
     memo: MutableMapping[str, str] = field(default_factory=dict)

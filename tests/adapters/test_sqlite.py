@@ -155,6 +155,25 @@ def _note(envelope_id: str):  # type: ignore[no-untyped-def]
     )
 
 
+def kill_team_mid_run(path: Path, seed: int) -> None:
+    """Start the long team task in a child, then kill -9 it a few hundred messages in."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.crash_team_child", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "submitted"
+        time.sleep(random.Random(seed).uniform(0.2, 0.5))
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+        child.stdout.close()  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_kill_9_during_a_long_team_task_then_resume_gives_the_undisturbed_transcript(
     tmp_path: Path, seed: int
@@ -173,21 +192,7 @@ async def test_kill_9_during_a_long_team_task_then_resume_gives_the_undisturbed_
     assert len(expected) == LENGTH
 
     path = tmp_path / "cadre.db"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.crash_team_child", str(path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "submitted"
-        time.sleep(random.Random(seed).uniform(0.2, 0.5))  # a few hundred messages in
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait(timeout=30)
-        child.stdout.close()  # type: ignore[union-attr]
+    kill_team_mid_run(path, seed)
     with closing(sqlite3.connect(path)) as db:  # the kill did interrupt the task
         logged = db.execute("SELECT count(*) FROM log").fetchone()[0]
     assert 0 < logged < LENGTH

@@ -192,7 +192,7 @@ async def test_saved_log_entries_read_back_in_order_by_page(store) -> None:
 
 
 async def test_log_entries_keep_multibyte_text_exactly(store) -> None:
-    text = "é€😀 \u2028 \\ \" end"
+    text = 'é€😀 \u2028 \\ " end'
     await append(store, None, entry(0, text))
     (read,) = await store.read_log(str(T), 0, 1)
     assert json.loads(read.data)["text"] == text and read == entry(0, text)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -400,3 +401,36 @@ async def test_outside_a_limiter_a_429_is_a_model_throttled_with_its_retry_after
         await client.create(HI)
     await client.close()
     assert raised.value.retry_after == 1.0 and len(throttling_server.bodies) == 1
+
+
+async def test_time_waited_is_a_data_point_of_the_limiter_wait_histogram() -> None:
+    time = FakeTime()
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    limiter = fake_limiter(time)
+    limiter.pause(2.5)
+    with telemetry.installed(Telemetry(TracerProvider(), meters)):
+        await LimitedModel(Scripted(time), limiter).create(HI)  # waits out the pause
+        await LimitedModel(Scripted(time), limiter).create(HI)  # does not wait: no data point
+    data = reader.get_metrics_data()
+    assert data is not None
+    (point,) = [
+        point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "cadre.model.limiter.wait"
+        for point in metric.data.data_points
+    ]
+    assert dict(point.attributes or {}) == {"cadre.model.deployment": "fake"}
+    assert (point.count, point.sum) == (1, 2.5)  # type: ignore[union-attr]
+    meters.shutdown()
+
+
+def test_setting_the_context_window_sets_the_wrapped_clients() -> None:
+    from cadre.models.context import context_window
+
+    model = LimitedModel(OfflineClient(), Limiter())
+    model.context_window = 32_768
+    assert context_window(model.client) == model.context_window == 32_768
+    assert OfflineClient.context_window == 4_096  # the instance's, not the class's

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from cadre.errors import ConfigurationError, ModelError
-from cadre.models import LLMMessage, Tool, ToolCall, client_from_spec
+from cadre.models import LimitedModel, LLMMessage, Tool, ToolCall, client_from_spec
 from cadre.models.openai import OpenAIClient
 
 try:  # the openai SDK moved from httpx to its fork httpx2 (same API); use the one it uses
@@ -193,9 +193,10 @@ async def test_azure_openai_with_entra_id_sends_the_bearer_token() -> None:
 
 async def test_specs_choose_the_endpoint() -> None:
     local = client_from_spec("openai-compatible:llama3.2@http://127.0.0.1:11434/v1", env={})
+    assert isinstance(local, LimitedModel) and isinstance(local.client, OpenAIClient)
     assert local.model_name == "openai-compatible:llama3.2"
-    assert str(local._client.base_url) == "http://127.0.0.1:11434/v1/"  # type: ignore[attr-defined]
-    await local.close()  # type: ignore[attr-defined]
+    assert str(local.client._client.base_url) == "http://127.0.0.1:11434/v1/"
+    await local.client.close()
     azure = client_from_spec(
         "azure-openai:dep",
         env={
@@ -204,9 +205,10 @@ async def test_specs_choose_the_endpoint() -> None:
             "CADRE_MODEL_TIMEOUT": "5",
         },
     )
+    assert isinstance(azure, LimitedModel) and isinstance(azure.client, OpenAIClient)
     assert azure.model_name == "azure-openai:dep"
-    assert azure._client.timeout == 5.0  # type: ignore[attr-defined]
-    await azure.close()  # type: ignore[attr-defined]
+    assert azure.client._client.timeout == 5.0
+    await azure.client.close()
     with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
         client_from_spec("openai:gpt-4o", env={})
     with pytest.raises(ConfigurationError, match="AZURE_OPENAI_ENDPOINT"):

@@ -4,8 +4,6 @@ the store can keep in an item; a transcript itself has no limit but storage."""
 
 from __future__ import annotations
 
-import pytest
-
 from cadre import Agent, AgentId, Context, LocalRuntime, Registry, handler
 from cadre.models import ReplayClient
 from cadre.processing import RetryPolicy
