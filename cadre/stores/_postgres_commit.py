@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ids import AgentId
+from .base import LogEntry
 
 log = logging.getLogger("cadre.stores.postgres")
 
@@ -65,6 +66,22 @@ UNION ALL SELECT NULL, version, agent_type, agent_key FROM ins
 null: an insert), sent in binary, so the server neither escapes nor parses anything but
 the state (to jsonb); the seen ids and the outbox are text, written as they come."""
 
+_LOG_SQL = _SQL.replace(
+    "\nSELECT n, version",
+    """, lg AS (
+    INSERT INTO {p}log (stream, seq, data)
+    SELECT l.stream, l.seq, l.data
+    FROM unnest(%b::int[], %b::text[], %b::int8[], %b::text[]) AS l(n, stream, seq, data)
+    WHERE l.n IN (SELECT upd.n FROM upd)
+        OR l.n IN (SELECT i.n FROM i JOIN ins ON ins.agent_type = i.t AND ins.agent_key = i.k)
+    ON CONFLICT DO NOTHING
+)
+SELECT n, version""",
+)
+"""The same statement when saves of the batch carry log entries (a team manager's steps):
+each entry's row is inserted only if its save's conditional write succeeded, in the same
+statement and so the same transaction."""
+
 
 @dataclass(slots=True)
 class Save:
@@ -77,6 +94,7 @@ class Save:
     outbox: str  # JSON text
     if_match: int | None
     done: asyncio.Future[int | None]
+    log: tuple[LogEntry, ...] = ()
 
 
 class GroupCommit:
@@ -91,6 +109,7 @@ class GroupCommit:
         clear_delay: float = 0.05,
     ) -> None:
         self._sql = _SQL.format(p=prefix)
+        self._log_sql = _LOG_SQL.format(p=prefix)
         self._connection = connection  # an async context manager factory (the pool's)
         self._translate = translate
         self._clear_delay = clear_delay
@@ -107,28 +126,14 @@ class GroupCommit:
         seen: str,
         outbox: str,
         if_match: int | None,
+        log: tuple[LogEntry, ...] = (),
     ) -> int | None:
-        """The new version, or None when the stored version is not `if_match`."""
+        """The new version, or None when the stored version is not `if_match`; `log`'s
+        entries are appended if and only if the write succeeds."""
         done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._saves.append(Save(agent_id, state, state_version, seen, outbox, if_match, done))
+        self._saves.append(Save(agent_id, state, state_version, seen, outbox, if_match, done, log))
         self._start()
         return await done
-
-    async def write_one(
-        self,
-        conn: Any,
-        agent_id: AgentId,
-        state: str | None,
-        state_version: int,
-        seen: str,
-        outbox: str,
-        if_match: int | None,
-    ) -> int | None:
-        """The same conditional write, alone, on `conn` (inside the caller's transaction:
-        a save that appends log rows with it)."""
-        done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        save = Save(agent_id, state, state_version, seen, outbox, if_match, done)
-        return (await self._execute(conn, [save], {}))[0]
 
     def clear(self, agent_id: AgentId, version: int) -> None:
         """Empty the outbox of the row at `version`, in some later commit."""
@@ -214,7 +219,7 @@ class GroupCommit:
     ) -> list[int | None]:
         """Run one statement; the new version of each save (None: conflict), in order."""
         pad: list[None] = [None] * len(clears)
-        params = (
+        params: tuple[list[Any], ...] = (
             [*range(len(batch)), *pad],
             [s.agent_id.type for s in batch] + [a.type for a in clears],
             [s.agent_id.key for s in batch] + [a.key for a in clears],
@@ -224,8 +229,18 @@ class GroupCommit:
             [s.outbox for s in batch] + pad,
             [s.if_match for s in batch] + list(clears.values()),
         )
+        sql = self._sql
+        if any(s.log for s in batch):
+            entries = [(n, e) for n, s in enumerate(batch) for e in s.log]
+            params += (
+                [n for n, _ in entries],
+                [e.stream for _, e in entries],
+                [e.seq for _, e in entries],
+                [e.data for _, e in entries],
+            )
+            sql = self._log_sql
         if batch:
-            cur = await conn.execute(self._sql, params)
+            cur = await conn.execute(sql, params)
         else:  # only clears: losing them in a crash is harmless, so do not wait for disk
             async with conn.transaction():
                 await conn.execute("SET LOCAL synchronous_commit TO OFF")

@@ -33,9 +33,9 @@ outboxes a crash left behind (`stale_outboxes`) is therefore a sequential scan; 
 workers space it by its duration (`cadre.hosts.worker`).
 
 Agents' logs (a team's transcript) are rows of ``<prefix>log`` keyed by (stream, seq). A
-save that appends entries (a team manager's step) does not join the group commit: its
-conditional write and its log rows go in one transaction of their own, so the entries are
-in the log exactly when the record is.
+save that appends entries (a team manager's step) joins the group commit like any other:
+the batch's statement inserts each entry only if its save's conditional write succeeded,
+so the entries are in the log exactly when the record is.
 """
 
 from __future__ import annotations
@@ -248,51 +248,21 @@ class PostgresStore:
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
         """One conditional write on the version column, group-committed with others."""
         aid = record.agent_id
-        row = (
+        version = await self._commits.save(
             aid,
             record.state,
             record.state_version,
             seen_text(record.seen),
             outbox_json(record.outbox),
             None if if_match is None else int(if_match),
+            record.log,
         )
-        if record.log:
-            version = await self._save_with_log(row, record.log)
-        else:
-            version = await self._commits.save(*row)
         if version is None:
             self._cache.pop(aid, None)  # someone else wrote: read it afresh next time
             raise ConcurrencyConflict(f"{aid}: the stored version is not {if_match}")
         etag = str(version)
         self._remember(record.with_etag(etag))
         return etag
-
-    async def _save_with_log(
-        self,
-        row: tuple[AgentId, str | None, int, str, str, int | None],
-        entries: tuple[LogEntry, ...],
-    ) -> int | None:
-        """The conditional write and the log rows, in one transaction (see the module doc)."""
-        psycopg, _ = _psycopg()
-        sql = (
-            f"INSERT INTO {self.prefix}log (stream, seq, data) "
-            "SELECT * FROM unnest(%b::text[], %b::int8[], %b::text[]) ON CONFLICT DO NOTHING"
-        )
-        try:
-            async with self._connection() as conn, conn.transaction():
-                version = await self._commits.write_one(conn, *row)
-                if version is not None:
-                    await conn.execute(
-                        sql,
-                        (
-                            [e.stream for e in entries],
-                            [e.seq for e in entries],
-                            [e.data for e in entries],
-                        ),
-                    )
-                return version
-        except psycopg.Error as exc:
-            raise self._translate(exc) from exc
 
     async def read_log(self, stream: str, start: int = 0, limit: int = 100) -> list[LogEntry]:
         """One range scan of the primary key."""

@@ -100,8 +100,8 @@ class TeamState(BaseModel):
     carried: list[ChatMessage] = []
     """A transcript stored by state version 1, until the next step moves it to the log."""
 
-    _new: list[ChatMessage] = PrivateAttr(default_factory=list)
-    _unchecked: list[ChatMessage] = PrivateAttr(default_factory=list)
+    _new: list[ChatMessage] = PrivateAttr(default=[])
+    _unchecked: list[ChatMessage] = PrivateAttr(default=[])
 
     def record(self, message: ChatMessage) -> None:
         """Append `message` to the transcript (logged with this step) and add its tokens to

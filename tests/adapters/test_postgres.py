@@ -343,3 +343,31 @@ async def test_stale_outboxes_lists_what_a_crash_left_oldest_first(postgres_stor
     await postgres_store.clear_outbox(A, etag)
     await postgres_store._commits.flush()
     assert [agent for agent, _, _ in await postgres_store.stale_outboxes(0.0)] == [b]
+
+
+async def test_log_entries_ride_in_the_group_commit_only_with_a_successful_write(
+    postgres_store,
+) -> None:
+    """Managers' saves with entries share one statement; a stale one appends nothing."""
+    import asyncio
+
+    from cadre.stores.base import LogEntry
+
+    managers = [AgentId("cadre.team", f"t{i}") for i in range(6)]
+    etags = [
+        await postgres_store.save(AgentRecord(m, state="{}"), if_match=None) for m in managers
+    ]
+    await postgres_store.save(AgentRecord(managers[0], state="{}"), if_match=etags[0])
+    writes = [
+        postgres_store.save(
+            AgentRecord(m, state="{}", log=(LogEntry(str(m), 0, f'"{m.key}"'),)), if_match=etag
+        )
+        for m, etag in zip(managers, etags, strict=True)
+    ]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert isinstance(results[0], ConcurrencyConflict)  # its etag was stale
+    assert all(isinstance(r, str) for r in results[1:])
+    logs = [await postgres_store.read_log(str(m), 0, 10) for m in managers]
+    assert logs[0] == [] and [[e.data for e in log] for log in logs[1:]] == [
+        [f'"t{i}"'] for i in range(1, 6)
+    ]
