@@ -8,7 +8,7 @@
 | CADRE_RETRY_BASE_SECONDS   | 0.5                | first retry delay (doubles each attempt)       |
 | CADRE_RETRY_MAX_SECONDS    | 60                 | longest retry delay                            |
 | CADRE_SEEN_LIMIT           | 64                 | handled envelope ids remembered per agent      |
-| CADRE_CONCURRENCY          | 16                 | steps the local runtime runs at once           |
+| CADRE_CONCURRENCY          | 1024               | steps one process runs at once (local, worker) |
 | CADRE_RABBITMQ_URL         | amqp://guest:guest@127.0.0.1:5672/ | the workers' broker            |
 | CADRE_POSTGRES_URL         | postgresql://postgres@127.0.0.1:5432/postgres | the workers' store  |
 | CADRE_POSTGRES_PREFIX      | cadre_             | table name prefix in PostgreSQL                |
@@ -50,6 +50,11 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:  # imported when used: reading settings must not load pydantic (cold start)
     from .models.limits import ModelQuota
     from .processing import RetryPolicy
+
+DEFAULT_CONCURRENCY = 1024
+"""Steps one process (the local runtime, a worker) runs at once. A step keeps its slot while
+it waits on its model, so this is sized for steps that wait, bounded by the memory of the
+steps under way rather than by the CPUs (docs/workers.md, "Sizing CADRE_CONCURRENCY")."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -99,7 +104,7 @@ class Settings:
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 60.0
     seen_limit: int = 64
-    concurrency: int = 16
+    concurrency: int = DEFAULT_CONCURRENCY
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     postgres_prefix: str = "cadre_"
@@ -139,7 +144,7 @@ class Settings:
             retry_base_seconds=_float(env, "CADRE_RETRY_BASE_SECONDS", 0.5),
             retry_max_seconds=_float(env, "CADRE_RETRY_MAX_SECONDS", 60.0),
             seen_limit=_int(env, "CADRE_SEEN_LIMIT", 64),
-            concurrency=_int(env, "CADRE_CONCURRENCY", 16),
+            concurrency=_int(env, "CADRE_CONCURRENCY", DEFAULT_CONCURRENCY),
             rabbitmq_url=env.get("CADRE_RABBITMQ_URL") or cls.rabbitmq_url,
             postgres_dsn=env.get("CADRE_POSTGRES_URL")
             or env.get("CADRE_POSTGRES_DSN")

@@ -4,9 +4,10 @@
         await rt.send(AgentId("counter", "a"), Add(amount=2))
         await rt.run_until_idle()
 
-One envelope at a time per agent, in order; different agents concurrently (up to
-`concurrency` steps at once). With the SQLite store, pending envelopes and timers are in
-the file too, so a runtime stopped at any point restarts with nothing lost.
+One envelope at a time per agent, in order (the transport hands out one envelope per agent
+at a time); different agents concurrently, up to `concurrency` steps at once. With the
+SQLite store, pending envelopes and timers are in the file too, so a runtime stopped at any
+point restarts with nothing lost.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..inbox import INBOX_TYPE, InboxState, Reply
 from ..messages import ContractRegistry, Message, contracts
 from ..processing import Disposition, Processed, Processor, RetryPolicy
 from ..registry import Registry, default_registry
+from ..settings import DEFAULT_CONCURRENCY
 from ..step import DEFAULT_SEEN_LIMIT, Step
 from ..stores.base import DeadLetter, StateStore
 from ..stores.memory import MemoryStore
@@ -106,7 +108,15 @@ async def send_from_client(
 
 
 class LocalRuntime:
-    """Runs agents in-process over the in-process transport."""
+    """Runs agents in-process over the in-process transport.
+
+    `concurrency` bounds the steps under way at once. A step keeps its slot while it waits
+    on its model, so the bound is sized for steps that wait, not for CPUs: the default
+    (`DEFAULT_CONCURRENCY`, 1024) lets that many agents wait on models while others run.
+    An idle slot costs next to nothing; a step under way holds its agent's record and model
+    context (docs/workers.md, "Sizing CADRE_CONCURRENCY"). It orders nothing: one agent's
+    envelopes never overlap, whatever its value.
+    """
 
     def __init__(
         self,
@@ -114,7 +124,7 @@ class LocalRuntime:
         store: StateStore | None = None,
         registry: Registry | None = None,
         policy: RetryPolicy | None = None,
-        concurrency: int = 16,
+        concurrency: int = DEFAULT_CONCURRENCY,
         seen_limit: int = DEFAULT_SEEN_LIMIT,
         contracts: ContractRegistry = contracts,
     ) -> None:

@@ -43,6 +43,7 @@ from ..ids import AgentId
 from ..messages import Message
 from ..processing import Disposition, Processed, Processor, RetryPolicy
 from ..registry import Registry, default_registry
+from ..settings import DEFAULT_CONCURRENCY
 from ..step import DEFAULT_SEEN_LIMIT, Step
 from ..stores.base import StateStore
 from ..transports.rabbitmq import RabbitMQTransport, delay_bucket, partition_of, split_body
@@ -66,7 +67,7 @@ class WorkerConfig:
     name: str = "cadre"
     table_prefix: str = "cadre_"
     partitions: int = 8
-    concurrency: int = 64
+    concurrency: int = DEFAULT_CONCURRENCY
     prefetch: int | None = None
     worker_index: int = 0
     worker_count: int = 1
