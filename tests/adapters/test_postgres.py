@@ -354,9 +354,7 @@ async def test_log_entries_ride_in_the_group_commit_only_with_a_successful_write
     from cadre.stores.base import LogEntry
 
     managers = [AgentId("cadre.team", f"t{i}") for i in range(6)]
-    etags = [
-        await postgres_store.save(AgentRecord(m, state="{}"), if_match=None) for m in managers
-    ]
+    etags = [await postgres_store.save(AgentRecord(m, state="{}"), if_match=None) for m in managers]
     await postgres_store.save(AgentRecord(managers[0], state="{}"), if_match=etags[0])
     writes = [
         postgres_store.save(
