@@ -22,7 +22,7 @@ Workloads (`--only long,many,waiting,workers`; the default is long,many,waiting)
            and one `cadre worker` (default settings), submitted over HTTP; needs the
            PostgreSQL and RabbitMQ of this machine (`--workers` adds it to the default run).
 
-    pip install -e ".[dev,bench]" autogen-agentchat==0.7.5
+    pip install -e ".[dev,bench]"
     python bench/teams.py                                                 # long, many, waiting
     python bench/teams.py --workers --long                                # everything
     python bench/teams.py --only many --sweep 16,64,256,1024             # concurrency sweep
