@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 COUNT = 1500
 
 
-def kill_mid_run(path: Path, seed: int) -> None:
-    """Start the child, let it queue everything, then kill -9 it a few ms into the run."""
+def kill_child(args: list[str], ready: str, seconds: float) -> None:
+    """Start the child module, wait for its `ready` line, then kill -9 it `seconds` later."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.crash_child", str(path), str(COUNT)],
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -35,12 +35,18 @@ def kill_mid_run(path: Path, seed: int) -> None:
     )
     try:
         assert child.stdout is not None
-        assert child.stdout.readline().strip() == "sent"
-        time.sleep(random.Random(seed).uniform(0.01, 0.06))  # somewhere mid-run
+        assert child.stdout.readline().strip() == ready
+        time.sleep(seconds)
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(timeout=30)
         child.stdout.close()  # type: ignore[union-attr]
+
+
+def kill_mid_run(path: Path, seed: int) -> None:
+    """Start the child, let it queue everything, then kill -9 it a few ms into the run."""
+    seconds = random.Random(seed).uniform(0.01, 0.06)  # somewhere mid-run
+    kill_child(["tests.support.crash_child", str(path), str(COUNT)], "sent", seconds)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -157,21 +163,8 @@ def _note(envelope_id: str):  # type: ignore[no-untyped-def]
 
 def kill_team_mid_run(path: Path, seed: int) -> None:
     """Start the long team task in a child, then kill -9 it a few hundred messages in."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.crash_team_child", str(path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "submitted"
-        time.sleep(random.Random(seed).uniform(0.2, 0.5))
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait(timeout=30)
-        child.stdout.close()  # type: ignore[union-attr]
+    seconds = random.Random(seed).uniform(0.2, 0.5)
+    kill_child(["tests.support.crash_team_child", str(path)], "submitted", seconds)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -82,37 +82,34 @@ class SmallItemStore(MemoryStore):
     max_item_bytes = 8_000
 
 
-async def test_a_message_over_the_stores_entry_size_fails_the_task_naming_size_and_limit() -> None:
-    registry = Registry()
-    # 'é' is two bytes in UTF-8: 1,100 of them are 2,200 bytes, over a quarter of 8,000
+async def writer_task(answers: list[str], max_messages: int) -> tuple[Tasks, str, SmallItemStore]:
+    """A one-writer team that says `answers`, run to the end on a `SmallItemStore`."""
+    registry, store = Registry(), SmallItemStore()
     team = RoundRobinTeam(
-        "verbose",
-        [Assistant("writer", model=ReplayClient(["x" * 300, "é" * 1_100, "z" * 300]))],
-        termination=MaxMessages(max_messages=10),
+        "sized",
+        [Assistant("writer", model=ReplayClient(answers))],
+        termination=MaxMessages(max_messages=max_messages),
     ).register(registry)
-    async with LocalRuntime(store=SmallItemStore(), registry=registry, policy=FAST) as rt:
+    async with LocalRuntime(store=store, registry=registry, policy=FAST) as rt:
         tasks = Tasks(rt)
         task_id = await tasks.submit(team, "write a lot")
         await rt.run_until_idle()
-        info = await tasks.status(task_id)
-        assert info.status == "failed"
-        assert "a message from writer is 2,3" in (info.stop_reason or "")
-        assert "over the 2,000 bytes a transcript entry may have" in (info.stop_reason or "")
-        assert [m.content for m in await tasks.messages(task_id)] == ["write a lot", "x" * 300]
-        assert await rt.store.list_dead_letters() == []  # the task failed; nothing is stuck
+    return tasks, task_id, store
+
+
+async def test_a_message_over_the_stores_entry_size_fails_the_task_naming_size_and_limit() -> None:
+    # 'é' is two bytes in UTF-8: 1,100 of them are 2,200 bytes, over a quarter of 8,000
+    tasks, task_id, store = await writer_task(["x" * 300, "é" * 1_100, "z" * 300], 10)
+    info = await tasks.status(task_id)
+    assert info.status == "failed"
+    assert "a message from writer is 2,3" in (info.stop_reason or "")
+    assert "over the 2,000 bytes a transcript entry may have" in (info.stop_reason or "")
+    assert [m.content for m in await tasks.messages(task_id)] == ["write a lot", "x" * 300]
+    assert await store.list_dead_letters() == []  # the task failed; nothing is stuck
 
 
 async def test_a_long_transcript_has_no_size_limit_but_storage() -> None:
-    registry = Registry()
-    team = RoundRobinTeam(
-        "long",
-        [Assistant("writer", model=ReplayClient(["é" * 800] * 40))],
-        termination=MaxMessages(max_messages=41),
-    ).register(registry)
-    async with LocalRuntime(store=SmallItemStore(), registry=registry, policy=FAST) as rt:
-        tasks = Tasks(rt)
-        task_id = await tasks.submit(team, "write a lot")
-        await rt.run_until_idle()
-        info = await tasks.status(task_id)
-        assert info.status == "completed" and info.messages == 41  # 64 kB of transcript: 8 items
-        assert len(await tasks.messages(task_id)) == 41
+    tasks, task_id, _ = await writer_task(["é" * 800] * 40, 41)
+    info = await tasks.status(task_id)
+    assert info.status == "completed" and info.messages == 41  # 64 kB of transcript: 8 items
+    assert len(await tasks.messages(task_id)) == 41
