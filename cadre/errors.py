@@ -10,6 +10,7 @@
     ├── ModelError               a model call failed after its retries (the task fails)
     │   └── ModelThrottled       the model deployment answered 429 (Retry-After in retry_after)
     ├── TaskStateError           a task is not in a state that allows this (input, cancel)
+    ├── TaskFailed               a task a caller waited for failed (`Tasks.wait`): the reason
     ├── RetryLater               a host should deliver the envelope again (Functions: abandon)
     └── DeliveryError            an envelope cannot be handled as it is: it goes to the dead letters
         ├── EnvelopeInvalid      the bytes are not an envelope (bad JSON, missing fields)
@@ -80,6 +81,14 @@ class ModelThrottled(ModelError):
 
 class TaskStateError(CadreError):
     """A task is not in a state that allows the operation (e.g. input when not awaiting)."""
+
+
+class TaskFailed(CadreError):
+    """A task that `Tasks.wait` waited for ended ``failed``; `reason` says why."""
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        super().__init__(f"task {task_id} failed: {reason}")
+        self.task_id, self.reason = task_id, reason
 
 
 class RetryLater(CadreError):

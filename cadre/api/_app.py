@@ -31,6 +31,7 @@ from ..teams.tasks import TaskInfo
 from ._models import (
     Accepted,
     CancelRequest,
+    ContinueRequest,
     DeadLetterView,
     Health,
     InputRequest,
@@ -291,6 +292,26 @@ def _task_routes(api: APIRouter, service: Service, limit: int, stream: _StreamOp
             next_after=after + len(window),
             has_more=after + len(window) < st.messages,
         )
+
+    @api.post(
+        "/tasks/{task_id}/messages",
+        status_code=202,
+        response_model=Accepted,
+        responses=_problems(404, 409, 413),
+        summary="Continue a finished task with the user's next message",
+        description="The task runs again with its whole history: the next speaker is chosen "
+        "as the team's pattern would (round-robin: the next in order; swarm: the agent the "
+        "last hand-off named) and the termination conditions start afresh. 409 while the "
+        "task is queued, running or awaiting input.",
+    )
+    async def continue_task(
+        task_id: TaskId, request: Request, body: ContinueRequest | None = None
+    ) -> Accepted:
+        text = body.text if body is not None else None
+        if text is not None:
+            check_size("body.text", text)
+        await service.continue_task(task_id, text)
+        return _accepted(request, task_id, (await service.state(task_id)).status)
 
     @api.post(
         "/tasks/{task_id}/input",

@@ -36,6 +36,19 @@ class InputRequest(BaseModel):
     text: str = Field(min_length=1, examples=["Yes, go ahead."])
 
 
+class ContinueRequest(BaseModel):
+    """`POST /api/tasks/{id}/messages`: the user's next message to a finished task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(
+        None,
+        min_length=1,
+        examples=["Now make it shorter."],
+        description="the user's message; leave it out to let the team go on as it was",
+    )
+
+
 class CancelRequest(BaseModel):
     """`POST /api/tasks/{id}/cancel` (the body is optional)."""
 

@@ -104,6 +104,19 @@ _HTTP_TITLES = {
 }
 
 
+def _allowed(request: Request) -> str:
+    """Every method some route of this path serves (a path may have one route a method)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods.update(route_methods)
+    return ", ".join(sorted(methods))
+
+
 def field_errors(errors: Sequence[Any]) -> list[FieldError]:
     """Pydantic/FastAPI validation errors as (field, message) pairs, without the input."""
     found = []
@@ -157,13 +170,16 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else title
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}"
+        headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:  # Starlette names only the first route of the path
+            headers = {**(headers or {}), "Allow": _allowed(request)}
         return problem_response(
             exc.status_code,
             slug,
             title,
             detail,
             instance=request.url.path,
-            headers=dict(exc.headers) if exc.headers else None,
+            headers=headers,
         )
 
     async def on_unavailable(request: Request, exc: Exception) -> Response:

@@ -26,7 +26,7 @@ from ..migrations import load_state
 from ..registry import Registry
 from ..stores.base import AgentRecord, StateStore
 from ..teams.manager import FINISHED, MANAGER_TYPE, Team, TeamCatalog, TeamState
-from ..teams.messages import CancelTask, ChatMessage, HumanInput
+from ..teams.messages import CancelTask, ChatMessage, ContinueTask, HumanInput
 from ..teams.participants import Assistant, UserProxy
 from ..teams.tasks import Tasks, transcript
 from ._models import Check, Participant, ParticipantKind, TeamView
@@ -168,6 +168,13 @@ class Service:
         if st.status != "awaiting_input":
             raise _wrong_state(task_id, st.status, "awaiting_input")
         await self._send(task_id, HumanInput(text=text))
+
+    async def continue_task(self, task_id: str, text: str | None) -> None:
+        """Run a finished task again with the user's message; 409 while it is not finished."""
+        st = await self.state(task_id)
+        if st.status not in FINISHED:
+            raise _wrong_state(task_id, st.status, "completed, failed or cancelled")
+        await self._send(task_id, ContinueTask(text=text))
 
     async def cancel(self, task_id: str, reason: str) -> None:
         """Cancel the task at its manager's next step; 409 when it has finished."""

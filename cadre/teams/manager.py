@@ -37,11 +37,13 @@ from ..registry import Registry, default_registry
 from .messages import (
     CancelTask,
     ChatMessage,
+    ContinueTask,
     HumanInput,
     RequestTurn,
     StartTask,
     StopTask,
     TimeoutFired,
+    TurnProgress,
     TurnResult,
 )
 from .participants import Participant
@@ -79,6 +81,7 @@ class TeamState(BaseModel):
     run_start: int = 0
     usage: Usage = Usage()
     run_usage: Usage = Usage()
+    run_extra_usage: Usage = Usage()
     usage_by_agent: dict[str, Usage] = {}
     turn: int = 0
     run_turns: int = 0
@@ -102,24 +105,39 @@ class TeamState(BaseModel):
 
     _new: list[ChatMessage] = PrivateAttr(default=[])
     _unchecked: list[ChatMessage] = PrivateAttr(default=[])
+    _relay: list[ChatMessage] = PrivateAttr(default=[])
 
-    def record(self, message: ChatMessage) -> None:
+    def record(self, message: ChatMessage, *, relay: bool = True) -> None:
         """Append `message` to the transcript (logged with this step) and add its tokens to
-        the task's, the run's and its source's."""
+        the task's, the run's and its source's. A nested team relays it to its parent
+        (`relay=False`: the parent's own messages, which it has)."""
         self.recent.append(message)
         self.messages += 1
         self._new.append(message)
         self._unchecked.append(message)
+        if relay and self.parent:
+            self._relay.append(message)
         if message.kind == "text":
             self.last_text = message.content
-        self.add_usage(message.source, message.usage)
+        self._count(message.source, message.usage)
 
     def add_usage(self, source: str, usage: Usage) -> None:
-        """Count tokens spent by `source` (a message or the manager's own model calls)."""
+        """Count tokens spent by `source` that no message carries (a selector's or the
+        orchestrator's model calls, a nested team's)."""
+        if usage.total_tokens:
+            self._count(source, usage)
+            self.run_extra_usage = self.run_extra_usage + usage
+
+    def _count(self, source: str, usage: Usage) -> None:
         if usage.total_tokens:
             self.usage = self.usage + usage
             self.run_usage = self.run_usage + usage
             self.usage_by_agent[source] = self.usage_by_agent.get(source, Usage()) + usage
+
+    def take_relay(self) -> list[ChatMessage]:
+        """The messages a nested team has not yet relayed to its parent."""
+        relay, self._relay = self._relay, []
+        return relay
 
     def since(self, seq: int) -> list[ChatMessage]:
         """The messages from number `seq` on that the window still holds."""
@@ -200,8 +218,15 @@ class Team(Participant):
         termination: Condition | None = None,
         max_turns: int | None = None,
         description: str = "",
+        termination_condition: Condition | None = None,
     ) -> None:
+        """`termination_condition` is accepted as AutoGen's name for `termination`."""
         super().__init__(name, MANAGER_TYPE, description or f"the {name} team")
+        if termination is not None and termination_condition is not None:
+            raise ConfigurationError(
+                f"team {name!r}: give termination= or termination_condition=, not both"
+            )
+        termination = termination or termination_condition
         if not participants:
             raise ConfigurationError(f"team {name!r} needs at least one participant")
         names = [p.name for p in participants]
@@ -279,6 +304,9 @@ class TeamManager(Agent):
                 ctx.append_log(seq, message.model_dump_json(exclude_defaults=True))
             st.carried = []
         await super().dispatch(msg, ctx)
+        if st.parent and st._relay and st.status not in FINISHED:
+            progress = TurnProgress(turn=st.parent_turn, messages=st.take_relay())
+            ctx.send(AgentId.parse(st.parent), progress)
         new = st.take_new()
         seq = st.messages - len(new)
         for message in new:
@@ -303,18 +331,32 @@ class TeamManager(Agent):
         st.parent, st.parent_turn = ctx.envelope.sender, msg.turn
         if not st.task:
             st.task = "\n".join(m.content for m in msg.messages)
-        # The parent counted these messages' tokens already.
+        # The parent counted these messages' tokens already, and has them.
         messages = [m.model_copy(update={"usage": Usage()}) for m in msg.messages]
         if msg.instruction:
             messages.append(ChatMessage(source="user", content=msg.instruction, at=ctx.now))
-        await self._begin(ctx, messages)
+        await self._begin(ctx, messages, relay=False)
 
-    async def _begin(self, ctx: Context, messages: list[ChatMessage]) -> None:
+    @handler
+    async def on_continue(self, msg: ContinueTask, ctx: Context) -> None:
+        """Run a finished task again, with its whole history (`ContinueTask`)."""
+        st = self.state
+        if st.status not in FINISHED:
+            ctx.logger.warning(
+                "continue for task %s arrived while %s: it goes on as it is", ctx.task_id, st.status
+            )
+            return
+        text = [ChatMessage(source="user", content=msg.text, at=ctx.now)] if msg.text else []
+        await self._begin(ctx, text)
+
+    async def _begin(
+        self, ctx: Context, messages: list[ChatMessage], *, relay: bool = True
+    ) -> None:
         st, team = self.state, self.team
         st.status, st.run, st.run_turns = "running", st.run + 1, 0
-        st.run_start, st.run_usage = st.messages, Usage()
+        st.run_start, st.run_usage, st.run_extra_usage = st.messages, Usage(), Usage()
         st.timed_out = st.stop_requested = False
-        st.stop_reason = st.result = st.last_text = None
+        st.stop_reason = st.result = st.last_text = st.finished_at = None
         st.started_at = st.started_at or ctx.now
         st.termination, st.termination_memo = team.termination, {}
         for name in team.participants:
@@ -323,7 +365,7 @@ class TeamManager(Agent):
         for message in messages:
             if self._too_large(ctx, message):
                 return
-            st.record(message)
+            st.record(message, relay=relay)
         for seconds in timeouts(st.termination):
             ctx.schedule(TimeoutFired(run=st.run), after=timedelta(seconds=seconds))
         await team.start(st, ctx)
@@ -352,16 +394,37 @@ class TeamManager(Agent):
                 ctx.send(AgentId.parse(st.parent), msg.model_copy(update={"turn": st.parent_turn}))
             return
         speaker = st.speaker or ""
-        for message in msg.messages:
-            if self._too_large(ctx, message):
-                return
-            st.record(message.model_copy(update={"at": ctx.now}))
+        if not self._record_from(ctx, speaker, msg.messages):
+            return
+        st.add_usage(speaker, msg.usage)
         if msg.error:
             self._finish(ctx, "failed", msg.error)
             return
         self.team.after_turn(st, speaker, msg)
         st.speaker = None
         await self._advance(ctx)
+
+    @handler
+    async def on_progress(self, msg: TurnProgress, ctx: Context) -> None:
+        """A nested team's members spoke: their messages join this transcript as they come
+        (termination looks at them when the nested team's turn ends)."""
+        st = self.state
+        if st.status in ("running", "awaiting_input") and msg.turn == st.turn and st.speaker:
+            self._record_from(ctx, st.speaker, msg.messages)
+
+    def _record_from(self, ctx: Context, speaker: str, messages: list[ChatMessage]) -> bool:
+        """Record a participant's messages (a nested team's: marked as relayed by it);
+        False when one was too large and the task failed."""
+        st = self.state
+        nested = isinstance(self.team.participants.get(speaker), Team)
+        for message in messages:
+            if self._too_large(ctx, message):
+                return False
+            update: dict[str, Any] = {"at": message.at if nested else ctx.now}
+            if nested:
+                update["via"] = speaker
+            st.record(message.model_copy(update=update))
+        return True
 
     @handler
     async def on_input(self, msg: HumanInput, ctx: Context) -> None:
@@ -479,7 +542,7 @@ class TeamManager(Agent):
         delta = [
             m
             for m in st.since(st.cursors.get(name, 0))
-            if m.source != name and m.kind in ("text", "handoff")
+            if m.source != name and m.via != name and m.kind in ("text", "handoff")
         ]
         st.cursors[name] = st.messages
         st.turn += 1
@@ -508,14 +571,16 @@ class TeamManager(Agent):
         self._report(status, reason)
         if st.result is None:
             st.result = st.last_text or ""
-        if st.parent and notify_parent:
-            answer = ChatMessage(
-                source=st.team, content=st.result or "", usage=st.run_usage, at=ctx.now
-            )
+        if st.parent and notify_parent:  # what is not relayed yet, then the turn's end
             error = reason if status == "failed" else None
             ctx.send(
                 AgentId.parse(st.parent),
-                TurnResult(turn=st.parent_turn, messages=[answer], error=error),
+                TurnResult(
+                    turn=st.parent_turn,
+                    messages=st.take_relay(),
+                    error=error,
+                    usage=st.run_extra_usage,
+                ),
             )
 
     def _report(self, status: TaskStatus, reason: str) -> None:

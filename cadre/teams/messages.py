@@ -4,10 +4,12 @@
     manager  --RequestTurn-->  participant (<its agent type>/<task id>)
     participant --TurnResult--> manager          (or awaiting_input: a user proxy)
     client   --HumanInput | CancelTask | StopTask--> manager
+    client   --ContinueTask--> manager           (a finished task runs again)
     manager  --TimeoutFired--> itself            (a durable timer, when a Timeout applies)
 
-A team that is a participant of another team receives RequestTurn and answers with one
-TurnResult holding its result, like any participant.
+A team that is a participant of another team receives RequestTurn, relays its members'
+messages to the outer manager as they come (TurnProgress, under their own sources), and
+ends its turn with one TurnResult, like any participant.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pydantic import BaseModel, ConfigDict
 from ..messages import Message
 from ..models.base import Usage
 
-MessageKind = Literal["text", "tool_call", "tool_result", "handoff", "error"]
+MessageKind = Literal["text", "tool_call", "tool_result", "handoff", "stop", "error"]
+"""``stop``: a participant ends the run (a `StopMessage` condition fires on it)."""
 
 
 class ChatMessage(BaseModel):
@@ -36,6 +39,8 @@ class ChatMessage(BaseModel):
     is_error: bool = False
     handoff: str | None = None
     at: datetime | None = None
+    via: str | None = None
+    """The nested team that relayed this message into an outer team's transcript."""
 
 
 class StartTask(Message, name="cadre.team.StartTask", version=1):
@@ -66,6 +71,23 @@ class TurnResult(Message, name="cadre.team.TurnResult", version=1):
     awaiting_input: bool = False
     prompt: str | None = None
     error: str | None = None
+    usage: Usage = Usage()
+    """Tokens the turn spent that no message carries (a nested team's selector calls)."""
+
+
+class TurnProgress(Message, name="cadre.team.TurnProgress", version=1):
+    """A nested team's members' messages of turn `turn`, relayed as they are said."""
+
+    turn: int
+    messages: list[ChatMessage] = []
+
+
+class ContinueTask(Message, name="cadre.team.ContinueTask", version=1):
+    """Run a finished (completed, failed, cancelled, turn-limited) task again with its whole
+    history: `text`, if given, is the user's next message; the next speaker is chosen as
+    the pattern would, and the termination conditions start afresh."""
+
+    text: str | None = None
 
 
 class HumanInput(Message, name="cadre.team.HumanInput", version=1):

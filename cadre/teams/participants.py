@@ -15,10 +15,11 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from ..agent import Agent, handler
 from ..context import Context
+from ..errors import ConfigurationError
 from ..ids import AgentId
 from ..models import traced
 from ..models.base import LLMMessage, ModelClient, ModelResult, ToolSpec, Usage
@@ -45,10 +46,35 @@ class Participant:
         """Register what this participant needs (a custom agent registers itself)."""
 
 
+class Transfer(BaseModel):
+    """A hand-off an assistant may make (AutoGen's ``Handoff``): a tool named `name`
+    (default ``transfer_to_<target>``) that passes the turn to `target`, answering `message`
+    to the model (default: AutoGen's wording)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target: str
+    name: str = ""
+    description: str = ""
+    message: str = ""
+
+    def model_post_init(self, context: Any) -> None:
+        defaults = {
+            "name": f"transfer_to_{self.target}",
+            "description": f"Handoff to {self.target}.",
+            "message": f"Transferred to {self.target}, adopting the role of {self.target} "
+            "immediately.",
+        }
+        for field, value in defaults.items():
+            if not getattr(self, field):
+                object.__setattr__(self, field, value)
+
+
 class Assistant(Participant):
     """A model-backed participant: system message, model, tools, optional reflection.
 
-    `handoffs` (swarm) become tools named ``transfer_to_<name>``. Without
+    `handoffs` (swarm) are target names or `Transfer`s; each becomes a tool (by default
+    ``transfer_to_<name>``). `model_client` is accepted as AutoGen's name for `model`. Without
     `reflect_on_tool_use`, the tool results are the turn's answer; with it, the model is
     called again to answer from them. `model_context` decides which part of the
     conversation is stored and sent (`cadre.models.context`; default `TokenLimited()`: the
@@ -64,17 +90,24 @@ class Assistant(Participant):
         tools: Sequence[Callable[..., Any] | Tool] = (),
         description: str = "",
         reflect_on_tool_use: bool = False,
-        handoffs: Sequence[str] = (),
+        handoffs: Sequence[str | Transfer] = (),
         max_tool_iterations: int = 3,
         model_context: ModelContext | None = None,
         agent_type: str | None = None,
+        model_client: ModelClient | None = None,
     ) -> None:
         super().__init__(name, agent_type, description or system_message.split(".")[0])
+        if model is not None and model_client is not None:
+            raise ConfigurationError(f"assistant {name!r}: give model= or model_client=, not both")
         self.system_message = system_message
-        self._model = model
+        self._model = model or model_client
         self.tools = {t.name: t for t in map(as_tool, tools)}
         self.reflect_on_tool_use = reflect_on_tool_use
-        self.handoffs = list(handoffs)
+        self.transfers = {
+            t.name: t
+            for t in (h if isinstance(h, Transfer) else Transfer(target=h) for h in handoffs)
+        }
+        self.handoffs = [t.target for t in self.transfers.values()]
         self.max_tool_iterations = max_tool_iterations
         self.model_context: ModelContext = (
             model_context if model_context is not None else TokenLimited()
@@ -93,11 +126,11 @@ class Assistant(Participant):
     def tool_specs(self) -> list[ToolSpec]:
         """The tools the model is offered, hand-offs included."""
         specs = [t.spec for t in self.tools.values()]
-        for target in self.handoffs:
+        for transfer in self.transfers.values():
             specs.append(
                 ToolSpec(
-                    name=f"transfer_to_{target}",
-                    description=f"Hand the conversation off to {target}.",
+                    name=transfer.name,
+                    description=transfer.description,
                     parameters={"type": "object", "properties": {}},
                 )
             )
@@ -233,11 +266,11 @@ class AssistantAgent(Agent):
         handoff = None
         outcomes = []
         for call in result.tool_calls:
-            target = call.name.removeprefix("transfer_to_")
+            transfer = self.spec.transfers.get(call.name)
             with traced.tool_span(call, agent_name=self.spec.name) as span:
-                if call.name.startswith("transfer_to_") and target in self.spec.handoffs:
-                    handoff = handoff or target
-                    outcome = ToolOutcome(f"transferred to {target}")
+                if transfer is not None:
+                    handoff = handoff or transfer.target
+                    outcome = ToolOutcome(transfer.message)
                 elif (tool := self.spec.tools.get(call.name)) is not None:
                     outcome = await tool.call(call.arguments)
                 else:

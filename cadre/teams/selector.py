@@ -3,11 +3,14 @@
     team = SelectorTeam("trip", [planner, local_guide, writer], model=client,
                         termination=TextMention(text="TERMINATE"))
 
-`candidates` narrows who may speak next (a function of the stored state);
+`selector_func` (a function of the stored state) may name the next speaker itself, or
+return None to ask the model; `candidates` narrows who the model may pick;
 `allow_repeated_speaker` lets the last speaker go again. The model answers in a JSON
 schema whose only field is an enum of the candidates; an answer that names no candidate
-(or several) is retried once with a correction, then the next candidate in list order
-speaks (the fallback), so a confused model cannot stall the team.
+(or several) is retried with a correction, up to `max_selector_attempts` calls in all
+(3, as AutoGen); then, as AutoGen does, the previous speaker speaks again (the first
+candidate at the start), so a confused model cannot stall the team. AutoGen's names
+`model_client` and `candidate_func` are accepted too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, create_model
 
 from ..context import Context
+from ..errors import ConfigurationError
 from ..models import traced
 from ..models.base import LLMMessage, ModelClient
 from .manager import MANAGER_TYPE, Selection, Team, TeamState
@@ -36,6 +40,7 @@ Read the above conversation. Then select the next role from {participants} to pl
 Only return the role."""
 
 Candidates = Callable[[TeamState], list[str]]
+SelectorFunc = Callable[[TeamState], str | None]
 
 
 class SelectorTeam(Team):
@@ -52,11 +57,16 @@ class SelectorTeam(Team):
         selector_prompt: str = DEFAULT_SELECTOR_PROMPT,
         allow_repeated_speaker: bool = False,
         candidates: Candidates | None = None,
-        max_selector_attempts: int = 2,
+        selector_func: SelectorFunc | None = None,
+        max_selector_attempts: int = 3,
+        model_client: ModelClient | None = None,
+        candidate_func: Candidates | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, participants, **kwargs)
-        self._model = model
+        self._model = model or model_client
+        candidates = candidates or candidate_func
+        self.selector_func = selector_func
         self.selector_prompt = selector_prompt
         self.allow_repeated_speaker = allow_repeated_speaker
         self.candidates = candidates
@@ -73,7 +83,16 @@ class SelectorTeam(Team):
         return self._model
 
     async def select(self, state: TeamState, ctx: Context) -> Selection | None:
-        """Ask the model; fall back to list order when it answers nonsense."""
+        """`selector_func`'s pick, else the model's; AutoGen's fallback on nonsense."""
+        if self.selector_func is not None:
+            picked = self.selector_func(state)
+            if picked is not None:
+                if picked not in self.participants:
+                    raise ConfigurationError(
+                        f"selector_func of team {self.name!r} named {picked!r}, which is not "
+                        f"one of {list(self.participants)}"
+                    )
+                return self._picked(state, picked, "selector_func")
         names = self._eligible(state)
         if len(names) == 1:
             return self._picked(state, names[0], "only candidate")
@@ -114,11 +133,9 @@ class SelectorTeam(Team):
         return names
 
     def _fallback(self, state: TeamState, names: list[str]) -> str:
-        order = list(self.participants)
+        """AutoGen's: the previous speaker again, or the first candidate at the start."""
         last = state.pattern.get("last")
-        start = order.index(last) + 1 if last in order else 0
-        rotated = order[start:] + order[:start]
-        return next(n for n in rotated if n in names)
+        return str(last) if last in self.participants else names[0]
 
     @staticmethod
     def _picked(state: TeamState, name: str, how: str) -> Selection:

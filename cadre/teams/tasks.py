@@ -14,13 +14,14 @@ that manager.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from ..envelope import new_id
-from ..errors import ConfigurationError, NotFound, TaskStateError
+from ..errors import ConfigurationError, NotFound, TaskFailed, TaskStateError
 from ..ids import AgentId
 from ..messages import Message
 from ..migrations import load_state
@@ -28,7 +29,7 @@ from ..models.base import Usage
 from ..registry import Registry
 from ..stores.base import StateStore
 from .manager import FINISHED, MANAGER_TYPE, TaskStatus, Team, TeamCatalog, TeamState
-from .messages import CancelTask, ChatMessage, HumanInput, StartTask, StopTask
+from .messages import CancelTask, ChatMessage, ContinueTask, HumanInput, StartTask, StopTask
 
 
 class _Sender(Protocol):
@@ -84,9 +85,18 @@ class Tasks:
         self._submitted: dict[str, str] = {}
 
     async def submit(self, team: Team | str, task: str, *, task_id: str | None = None) -> str:
-        """Start `team` (registered in the runtime's process) on `task`; returns the task id."""
-        task_id = task_id or new_id()
+        """Start `team` (registered in the runtime's process) on `task`; returns the task id.
+
+        A `task_id` that names a task already started is refused (`TaskStateError`): to go
+        on with it, use `continue_task`."""
         name = self._registered(team)
+        if task_id is None:
+            task_id = new_id()
+        elif (await self.runtime.store.load(AgentId(MANAGER_TYPE, task_id))).state is not None:
+            raise TaskStateError(
+                f"task {task_id} exists already; continue it with continue_task() "
+                "(POST /api/tasks/{id}/messages, cadre run --continue)"
+            )
         await self.runtime.send(
             AgentId(MANAGER_TYPE, task_id), StartTask(team=name, task=task), task_id=task_id
         )
@@ -136,6 +146,31 @@ class Tasks:
         if st.status != "awaiting_input":
             raise TaskStateError(f"task {task_id} is {st.status}, not awaiting_input")
         await self._send(task_id, HumanInput(text=text))
+
+    async def continue_task(self, task_id: str, text: str | None = None) -> None:
+        """Run a finished task again with its whole history, `text` as the user's next
+        message (None: the team goes on as it was); `TaskStateError` unless it finished."""
+        st = await self.state(task_id)
+        if st.status not in FINISHED:
+            raise TaskStateError(
+                f"task {task_id} is {st.status}; only a completed, failed or cancelled task "
+                "can be continued"
+            )
+        await self._send(task_id, ContinueTask(text=text))
+
+    async def wait(self, task_id: str, *, poll: float = 0.05) -> TaskInfo:
+        """Wait until the task has finished or awaits input; its status. Raises `TaskFailed`
+        with the reason when it failed (bound the wait with ``asyncio.timeout``)."""
+        while True:
+            try:
+                info: TaskInfo | None = await self.status(task_id)
+            except NotFound:
+                info = None
+            if info is not None and info.status in (*FINISHED, "awaiting_input"):
+                if info.status == "failed":
+                    raise TaskFailed(task_id, info.stop_reason or "failed")
+                return info
+            await asyncio.sleep(poll)
 
     async def cancel(self, task_id: str, reason: str = "cancelled") -> None:
         """Cancel the task: it is `cancelled` after the manager's next step."""

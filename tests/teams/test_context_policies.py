@@ -267,7 +267,11 @@ async def run_long_task(
         model_context=policy,
     )
     critic = Assistant(f"{name}_critic", system_message="You are a critic.", model=OfflineClient())
-    team = RoundRobinTeam(name, [writer, critic], termination=MaxMessages(max_messages=messages))
+    team = RoundRobinTeam(
+        name,
+        [writer, critic],
+        termination=MaxMessages(max_messages=messages, include_agent_event=True),
+    )
     info, transcript = await harness.run(team, "Write about the history of Lisbon " * 5)
     assert info.status == "completed"
     assert len(transcript) == messages  # the task, then rounds of 3 writer messages + 1 critic

@@ -35,7 +35,9 @@ def research_team(name: str, rounds: int = 4) -> RoundRobinTeam:
     )
     writer = Assistant("writer", model=ReplayClient([f"draft {n}" for n in range(rounds)]))
     return RoundRobinTeam(
-        name, [researcher, writer], termination=MaxMessages(max_messages=1 + 4 * rounds)
+        name,
+        [researcher, writer],
+        termination=MaxMessages(max_messages=1 + 4 * rounds, include_agent_event=True),
     )
 
 

@@ -1,4 +1,5 @@
-"""A team as a participant of another team: its result is one turn of the outer team."""
+"""A team as a participant of another team: its run is one turn of the outer team, and its
+members' messages join the outer transcript under their own names, as AutoGen relays them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from cadre.teams import Assistant, MaxMessages, RoundRobinTeam, TextMention, Use
 from .conftest import Harness, speakers
 
 
-async def test_an_inner_team_answers_one_turn_with_its_result(harness: Harness) -> None:
+async def test_an_inner_team_relays_its_members_messages_in_one_turn(harness: Harness) -> None:
     inner = RoundRobinTeam(
         "drafting",
         [
@@ -24,11 +25,20 @@ async def test_an_inner_team_answers_one_turn_with_its_result(harness: Harness) 
     await harness.runtime.run_until_idle()
     info = await harness.tasks.status(task_id)
     messages = await harness.tasks.messages(task_id)
-    assert speakers(messages) == ["user", "boss", "drafting", "boss"]
-    assert messages[2].content == "edit 2 OK"
+    assert speakers(messages) == ["user", "boss", "drafter", "editor", "drafter", "editor", "boss"]
+    assert [m.content for m in messages[2:6]] == ["draft 1", "edit 1", "draft 2", "edit 2 OK"]
+    assert {m.via for m in messages[2:6]} == {"drafting"} and messages[6].via is None
     assert info.status == "completed" and info.result == "approved DONE"
-    # the inner run's tokens count once, under the inner team's name
-    assert info.usage_by_agent["drafting"].completion_tokens == 2 + 2 + 2 + 3
+    # the inner run's tokens count once, under the members' names
+    assert info.usage_by_agent["drafter"].completion_tokens == 2 + 2
+    assert info.usage_by_agent["editor"].completion_tokens == 2 + 3
+    # the boss's second turn is told what the team said; the team is not told it back
+    assert [m.content for m in boss.model.calls[1][-4:]] == [  # type: ignore[attr-defined]
+        "draft 1",
+        "edit 1",
+        "draft 2",
+        "edit 2 OK",
+    ]
     inner_state = await harness.tasks.state(f"{task_id}/drafting")
     assert speakers(await harness.tasks.messages(f"{task_id}/drafting")) == [
         "user",

@@ -46,20 +46,39 @@ async def test_the_model_picks_each_speaker(harness: Harness) -> None:
     assert info.usage_by_agent["sel.selector"].prompt_tokens > 0
 
 
-async def test_nonsense_is_retried_then_falls_back_to_list_order(harness: Harness) -> None:
-    selector = ReplayClient(["the best one", "banana", "I pick b", "b"])
+async def test_nonsense_is_retried_three_times_then_falls_back_as_autogen_does(
+    harness: Harness,
+) -> None:
+    selector = ReplayClient(["the best one", "banana", "cherry", "I pick b", "nope", "no", "x"])
     team = SelectorTeam(
         "sel-fallback",
-        agents(a=["one", "three"], b=["two"], c=[]),
+        agents(a=["one", "three"], b=["two", "four"], c=[]),
         model=selector,
-        termination=MaxMessages(max_messages=3),
+        termination=MaxMessages(max_messages=4),
+        allow_repeated_speaker=True,
     )
     info, messages = await harness.run(team, "go")
-    # first: two nonsense answers -> fallback to the first in list order ("a");
-    # then "I pick b" names exactly one candidate -> b.
-    assert speakers(messages) == ["user", "a", "b"]
+    # first: three nonsense answers -> the first candidate ("a", no one spoke before);
+    # then "I pick b" names exactly one candidate -> b; then nonsense -> b again (the
+    # previous speaker: AutoGen's fallback).
+    assert speakers(messages) == ["user", "a", "b", "b"]
     assert "not one of" in selector.calls[1][-1].content
+    assert len(selector.calls) == 3 + 1 + 3
     assert info.status == "completed"
+
+
+async def test_a_selector_func_picks_or_leaves_it_to_the_model(harness: Harness) -> None:
+    selector = ReplayClient([pick("c")])
+    team = SelectorTeam(
+        "sel-func",
+        agents(a=["from a"], b=["from b"], c=["from c"]),
+        model_client=selector,  # AutoGen's name
+        selector_func=lambda state: {1: "a", 2: "b"}.get(state.messages),
+        termination_condition=MaxMessages(max_messages=4),  # AutoGen's name
+    )
+    _, messages = await harness.run(team, "go")
+    assert speakers(messages) == ["user", "a", "b", "c"]  # a, b by the function; c by the model
+    assert len(selector.calls) == 1
 
 
 async def test_the_candidate_filter_and_repeat_switch(harness: Harness) -> None:

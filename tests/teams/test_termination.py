@@ -39,16 +39,18 @@ def test_conditions_round_trip_as_a_discriminated_union() -> None:
     assert condition_adapter.validate_json(condition.model_dump_json()) == condition
 
 
-def test_text_mention_only_counts_the_named_sources_and_not_the_task() -> None:
+def test_text_mention_checks_the_task_and_only_the_named_sources() -> None:
     view = RunView(
         [ChatMessage(source="user", content="say DONE"), ChatMessage(source="w", content="DONE")],
         count=2,
         usage=Usage(),
     )
     assert TextMention(text="DONE", sources=["critic"]).check(view) is None
-    assert TextMention(text="DONE").check(view) == "w mentioned 'DONE'"
+    assert TextMention(text="DONE", sources=["w"]).check(view) == "w mentioned 'DONE'"
     task_only = RunView([ChatMessage(source="user", content="say DONE")], count=1)
-    assert TextMention(text="DONE").check(task_only) is None
+    assert TextMention(text="DONE").check(task_only) == "user mentioned 'DONE'"  # as AutoGen
+    tool = ChatMessage(source="w", content="DONE", kind="tool_result", tool_name="t")
+    assert TextMention(text="DONE").check(RunView([tool], count=3)) == "w mentioned 'DONE'"
 
 
 def test_conditions_look_only_at_what_is_new_since_the_last_check() -> None:
@@ -57,27 +59,45 @@ def test_conditions_look_only_at_what_is_new_since_the_last_check() -> None:
     # "DONE" was said before the last check: this check sees only the new message
     assert mention.check(RunView([ChatMessage(source="w", content="more")], count=7)) is None
     assert mention.check(RunView([old], count=8)) == "w mentioned 'DONE'"
-    assert MaxMessages(max_messages=8).check(RunView([], count=8)) is not None
+
+
+def test_max_messages_counts_chat_messages_unless_told_to_count_events_too() -> None:
+    text = ChatMessage(source="w", content="hi")
+    call = ChatMessage(source="w", content="[]", kind="tool_call")
+    result = ChatMessage(source="w", content="42", kind="tool_result", tool_name="t")
+    chat, everything = (
+        MaxMessages(max_messages=3),
+        MaxMessages(max_messages=3, include_agent_event=True),
+    )
+    memo: dict[str, str] = {}
+    assert chat.check(RunView([text, call, result], count=3, memo=memo)) is None
+    assert chat.check(RunView([text], count=4, memo=memo)) is None
+    assert chat.check(RunView([text], count=5, memo=memo)) == "maximum of 3 messages reached"
+    assert everything.check(RunView([text, call, result], count=3)) is not None
 
 
 def test_all_of_remembers_which_side_fired_in_an_earlier_check() -> None:
     both = TextMention(text="A") & TextMention(text="B")
     memo: dict[str, str] = {}
     first = RunView([ChatMessage(source="x", content="A")], count=2, memo=memo)
-    assert both.check(first) is None and memo == {".0": "x mentioned 'A'"}
+    assert both.check(first) is None and memo == {".0!fired": "x mentioned 'A'"}
     second = RunView([ChatMessage(source="y", content="B")], count=3, memo=memo)
     assert both.check(second) == "x mentioned 'A'; y mentioned 'B'"
-    assert memo == {}  # fired: a later run starts afresh
 
 
-def test_a_misspelt_argument_is_refused_at_construction() -> None:
+def test_a_misspelt_argument_is_refused_naming_the_right_one() -> None:
     import pytest
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="max_total_token"):
-        TokenUsage(max_total_token=10)  # type: ignore[call-arg]
-    with pytest.raises(ValidationError):
-        MaxMessages(max_messages=3, include_agent_event=True)  # type: ignore[call-arg]
+    with pytest.raises(
+        ValidationError, match="no argument 'max_total_tokn'; did you mean 'max_total_tokens'"
+    ):
+        TokenUsage(max_total_tokn=10)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="no argument 'text_mention'"):
+        TextMention(text_mention="x")  # type: ignore[call-arg]
+    # AutoGen's spellings are aliases
+    assert TokenUsage(max_total_token=10) == TokenUsage(max_total_tokens=10)  # type: ignore[call-arg]
+    assert MaxMessages(max_messages=3, include_agent_event=True).include_agent_event
 
 
 async def test_max_messages_stops_a_team_that_would_go_on(harness: Harness) -> None:
