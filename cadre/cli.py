@@ -248,7 +248,10 @@ def _letter_json(letter: Any) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    """`cadre run TASK`: run a team on the local runtime, printing the conversation."""
+    """`cadre run TASK`: run a team on the local runtime, printing the conversation;
+    `cadre run --continue TASK_ID TEXT`: run a finished task again with the user's TEXT."""
+    if args.continue_id:
+        return _console(args, settings, task_id=args.continue_id, text=args.task)
     return _console(args, settings, task=args.task)
 
 
@@ -266,6 +269,8 @@ def _console(args: argparse.Namespace, settings: Settings, **what: str) -> int:
 
     async def go() -> int:
         async with _runtime(settings) as runtime:
+            if "text" in what:
+                return await console.continue_task(runtime, what["task_id"], what["text"] or None)
             if "task_id" in what:
                 return await console.resume_task(runtime, what["task_id"])
             team = console.find_team(args.team)
@@ -395,8 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.set_defaults(func=cmd_dlq)
 
     run_cmd = sub.add_parser("run", help="run a team on a task, printing the conversation")
-    run_cmd.add_argument("task", help="what the team should do")
+    run_cmd.add_argument(
+        "task", help="what the team should do (with --continue: the user's next message)"
+    )
     run_cmd.add_argument("--team", default="default", help="the team's name (default: default)")
+    run_cmd.add_argument(
+        "--continue",
+        dest="continue_id",
+        metavar="TASK_ID",
+        help="run this finished task again, with its whole history and TASK as your message",
+    )
     run_cmd.add_argument("--state", dest="run_state", help="the SQLite file")
     run_cmd.set_defaults(func=cmd_run)
     resume = sub.add_parser("resume", help="continue an interrupted task from the store")

@@ -60,13 +60,17 @@ class Console:
         else:
             self.say(f"  {message.source}: {message.content}")
 
-    async def follow(self, task_id: str) -> int:
-        """Print the task until it finishes; 0 if it completed, 1 otherwise."""
-        seen, waiting_for = 0, None
+    async def follow(self, task_id: str, *, seen: int = 0, after_run: int = 0) -> int:
+        """Print the task from message `seen` until it finishes (a run after `after_run`);
+        0 if it completed, 1 otherwise."""
+        waiting_for = None
         while True:
             try:
                 state = await self.tasks.state(task_id)
             except NotFound:
+                await asyncio.sleep(POLL_SECONDS)
+                continue
+            if state.run <= after_run:  # the continued run has not started yet
                 await asyncio.sleep(POLL_SECONDS)
                 continue
             while seen < state.messages:  # the state first: the log holds at least this
@@ -124,6 +128,24 @@ async def resume_task(
     console = Console(tasks, out, ask)
     console.say(f"resuming task {task_id}")
     return await console.follow(task_id)
+
+
+async def continue_task(
+    runtime: object,
+    task_id: str,
+    text: str | None,
+    *,
+    out: TextIO | None = None,
+    ask: InputFn = input,
+) -> int:
+    """Run a finished task again with `text` as the user's message, printing what follows."""
+    tasks = Tasks(runtime)  # type: ignore[arg-type]
+    await _started(tasks, task_id)
+    state = await tasks.state(task_id)
+    await tasks.continue_task(task_id, text)
+    console = Console(tasks, out, ask)
+    console.say(f"continuing task {task_id} ({state.messages} messages so far)")
+    return await console.follow(task_id, seen=state.messages, after_run=state.run)
 
 
 async def _started(tasks: Tasks, task_id: str, grace: float = 1.0) -> None:

@@ -220,3 +220,48 @@ async def test_a_submit_that_could_not_be_sent_is_503_and_its_retry_starts_the_t
             await runtime.run_until_idle()
             task = (await client.get(retried.headers["location"])).json()
     assert task["status"] == "awaiting_input"
+
+
+async def test_a_finished_task_continues_with_the_users_message(api: Api) -> None:
+    task_id = await api.submit()  # the review team: the drafter, then the human
+    await api.idle()
+    waiting = await api.client.post(f"/api/tasks/{task_id}/messages", json={"text": "more"})
+    assert "is awaiting_input" in assert_problem(waiting, 409, "task-state-conflict")["detail"]
+    await api.client.post(f"/api/tasks/{task_id}/input", json={"text": "APPROVE"})
+    await api.idle()
+    assert (await api.task(task_id))["status"] == "completed"
+
+    response = await api.client.post(
+        f"/api/tasks/{task_id}/messages", json={"text": "Now one about the mountains"}
+    )
+    assert response.status_code == 202 and response.json()["task_id"] == task_id
+    await api.idle()
+    task = await api.task(task_id)
+    assert (task["status"], task["messages"]) == ("awaiting_input", 5)  # asked again
+    page = (await api.client.get(f"/api/tasks/{task_id}/messages?after=3")).json()
+    assert [(m["source"], m["content"][:9]) for m in page["messages"]] == [
+        ("user", "Now one a"),
+        ("drafter", "[offline]"),
+    ]
+    cancel = await api.client.post(f"/api/tasks/{task_id}/cancel")
+    assert cancel.status_code == 202
+    await api.idle()
+    again = await api.client.post(f"/api/tasks/{task_id}/messages")  # no text: go on as it was
+    assert again.status_code == 202
+    await api.idle()
+    assert (await api.task(task_id))["status"] == "awaiting_input"
+
+
+async def test_continuing_refuses_what_it_cannot_take(api: Api) -> None:
+    missing = await api.client.post("/api/tasks/nope/messages", json={"text": "x"})
+    assert_problem(missing, 404)
+    task_id = await api.submit(team="default")
+    await api.idle()
+    empty = await api.client.post(f"/api/tasks/{task_id}/messages", json={"text": ""})
+    assert_problem(empty, 422)
+    unknown = await api.client.post(f"/api/tasks/{task_id}/messages", json={"txt": "x"})
+    assert_problem(unknown, 422)
+    huge = await api.client.post(f"/api/tasks/{task_id}/messages", json={"text": "x" * 30_000})
+    assert_problem(huge, 413)
+    allowed = await api.client.request("DELETE", f"/api/tasks/{task_id}/messages")
+    assert allowed.headers["allow"] == "GET, HEAD, POST"

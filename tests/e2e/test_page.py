@@ -97,6 +97,33 @@ def test_submit_watch_answer_the_proxy_and_see_it_complete(page) -> None:  # typ
     page.screenshot(path=str(ARTIFACTS / "live-page-completed.png"), full_page=True)
 
 
+def test_a_finished_task_continues_from_the_page(page) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.get_by_label("Team", exact=True).select_option("review")
+    page.get_by_role("textbox", name="Task").fill("Write a haiku about the sea")
+    page.get_by_role("button", name="Start task").click()
+    page.get_by_label("Approve the draft? Reply APPROVE, or say what to change.").fill("APPROVE")
+    page.get_by_role("button", name="Send answer").click()
+    expect(page.locator("#status")).to_have_text("completed")
+    timeline = page.get_by_role("list", name="Conversation")
+    expect(timeline.locator("li")).to_have_count(3)
+
+    page.get_by_label("Continue this task").fill("Now one about the mountains")
+    page.get_by_role("button", name="Continue task").click()
+    # the history stays; the user's message, then the drafter's next draft, then the question
+    expect(timeline.locator("li").nth(3)).to_contain_text("Now one about the mountains")
+    expect(timeline.locator("li").nth(4).locator(".who")).to_have_text("drafter")
+    expect(page.locator("#status")).to_have_text("awaiting input")
+    expect(page.get_by_role("button", name="Continue task")).to_be_hidden()
+    page.get_by_label("Approve the draft? Reply APPROVE, or say what to change.").fill("APPROVE")
+    page.get_by_role("button", name="Send answer").click()
+    expect(page.locator("#status")).to_have_text("completed")
+    expect(timeline.locator("li")).to_have_count(6)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "live-page-continued.png"), full_page=True)
+
+
 def test_cancel_with_the_keyboard(page) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 

@@ -50,6 +50,24 @@ async def start_and_interrupt(path: Path, team: RoundRobinTeam) -> str:
     return task_id
 
 
+def test_run_continue_runs_a_finished_task_again_printing_only_what_is_new(  # type: ignore[no-untyped-def]
+    tmp_path: Path, capsys
+) -> None:
+    path = tmp_path / "state.db"
+    assert main(["run", "Plan a three-day trip to Lisbon", "--state", str(path)]) == 0
+    first = capsys.readouterr().out
+    task_id = first.split()[1]
+    code = main(["run", "--continue", task_id, "Make it four days", "--state", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"continuing task {task_id} (11 messages so far)" in out
+    assert "[user]\nPlan a three-day trip" not in out  # the history is not printed again
+    assert out.index("[user]\nMake it four days") < out.index("[planner]")  # round-robin again
+    assert "completed: critic mentioned 'APPROVE'" in out
+    assert main(["run", "--continue", "nope", "x", "--state", str(path)]) == 2
+    assert "no task 'nope'" in capsys.readouterr().err
+
+
 def test_resume_of_an_unknown_task_fails_clearly(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     code = main(["resume", "nope", "--state", str(tmp_path / "s.db")])
     assert code == 2

@@ -87,10 +87,12 @@ function showStatus(s) {
     form.hidden = true;
   }
   $("cancel").disabled = FINISHED.includes(s.status);
+  if (!FINISHED.includes(s.status)) $("continue-form").hidden = true;
 }
 
 async function finish(end) {
   showStatus({ status: end.status });
+  $("continue-form").hidden = false;
   if (end.status === "completed" && end.result !== null && end.result !== undefined) {
     $("result").textContent = end.result;
     $("result-box").hidden = false;
@@ -110,18 +112,23 @@ function onMessage(m) {
   addMessage(m);
 }
 
-function follow(id) {
+function follow(id, keep = false) {
   stopFollowing();
-  current = { id, source: null, shown: 0, timer: null };
+  if (keep) { // a continued task: keep what is shown, follow from there
+    current = { id, source: null, shown: current.shown, timer: null };
+  } else {
+    current = { id, source: null, shown: 0, timer: null };
+    $("timeline").replaceChildren();
+  }
   $("task-view").hidden = false;
   $("task-id").textContent = id;
-  $("timeline").replaceChildren();
   $("result-box").hidden = true;
   $("tokens").textContent = "";
   $("input-form").hidden = true;
+  $("continue-form").hidden = true;
   history.replaceState(null, "", `#task=${id}`);
   if (apiKey()) { poll(id); return; } // EventSource cannot send the key header
-  const source = new EventSource(`api/tasks/${id}/messages`);
+  const source = new EventSource(`api/tasks/${id}/messages?after=${current.shown}`);
   current.source = source;
   source.addEventListener("message", (e) => onMessage(JSON.parse(e.data)));
   source.addEventListener("status", (e) => showStatus(JSON.parse(e.data)));
@@ -190,6 +197,24 @@ $("input-form").addEventListener("submit", async (e) => {
     $("input-text").value = "";
     $("input-form").hidden = true;
   } catch (error) { notice(`Could not send the answer: ${error.message}`); }
+});
+
+$("continue-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = $("continue-text").value;
+  const id = current.id;
+  $("send-continue").disabled = true;
+  try {
+    const before = (await api(`tasks/${id}`)).messages;
+    await api(`tasks/${id}/messages`, { method: "POST", body: { text } });
+    $("continue-text").value = "";
+    for (let i = 0; i < 100; i += 1) { // until the task has taken the message (<= 10 s)
+      if ((await api(`tasks/${id}`)).messages > before) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    follow(id, true);
+  } catch (error) { notice(`Could not continue the task: ${error.message}`); }
+  finally { $("send-continue").disabled = false; }
 });
 
 $("cancel").addEventListener("click", async () => {
