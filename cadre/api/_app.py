@@ -23,7 +23,7 @@ from pydantic import BeforeValidator
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
-from ..errors import NotFound
+from ..errors import DeliveryError, NotFound
 from ..registry import Registry, default_registry
 from ..stores.base import DeadLetter
 from ..teams.manager import TaskStatus
@@ -261,7 +261,7 @@ def _task_routes(api: APIRouter, service: Service, limit: int, stream: _StreamOp
     async def get_messages(
         task_id: TaskId,
         request: Request,
-        after: Annotated[int, Query(ge=0, le=1_000_000, description="skip this many"), DIGITS] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_INDEX, description="skip this many"), DIGITS] = 0,
         limit: Annotated[int, Query(ge=1, le=500), DIGITS] = 100,
         last_event_id: Annotated[
             str | None, Header(alias="Last-Event-ID", include_in_schema=False)
@@ -269,8 +269,8 @@ def _task_routes(api: APIRouter, service: Service, limit: int, stream: _StreamOp
     ) -> Any:
         st = await service.state(task_id)
         if "text/event-stream" in request.headers.get("accept", ""):
-            if last_event_id is not None and last_event_id.isdigit():
-                after = int(last_event_id)
+            if last_event_id is not None:
+                after = _event_id(last_event_id)
             live = events(
                 service,
                 task_id,
@@ -377,6 +377,14 @@ def _admin_routes(api: APIRouter, service: Service, runtime: Runtime) -> None:
             raise ProblemError(
                 404, "dead-letter-not-found", "Dead letter not found", detail
             ) from None
+        except DeliveryError as exc:  # its bytes are not an envelope: nothing to send again
+            raise ProblemError(
+                409,
+                "dead-letter-not-redrivable",
+                "Dead letter cannot be redriven",
+                f"dead letter {letter_id!r} cannot be sent again ({exc.reason}): {exc}; "
+                "inspect it and delete it, or send a corrected message",
+            ) from None
         return Redriven(
             id=letter_id,
             envelope_id=str(getattr(envelope, "id", letter_id)),
@@ -384,11 +392,22 @@ def _admin_routes(api: APIRouter, service: Service, runtime: Runtime) -> None:
         )
 
 
+SHOWN_BODY_CHARS = 65_536
+"""The most of a dead letter's raw body a view shows when it is not readable JSON."""
+
+
 def _letter_view(letter: DeadLetter) -> DeadLetterView:
+    """Any stored bytes can be shown: JSON as JSON; anything else (not JSON, nested deeper
+    than the parser goes) as text, shortened past `SHOWN_BODY_CHARS` and said so."""
     try:
         body: Any = json.loads(letter.body)
-    except ValueError:
-        body = letter.body.decode("utf-8", errors="replace")
+    except (ValueError, RecursionError):
+        text = letter.body.decode("utf-8", errors="replace")
+        if len(text) > SHOWN_BODY_CHARS:
+            text = (
+                f"{text[:SHOWN_BODY_CHARS]}... [{len(text) - SHOWN_BODY_CHARS:,} more characters]"
+            )
+        body = text
     return DeadLetterView(
         id=letter.id,
         reason=letter.reason,
@@ -400,6 +419,22 @@ def _letter_view(letter: DeadLetter) -> DeadLetterView:
         task_id=letter.task_id,
         body=body,
     )
+
+
+MAX_INDEX = 10**15
+"""The largest message number the API takes (a transcript has no limit but storage)."""
+
+
+def _event_id(value: str) -> int:
+    """A ``Last-Event-ID`` as this API writes it (the message number); 422 otherwise."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 16):
+        raise ProblemError(
+            422,
+            "invalid-request",
+            "Invalid request",
+            "header Last-Event-ID: must be a message number this stream sent (ASCII digits)",
+        )
+    return min(int(value), MAX_INDEX)
 
 
 def _health_route(app: FastAPI, service: Service) -> None:

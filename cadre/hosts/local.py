@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from .. import telemetry
 from ..envelope import Envelope, new_id, utcnow
+from ..errors import EnvelopeInvalid
 from ..ids import AgentId, TopicId
 from ..inbox import INBOX_TYPE, InboxState, Reply
 from ..messages import ContractRegistry, Message, contracts
@@ -280,8 +281,12 @@ class LocalRuntime:
 
 
 def redrive_envelope(letter: DeadLetter) -> Envelope:
-    """The envelope to send again for a dead letter: same id and content, attempt 1."""
-    envelope = Envelope.from_bytes(letter.body)
+    """The envelope to send again for a dead letter: same id and content, attempt 1;
+    `EnvelopeInvalid` when its bytes are not an envelope (nothing to send again)."""
+    try:
+        envelope = Envelope.from_bytes(letter.body)
+    except RecursionError:
+        raise EnvelopeInvalid(f"dead letter {letter.id}: its JSON is nested too deeply") from None
     return envelope.model_copy(update={"attempt": 1, "not_before": None})
 
 

@@ -135,3 +135,40 @@ async def test_the_openapi_document_declares_the_key(api: Api) -> None:
     assert {"Problem", "FieldError"} <= spec["components"]["schemas"].keys()
     [limit] = spec["paths"]["/api/dead-letters"]["get"]["parameters"]
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 1000)
+
+
+async def test_any_stored_bytes_are_listed_and_an_unreadable_letter_is_not_redriven(
+    api: Api,
+) -> None:
+    """A body nested deeper than any parser goes, or not JSON at all, is shown as text (a
+    huge one shortened, said so); redriving it is a 409 naming why, never a 500."""
+    from datetime import UTC, datetime
+
+    from cadre.stores.base import DeadLetter
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for letter_id, body in (("deep", deep), ("binary", b"\xff\xfe not json")):
+        await api.runtime.store.add_dead_letter(
+            DeadLetter(letter_id, body, "envelope_invalid", "bad", datetime.now(UTC))
+        )
+    listed = await api.client.get("/api/dead-letters")
+    assert listed.status_code == 200
+    shown = {d["id"]: d["body"] for d in listed.json()}
+    assert shown["deep"].startswith("[[[[") and "134,464 more characters]" in shown["deep"]
+    assert shown["binary"].endswith(" not json")
+    for letter_id in ("deep", "binary"):
+        response = await api.client.post(f"/api/dead-letters/{letter_id}/redrive")
+        detail = assert_problem(response, 409, "dead-letter-not-redrivable")["detail"]
+        assert "(envelope_invalid)" in detail
+    assert len(await api.runtime.store.list_dead_letters()) == 2  # kept: nothing lost
+
+
+@pytest.mark.parametrize("event_id", ["1" * 4_301, "²", "-1", "1.5", " 7"])
+async def test_a_bad_last_event_id_is_a_422_never_a_500(api: Api, event_id: str) -> None:
+    task_id = await api.submit(team="default")
+    await api.idle()
+    response = await api.client.get(
+        f"/api/tasks/{task_id}/messages",
+        headers={"Accept": "text/event-stream", "Last-Event-ID": event_id.encode()},
+    )
+    assert "Last-Event-ID" in assert_problem(response, 422, "invalid-request")["detail"]
