@@ -456,4 +456,15 @@ def _page_routes(app: FastAPI) -> None:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", _PageFiles(directory=STATIC), name="static")
+
+
+class _PageFiles(StaticFiles):
+    """The page's files; an HTML one carries the page's headers (its Content-Security-Policy)
+    wherever it is served from."""
+
+    async def get_response(self, path: str, scope: Any) -> Any:
+        response = await super().get_response(path, scope)
+        if response.headers.get("content-type", "").startswith("text/html"):
+            response.headers.update(PAGE_HEADERS)
+        return response

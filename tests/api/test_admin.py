@@ -172,3 +172,12 @@ async def test_a_bad_last_event_id_is_a_422_never_a_500(api: Api, event_id: str)
         headers={"Accept": "text/event-stream", "Last-Event-ID": event_id.encode()},
     )
     assert "Last-Event-ID" in assert_problem(response, 422, "invalid-request")["detail"]
+
+
+async def test_every_html_response_carries_the_pages_security_headers(api: Api) -> None:
+    for path in ("/", "/static/index.html"):
+        response = await api.client.get(path)
+        assert response.status_code == 200 and response.text.startswith("<!doctype html>")
+        assert "default-src 'self'" in response.headers["content-security-policy"], path
+    script = await api.client.get("/static/app.js")
+    assert "content-security-policy" not in script.headers  # not HTML: nothing to protect
