@@ -7,7 +7,7 @@ from ..models.context import HeadAndTail, LastK, TokenLimited, Unbounded
 from .magentic import MagenticOneTeam
 from .manager import MANAGER_TYPE, Selection, Team, TeamManager, TeamState
 from .messages import ChatMessage, HumanInput, RequestTurn, StartTask, TurnResult
-from .participants import Assistant, AssistantAgent, Participant, UserProxy
+from .participants import Assistant, AssistantAgent, Participant, Transfer, UserProxy
 from .round_robin import RoundRobinTeam
 from .selector import SelectorTeam
 from .swarm import SwarmTeam
@@ -17,14 +17,19 @@ from .termination import (
     AnyOf,
     Condition,
     External,
+    FunctionalTermination,
     FunctionCall,
     Handoff,
     MaxMessages,
     RunView,
     SourceMatch,
+    StopMessage,
+    TerminationCondition,
     TextMention,
+    TextMessage,
     Timeout,
     TokenUsage,
+    termination_function,
 )
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
     "Condition",
     "External",
     "FunctionCall",
+    "FunctionalTermination",
     "Handoff",
     "HeadAndTail",
     "HumanInput",
@@ -51,17 +57,22 @@ __all__ = [
     "SelectorTeam",
     "SourceMatch",
     "StartTask",
+    "StopMessage",
     "SwarmTeam",
     "TaskInfo",
     "Tasks",
     "Team",
     "TeamManager",
     "TeamState",
+    "TerminationCondition",
     "TextMention",
+    "TextMessage",
     "Timeout",
     "TokenLimited",
     "TokenUsage",
+    "Transfer",
     "TurnResult",
     "Unbounded",
     "UserProxy",
+    "termination_function",
 ]

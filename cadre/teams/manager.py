@@ -93,6 +93,9 @@ class TeamState(BaseModel):
     timed_out: bool = False
     stop_requested: bool = False
     stop_reason: str | None = None
+    stop_due: str | None = None
+    """Why the run stops once the current (nested team's) turn ends: a condition fired on
+    messages the nested team relayed before its turn ended."""
     result: str | None = None
     last_text: str | None = None
     parent: str | None = None
@@ -190,6 +193,10 @@ def _transcript_to_log(state: dict[str, Any]) -> dict[str, Any]:
         "last_text": texts[-1]["content"] if texts else None,
         "carried": transcript,
     }
+
+
+class _ConditionFailed(Exception):
+    """A termination condition raised: the task fails with the reason."""
 
 
 @dataclass(frozen=True)
@@ -303,7 +310,10 @@ class TeamManager(Agent):
             for seq, message in enumerate(st.carried):
                 ctx.append_log(seq, message.model_dump_json(exclude_defaults=True))
             st.carried = []
-        await super().dispatch(msg, ctx)
+        try:
+            await super().dispatch(msg, ctx)
+        except _ConditionFailed as exc:  # the task fails with why, as AutoGen's run() raises
+            self._finish(ctx, "failed", str(exc))
         if st.parent and st._relay and st.status not in FINISHED:
             progress = TurnProgress(turn=st.parent_turn, messages=st.take_relay())
             ctx.send(AgentId.parse(st.parent), progress)
@@ -356,7 +366,7 @@ class TeamManager(Agent):
         st.status, st.run, st.run_turns = "running", st.run + 1, 0
         st.run_start, st.run_usage, st.run_extra_usage = st.messages, Usage(), Usage()
         st.timed_out = st.stop_requested = False
-        st.stop_reason = st.result = st.last_text = st.finished_at = None
+        st.stop_reason = st.stop_due = st.result = st.last_text = st.finished_at = None
         st.started_at = st.started_at or ctx.now
         st.termination, st.termination_memo = team.termination, {}
         for name in team.participants:
@@ -406,11 +416,13 @@ class TeamManager(Agent):
 
     @handler
     async def on_progress(self, msg: TurnProgress, ctx: Context) -> None:
-        """A nested team's members spoke: their messages join this transcript as they come
-        (termination looks at them when the nested team's turn ends)."""
+        """A nested team's members spoke: their messages join this transcript as they come.
+        Termination looks at them now (each message is checked once) and stops the run when
+        the nested team's turn ends."""
         st = self.state
-        if st.status in ("running", "awaiting_input") and msg.turn == st.turn and st.speaker:
-            self._record_from(ctx, st.speaker, msg.messages)
+        current = st.status in ("running", "awaiting_input") and msg.turn == st.turn
+        if current and st.speaker and self._record_from(ctx, st.speaker, msg.messages):
+            st.stop_due = st.stop_due or self._termination_reason()
 
     def _record_from(self, ctx: Context, speaker: str, messages: list[ChatMessage]) -> bool:
         """Record a participant's messages (a nested team's: marked as relayed by it);
@@ -517,19 +529,34 @@ class TeamManager(Agent):
             st.stop_requested,
             st.termination_memo,
         )
-        reason: str | None = st.termination.check(view)
+        try:
+            reason: str | None = st.termination.check(view)
+        except Exception as exc:  # a condition of the user's that raises
+            raise _ConditionFailed(
+                f"{st.team}: the termination condition failed: {type(exc).__name__}: {exc}"
+            ) from exc
         return reason
 
     async def _advance(self, ctx: Context) -> None:
         st, team = self.state, self.team
         reason = self._termination_reason()
+        reason = st.stop_due or reason
         if reason:
             self._finish(ctx, "completed", reason)
             return
         if team.max_turns is not None and st.run_turns >= team.max_turns:
-            self._finish(ctx, "completed", f"maximum of {team.max_turns} turns reached")
+            turns = "turn" if team.max_turns == 1 else "turns"
+            self._finish(ctx, "completed", f"maximum of {team.max_turns} {turns} reached")
             return
-        selection = await team.select(st, ctx)
+        try:
+            selection = await team.select(st, ctx)
+        except Exception as exc:  # a selector's model failed after its retries, or its function
+            self._finish(
+                ctx,
+                "failed",
+                f"{team.name}: selecting the next speaker failed: {type(exc).__name__}: {exc}",
+            )
+            return
         if selection is None:
             self._finish(ctx, "completed", st.stop_reason or "the team has finished")
             return

@@ -263,13 +263,13 @@ class AssistantAgent(Agent):
         )
         calls = json.dumps([c.model_dump() for c in result.tool_calls])
         out.append(self._message(calls, result.usage, kind="tool_call"))
-        handoff = None
+        handoff: Transfer | None = None
         outcomes = []
         for call in result.tool_calls:
             transfer = self.spec.transfers.get(call.name)
             with traced.tool_span(call, agent_name=self.spec.name) as span:
                 if transfer is not None:
-                    handoff = handoff or transfer.target
+                    handoff = handoff or transfer
                     outcome = ToolOutcome(transfer.message)
                 elif (tool := self.spec.tools.get(call.name)) is not None:
                     outcome = await tool.call(call.arguments)
@@ -287,16 +287,17 @@ class AssistantAgent(Agent):
                     is_error=outcome.is_error,
                 )
             )
-        if handoff:
-            out.append(
-                ChatMessage(
-                    source=self.spec.name,
-                    content=f"handing off to {handoff}",
-                    kind="handoff",
-                    handoff=handoff,
-                )
+        if handoff is None:
+            return None, outcomes
+        out.append(  # AutoGen's HandoffMessage: the transfer's message, for the target
+            ChatMessage(
+                source=self.spec.name,
+                content=handoff.message,
+                kind="handoff",
+                handoff=handoff.target,
             )
-        return handoff, outcomes
+        )
+        return handoff.target, outcomes
 
     def _message(self, content: str, usage: Usage, kind: str = "text") -> ChatMessage:
         return ChatMessage(source=self.spec.name, content=content, usage=usage, kind=kind)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ The semantics are AutoGen AgentChat's (0.7): see docs/teams.md, "AutoGen → Cad
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -323,6 +324,15 @@ class FunctionalTermination(TerminationCondition):
     @classmethod
     def _name(cls, value: Any) -> Any:
         if callable(value):
+            # checks are synchronous, and a stored condition finds its function by name:
+            # a coroutine would be truthy at once, lambdas and local functions share names
+            if inspect.iscoroutinefunction(value):
+                raise ValueError("the function must be synchronous (checks do not await)")
+            if "<" in value.__qualname__:
+                raise ValueError(
+                    f"{value.__qualname__} is not a module-level function: declare it at "
+                    "module level, so it has a name of its own that every process registers"
+                )
             termination_function(value)
             return f"{value.__module__}.{value.__qualname__}"
         return value
