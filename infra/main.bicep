@@ -61,13 +61,11 @@ param cosmosTtlSeconds int = 2592000
 @minValue(1)
 param maxAttempts int = 5
 
-@description('Python version of the Functions worker.')
+@description('Python version of the Functions app: the one the real-worker suite runs (tests/functions/realworker), which requirements.txt is pinned for (azure-functions 2.x, azure-functions-runtime need 3.13).')
 @allowed([
-  '3.10'
-  '3.11'
-  '3.12'
+  '3.13'
 ])
-param pythonVersion string = '3.11'
+param pythonVersion string = '3.13'
 
 @description('Memory of each Function App instance, in MB.')
 @allowed([

@@ -29,13 +29,11 @@ param deploymentContainerName string
 @description('Every app setting (built in main.bicep).')
 param appSettings object
 
-@description('Python version of the Functions worker.')
+@description('Python version of the Functions app (see main.bicep).')
 @allowed([
-  '3.10'
-  '3.11'
-  '3.12'
+  '3.13'
 ])
-param pythonVersion string = '3.11'
+param pythonVersion string = '3.13'
 
 @description('Memory of each instance, in MB.')
 @allowed([

@@ -60,7 +60,10 @@ def test_local_settings_name_every_setting_the_functions_app_reads() -> None:
     values = local_settings()
     table = settings_table()
     assert {"CADRE_COSMOS_ENDPOINT", "ServiceBusConnection", "CADRE_MODEL"} <= table
-    missing = table - NOT_READ_BY_FUNCTIONS - values.keys()
+    alternative = json.loads((ROOT / "local.settings.example.json").read_text())
+    missing = (
+        table - NOT_READ_BY_FUNCTIONS - values.keys() - alternative["IdentityInsteadOfKeys"].keys()
+    )
     assert not missing, f"add to local.settings.example.json: {sorted(missing)}"
     assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
     assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"  # Azurite
@@ -82,7 +85,9 @@ def test_host_json_keeps_sessions_locks_and_timeouts_consistent() -> None:
     assert service_bus["autoCompleteMessages"] is True  # return completes, raise abandons
     # The session lock is renewed for as long as an invocation may run.
     timeout = seconds(host["functionTimeout"])
-    assert seconds(service_bus["maxAutoLockRenewalDuration"]) >= timeout
+    # ... including Cadre's in-function retry wait (CADRE_FUNCTIONS_RETRY_WAIT_SECONDS).
+    wait = Settings().functions_retry_wait_seconds
+    assert seconds(service_bus["maxAutoLockRenewalDuration"]) >= timeout + wait
     assert seconds(service_bus["sessionIdleTimeout"]) <= 10
     assert service_bus["maxConcurrentSessions"] >= 1
     # The in-invocation retry wait stays well inside the default 60 s lock.
@@ -181,3 +186,24 @@ def test_worker_local_delivery_and_relay_settings_are_read_and_checked() -> None
         Settings.from_env({"CADRE_LOCAL_DELIVERY": "maybe"})
     with pytest.raises(ConfigurationError, match="CADRE_RELAY_AFTER_SECONDS"):
         Settings.from_env({"CADRE_RELAY_AFTER_SECONDS": "-1"})
+
+
+def test_local_settings_show_the_key_and_the_identity_forms_as_alternatives() -> None:
+    example = json.loads((ROOT / "local.settings.example.json").read_text())
+    values, identity = example["Values"], example["IdentityInsteadOfKeys"]
+    # Values holds one form only: the connection string and the key ...
+    assert values["ServiceBusConnection"].startswith("Endpoint=sb://")
+    assert values["CADRE_COSMOS_KEY"]
+    assert "ServiceBusConnection__fullyQualifiedNamespace" not in values
+    # ... and the identity form is the alternative beside it, never mixed in.
+    assert identity["ServiceBusConnection__fullyQualifiedNamespace"].endswith(
+        ".servicebus.windows.net"
+    )
+    assert "ServiceBusConnection" not in identity and "CADRE_COSMOS_KEY" not in identity
+    swapped = {
+        k: v for k, v in values.items() if k not in ("ServiceBusConnection", "CADRE_COSMOS_KEY")
+    }
+    swapped.update({k: v for k, v in identity.items() if k != "about"})
+    settings = Settings.from_env(swapped)
+    assert settings.servicebus_connection is None and settings.servicebus_namespace
+    assert settings.cosmos_key is None

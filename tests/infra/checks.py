@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.functions_host.worker_env import PYTHON_VERSION
+
 from .bicep import (
     INFRA,
     ROOT,
@@ -431,9 +433,14 @@ def check_flex_consumption(infra: Path = INFRA) -> list[str]:
     config = _bool(site, "properties", "functionAppConfig") or {}
     if _bool(config, "runtime", "name") != "python":
         problems.append("functionAppConfig.runtime.name must be python")
-    version = app.parameters["pythonVersion"]["default"]
-    if version != "3.11":
-        problems.append(f"the default Python version must be 3.11, not {version}")
+    # The Python the real-worker suite runs (tests/support/functions_host/worker_env.py).
+    for name, bicep in (
+        ("functionapp.bicep", app),
+        ("main.bicep", BicepFile.load(infra / "main.bicep")),
+    ):
+        version = bicep.parameters["pythonVersion"]["default"]
+        if version != PYTHON_VERSION:
+            problems.append(f"{name}: the Python version must be {PYTHON_VERSION}, not {version}")
     if _bool(config, "deployment", "storage", "type") != "blobContainer":
         problems.append("the package must deploy from a blob container")
     if _bool(config, "deployment", "storage", "authentication", "type") != "UserAssignedIdentity":
