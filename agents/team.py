@@ -36,4 +36,5 @@ team = RoundRobinTeam(
     "default",
     [planner, writer, critic],
     termination=TextMention(text="APPROVE", sources=["critic"]) | MaxMessages(max_messages=16),
+    description="round-robin: a planner, a writer and a critic, until the critic approves",
 ).register()

@@ -77,6 +77,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     load_app(settings.app_modules)
     to = AgentId.parse(args.agent)
     cls = contracts.get(args.message)
+    _check_recipient(to, cls, settings.app_modules)
     message = cls.model_validate_json(args.payload)
     reply_to = AgentId.parse(args.reply_to) if args.reply_to else None
 
@@ -105,6 +106,27 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 
     with traced(args.trace):
         return asyncio.run(run())
+
+
+def _check_recipient(to: Any, cls: Any, app: Sequence[str]) -> None:
+    """Refuse, before anything is sent, a recipient type that is not registered or that
+    has no handler for the message (the runtime would dead-letter it)."""
+    from .registry import default_registry
+
+    entry = default_registry.types.get(to.type)
+    if entry is None:
+        known = ", ".join(sorted(default_registry.types)) or "none"
+        raise ConfigurationError(
+            f"no agent type {to.type!r} is registered by {', '.join(app)} (known: "
+            f"{known}); nothing was sent. `cadre agents` lists them"
+        )
+    handled = entry.cls.handled_messages()
+    if not any(issubclass(cls, h) for h in handled):
+        names = ", ".join(sorted(h.message_name or h.__qualname__ for h in handled)) or "none"
+        raise ConfigurationError(
+            f"agent type {to.type!r} has no handler for {cls.message_name} (it handles: "
+            f"{names}); nothing was sent"
+        )
 
 
 @contextlib.contextmanager
@@ -211,9 +233,11 @@ async def _dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Consume RabbitMQ partitions and run steps on PostgreSQL until SIGTERM."""
     from . import observability
+    from .hosts._worker_log import configure_logging
     from .hosts.worker import config_from_settings, run_worker
 
     load_app(settings.app_modules)
+    configure_logging()
     observability.configure()
     overrides = {"partitions": args.partitions, "concurrency": args.concurrency}
     return run_worker(config_from_settings(settings, **overrides), settings.retry_policy())
@@ -222,17 +246,30 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     """Create the PostgreSQL tables of the workers' store."""
     from .hosts.worker import migrate
+    from .stores._postgres_admin import safe_dsn
 
-    asyncio.run(migrate(settings.postgres_dsn, settings.postgres_prefix))
-    print(f"migrated {settings.postgres_prefix}* tables")
+    created = asyncio.run(migrate(settings.postgres_dsn, settings.postgres_prefix))
+    if created:
+        print(f"created database {created!r}")
+    print(f"migrated {settings.postgres_prefix}* tables in {safe_dsn(settings.postgres_dsn)}")
     return 0
 
 
+SHOWN_BODY_CHARS = 65_536
+"""The most of a dead letter's raw body `dlq list/show` prints when it is not readable JSON."""
+
+
 def _letter_json(letter: Any) -> dict[str, Any]:
+    """Any stored bytes: JSON as JSON; anything else (not JSON, nested deeper than the
+    parser goes) as text, shortened past `SHOWN_BODY_CHARS` and said so."""
     try:
         body: Any = json.loads(letter.body)
-    except ValueError:
+        json.dumps(body, indent=2)  # printed again below: as deep as the printer goes
+    except (ValueError, RecursionError):
         body = letter.body.decode("utf-8", errors="replace")
+        if len(body) > SHOWN_BODY_CHARS:
+            more = len(body) - SHOWN_BODY_CHARS
+            body = f"{body[:SHOWN_BODY_CHARS]}... [{more:,} more characters]"
     return {
         "id": letter.id,
         "reason": letter.reason,
@@ -250,9 +287,39 @@ def _letter_json(letter: Any) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """`cadre run TASK`: run a team on the local runtime, printing the conversation;
     `cadre run --continue TASK_ID TEXT`: run a finished task again with the user's TEXT."""
+    if not args.task.strip():
+        what = "your next message" if args.continue_id else "the task"
+        raise ConfigurationError(f"{what} is empty: say what the team should do")
     if args.continue_id:
         return _console(args, settings, task_id=args.continue_id, text=args.task)
     return _console(args, settings, task=args.task)
+
+
+def cmd_teams(args: argparse.Namespace, settings: Settings) -> int:
+    """`cadre teams`: every team the app registers: pattern, participants, termination."""
+    from .hosts import console
+
+    load_app(settings.app_modules)
+    found = [console.team_summary(team) for team in console.teams()]
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print(f"no teams registered by {', '.join(settings.app_modules)}")
+    for team in found:
+        members = ", ".join(
+            p["name"] + ("" if p["kind"] == "assistant" else f" ({p['kind'].replace('_', ' ')})")
+            for p in team["participants"]
+        )
+        print(f"{team['name']}  ({team['pattern']})  {team['description']}")
+        print(f"  participants: {members}")
+        stops = [team["termination"]] if team["termination"] else []
+        if team["pattern"] == "magentic_one":
+            stops.append("the orchestrator judging the request done")
+        if team["max_turns"]:
+            stops.append(f"{team['max_turns']} turns")
+        print(f"  stops on: {' or '.join(stops) or 'nothing but a failure or a cancel'}")
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
@@ -266,6 +333,7 @@ def _console(args: argparse.Namespace, settings: Settings, **what: str) -> int:
     if args.run_state:
         settings = _replace(settings, state_path=Path(args.run_state))
     load_app(settings.app_modules)
+    task_ids = [what["task_id"]] if "task_id" in what else []
 
     async def go() -> int:
         async with _runtime(settings) as runtime:
@@ -274,16 +342,19 @@ def _console(args: argparse.Namespace, settings: Settings, **what: str) -> int:
             if "task_id" in what:
                 return await console.resume_task(runtime, what["task_id"])
             team = console.find_team(args.team)
-            return await console.run_task(runtime, team, what["task"])
+            return await console.run_task(runtime, team, what["task"], started=task_ids.append)
 
     try:
         with traced(args.trace):
             return asyncio.run(go())
     except KeyboardInterrupt:
-        print(
-            "\ninterrupted: the task is saved; `cadre resume <task id>` continues it",
-            file=sys.stderr,
+        state = f" --state {args.run_state}" if args.run_state else ""
+        then = (
+            f"`cadre resume {task_ids[0]}{state}` continues it"
+            if task_ids
+            else "it had not started, so there is nothing to resume"
         )
+        print(f"\ninterrupted: the task is saved; {then}", file=sys.stderr, flush=True)
         return 130
 
 
@@ -349,6 +420,15 @@ def cmd_infra(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+EXAMPLES = """examples:
+  cadre run "Plan a three-day trip to Lisbon"        the default team, offline model
+  cadre teams                                        every team: cadre run --team NAME "..."
+  cadre serve                                        the API and the live page on :7071
+  cadre agents                                       agent types and their messages
+  cadre send notebook/alice app.AddNote '{"text": "buy milk"}'
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `cadre` command."""
     from . import __version__
@@ -358,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Teams of AI agents as durable actors. Commands run on the local runtime "
         "(SQLite file CADRE_STATE, default .cadre/cadre.db) with the app modules in CADRE_APP "
         "(default: agents).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cadre {__version__}")
     parser.add_argument("--state", help="the SQLite file (overrides CADRE_STATE)")
@@ -367,9 +449,21 @@ def build_parser() -> argparse.ArgumentParser:
     agents = sub.add_parser("agents", help="list agent types and the messages they handle")
     agents.set_defaults(func=cmd_agents)
 
-    send = sub.add_parser("send", help="send a message on the local runtime and run until idle")
-    send.add_argument("agent", help="recipient, as type/key")
-    send.add_argument("message", help="the message contract name, e.g. app.Add")
+    teams_cmd = sub.add_parser(
+        "teams", help="list teams: pattern, participants, termination (--json for JSON)"
+    )
+    teams_cmd.add_argument("--json", action="store_true", help="print JSON")
+    teams_cmd.set_defaults(func=cmd_teams)
+
+    send = sub.add_parser(
+        "send",
+        help="send a message on the local runtime and run until idle",
+        epilog='example: cadre send notebook/alice app.AddNote \'{"text": "buy milk"}\'\n'
+        "(`cadre agents` lists the agent types and the messages each handles)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    send.add_argument("agent", help="recipient, as type/key (e.g. notebook/alice)")
+    send.add_argument("message", help="the message contract name, e.g. app.AddNote")
     send.add_argument("payload", nargs="?", default="{}", help="the message as JSON")
     send.add_argument("--reply-to", help="where replies go, as type/key")
     send.add_argument("--trace", metavar="PATH", help="write the spans to PATH (JSON lines)")
@@ -399,7 +493,15 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--no-run", action="store_true", help="queue only; do not run now")
     dlq.set_defaults(func=cmd_dlq)
 
-    run_cmd = sub.add_parser("run", help="run a team on a task, printing the conversation")
+    run_cmd = sub.add_parser(
+        "run",
+        help="run a team on a task, printing the conversation",
+        epilog='examples:\n  cadre run "Plan a three-day trip to Lisbon"\n'
+        '  cadre run --team review "Write a two-line welcome for new hires"\n'
+        '  cadre run --continue TASK_ID "Make it four days"\n'
+        "`cadre teams` lists the teams; CADRE_MODEL=offline:1 makes each offline reply take 1 s",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run_cmd.add_argument(
         "task", help="what the team should do (with --continue: the user's next message)"
     )

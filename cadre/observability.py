@@ -65,7 +65,7 @@ def _azure_monitor(connection_string: str, service_name: str) -> None:
     except ImportError:
         raise ConfigurationError(
             "APPLICATIONINSIGHTS_CONNECTION_STRING is set but the Azure Monitor distro is not "
-            "installed: pip install 'cadre[azure-monitor]'"
+            "installed: pip install -e '.[azure-monitor]'"
         ) from None
     from opentelemetry.sdk.resources import Resource
 
@@ -89,7 +89,7 @@ def _otlp(service_name: str) -> None:
     except ImportError:
         raise ConfigurationError(
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not installed: "
-            "pip install 'cadre[otlp]'"
+            "pip install -e '.[otlp]'"
         ) from None
     resource = Resource.create({"service.name": service_name})
     tracer_provider = TracerProvider(resource=resource)

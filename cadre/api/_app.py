@@ -61,7 +61,7 @@ PAGE_HEADERS = {
 def _digits(value: Any) -> Any:
     """Query numbers are written in plain digits: pydantic alone would take ``5.0``,
     `` 5``, ``+5`` or ``1_0``, which no client means."""
-    if isinstance(value, str) and not re.fullmatch(r"0|[1-9][0-9]{0,8}", value):
+    if isinstance(value, str) and not re.fullmatch(r"0|[1-9][0-9]{0,15}", value):
         raise ValueError("must be a whole number written in digits")
     return value
 

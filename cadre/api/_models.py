@@ -132,6 +132,12 @@ class TeamView(BaseModel):
     pattern: str
     description: str
     participants: list[Participant]
+    termination: str | None = Field(
+        default=None, description="its termination condition, as code (null: none)"
+    )
+    model: str = Field(
+        default="none", description="the model its assistants use (``offline`` by default)"
+    )
 
 
 class Check(BaseModel):

@@ -27,9 +27,8 @@ from ..registry import Registry
 from ..stores.base import AgentRecord, StateStore
 from ..teams.manager import FINISHED, MANAGER_TYPE, Team, TeamCatalog, TeamState
 from ..teams.messages import CancelTask, ChatMessage, ContinueTask, HumanInput
-from ..teams.participants import Assistant, UserProxy
 from ..teams.tasks import Tasks, transcript
-from ._models import Check, Participant, ParticipantKind, TeamView
+from ._models import Check, Participant, TeamView
 from ._problems import ProblemError
 
 SUBMISSION_TYPE = "cadre.api.submission"
@@ -227,24 +226,15 @@ def _check(value: Any) -> Check:
     return Check(ok=bool(value), detail="ok" if value else "failed")
 
 
-def _kind(participant: object) -> ParticipantKind:
-    if isinstance(participant, Team):
-        return "team"
-    if isinstance(participant, UserProxy):
-        return "user_proxy"
-    if isinstance(participant, Assistant):
-        return "assistant"
-    return "agent"
-
-
 def _team_view(team: Team) -> TeamView:
-    participants = [
-        Participant(name=p.name, kind=_kind(p), description=p.description)
-        for p in team.participants.values()
-    ]
+    from ..hosts import console
+
+    summary = console.team_summary(team)
     return TeamView(
         name=team.name,
         pattern=team.pattern_name,
         description=team.description,
-        participants=participants,
+        participants=[Participant(**p) for p in summary["participants"]],
+        termination=summary["termination"],
+        model=console.model_label(team),
     )

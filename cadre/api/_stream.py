@@ -1,7 +1,8 @@
 """A task's transcript as server-sent events, until the task ends.
 
     event: message   id: <n>   data: <MessageView JSON>     one per transcript entry
-    event: status              data: {"status", "speaker", "prompt"}   when any changes
+    event: status              data: {"status", "speaker", "prompt", "turn", "tokens"}
+                               when any changes (a new prompt always has a new turn)
     event: end                 data: {"status", "result", "stop_reason"}   then the stream closes
     : keep-alive                                            a comment every `heartbeat` seconds
 
@@ -95,10 +96,16 @@ async def events(
                 for index, message in enumerate(page, start=sent)
             ]
             sent += len(page)
-        now = (st.status, st.speaker, st.prompt)
+        now = (st.status, st.speaker, st.prompt, st.turn, st.usage.total_tokens)
         if now != shown:
             shown = now
-            status = {"status": st.status, "speaker": st.speaker, "prompt": st.prompt}
+            status = {
+                "status": st.status,
+                "speaker": st.speaker,
+                "prompt": st.prompt,
+                "turn": st.turn,
+                "tokens": st.usage.total_tokens,
+            }
             batch.append(_event("status", json.dumps(status)))
         if st.status in FINISHED:
             end = {"status": st.status, "result": st.result, "stop_reason": st.stop_reason}

@@ -27,7 +27,7 @@ def _uvicorn() -> Any:
         from ..errors import ConfigurationError
 
         raise ConfigurationError(
-            "cadre serve needs FastAPI and uvicorn: pip install 'cadre[api]'"
+            "cadre serve needs FastAPI and uvicorn: pip install -e '.[api]'"
         ) from None
     return uvicorn
 

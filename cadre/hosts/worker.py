@@ -32,6 +32,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,13 +143,21 @@ class Worker:
         cfg = self.config
         return [p for p in range(cfg.partitions) if p % cfg.worker_count == cfg.worker_index]
 
-    async def run(self) -> None:
-        """Consume until `stop()` (or SIGTERM/SIGINT); then drain and close."""
+    @property
+    def stopping(self) -> bool:
+        """Whether a graceful stop has begun."""
+        return self._stopping.is_set()
+
+    async def run(self, on_connected: Callable[[], None] | None = None) -> None:
+        """Consume until `stop()` (or SIGTERM/SIGINT); then drain and close.
+        `on_connected` is called once the broker connection is open."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         await self.transport.connect()
+        if on_connected is not None:
+            on_connected()
         health = asyncio.create_task(self._health())
         relay = asyncio.create_task(self._relay())
         try:
@@ -233,7 +242,7 @@ class Worker:
                     outcomes = await asyncio.gather(*runs, return_exceptions=True)
                 for (agent, *_), outcome in zip(places, outcomes, strict=True):
                     if isinstance(outcome, BaseException):
-                        log.error(
+                        _quiet_if_lost(message).error(
                             "delivery %s failed; returning it to its queue",
                             message.message_id,
                             exc_info=outcome,
@@ -486,7 +495,12 @@ class Worker:
         try:
             await self.confirms.settle(published)
         except Exception as exc:  # its step is committed: the redelivery republishes the outbox
-            log.warning("delivery %s: %s; returning it to its queue", message.message_id, exc)
+            _quiet_if_lost(message).log(
+                logging.WARNING,
+                "delivery %s: %s; returning it to its queue",
+                message.message_id,
+                exc,
+            )
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
                 self.acks.settled_alone(message)
@@ -494,7 +508,12 @@ class Worker:
         try:
             self.acks.ack(message)
         except Exception as exc:  # a closed channel: the broker redelivers it
-            log.warning("delivery %s could not be acknowledged: %s", message.message_id, exc)
+            _quiet_if_lost(message).log(
+                logging.WARNING,
+                "delivery %s could not be acknowledged: %s",
+                message.message_id,
+                exc,
+            )
             return
         self.handled += 1
 
@@ -603,6 +622,22 @@ async def _outcome(run: Any) -> Any:
         return exc
 
 
+class _Quiet:
+    """A logger stand-in that drops what it is told: the connection-loss line says it."""
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        """Drop the record."""
+
+    def error(self, *args: Any, **kwargs: Any) -> None:
+        """Drop the record."""
+
+
+def _quiet_if_lost(message: Any) -> Any:
+    """`log`, or nothing when the delivery's channel is gone: a lost connection fails every
+    delivery in flight, and one line (`_worker_log.ConnectionWatch`) reports it."""
+    return _Quiet() if _channel_closed(message) else log
+
+
 def _channel_closed(message: Any) -> bool:
     """Whether the delivery's channel is gone (its unacknowledged messages are redelivered)."""
     try:
@@ -648,17 +683,48 @@ def config_from_settings(settings: Any, **overrides: Any) -> WorkerConfig:
 
 
 def run_worker(config: WorkerConfig, policy: RetryPolicy | None = None) -> int:
-    """Run a worker until SIGTERM; returns the exit code (0 after a graceful stop)."""
-    asyncio.run(Worker(config, policy=policy).run())
+    """Run a worker until SIGTERM; returns the exit code (0 after a graceful stop). A
+    database that is missing, has no tables or cannot be reached fails it at once
+    (`ConfigurationError`, `StoreError`), before it consumes anything."""
+    from . import _worker_log
+
+    asyncio.run(check_database(config.postgres_dsn, config.table_prefix))
+    worker = Worker(config, policy=policy)
+    started = time.monotonic()
+    try:
+        asyncio.run(_worker_log.logged(worker))
+    finally:
+        _worker_log.stopped(worker, time.monotonic() - started)
     return 0
 
 
-async def migrate(dsn: str, prefix: str) -> None:
-    """Create the PostgreSQL tables (``cadre db migrate``)."""
+async def check_database(dsn: str, prefix: str) -> None:
+    """Refuse to start on a database that is not there or not migrated, saying what to do."""
+    from ..errors import ConfigurationError
+    from ..stores._postgres_admin import database_name, probe, safe_dsn
+
+    found = await probe(dsn, table=f"{prefix}agents")
+    if found == "no database":
+        raise ConfigurationError(
+            f"database {database_name(dsn)!r} does not exist at {safe_dsn(dsn)}: run "
+            "`cadre db migrate` (it creates the database and the tables)"
+        )
+    if found == "no tables":
+        raise ConfigurationError(
+            f"database {database_name(dsn)!r} has no {prefix}* tables: run `cadre db migrate`"
+        )
+
+
+async def migrate(dsn: str, prefix: str) -> str | None:
+    """Create the database if it is missing (and we may), then the PostgreSQL tables
+    (``cadre db migrate``); the name of the database it created, if it did."""
+    from ..stores._postgres_admin import create_database, probe
     from ..stores.postgres import PostgresStore
 
+    created = await create_database(dsn) if await probe(dsn) == "no database" else None
     store = PostgresStore(dsn, prefix=prefix)
     try:
         await store.migrate()
     finally:
         await store.close()
+    return created

@@ -5,11 +5,12 @@
 | CADRE_MODEL                               | client                                        |
 | ----------------------------------------- | --------------------------------------------- |
 | ``offline`` (default)                     | `OfflineClient`: deterministic, labelled      |
+| ``offline:<seconds>``                     | the same, each reply taking that long         |
 | ``openai:<model>``                        | OpenAI (OPENAI_API_KEY)                       |
 | ``azure-openai:<deployment>``             | Azure OpenAI (key or Entra ID)                |
 | ``openai-compatible:<model>@<base_url>``  | Ollama, vLLM, LM Studio, ... by base URL      |
 
-The OpenAI clients load the ``openai`` SDK only when chosen (extra ``cadre[openai]``), and
+The OpenAI clients load the ``openai`` SDK only when chosen (extra ``openai``), and
 come behind their deployment's limiter (`LimitedModel`, quota from CADRE_MODEL_MAX_CONCURRENT,
 CADRE_MODEL_RPM and CADRE_MODEL_TPM; see `cadre.models.limits`).
 """
@@ -54,9 +55,12 @@ def client_from_spec(spec: str, env: Mapping[str, str] | None = None) -> ModelCl
     if spec == "offline":
         return OfflineClient()
     kind, sep, rest = spec.partition(":")
+    if kind == "offline":
+        return OfflineClient(delay=_seconds(spec, rest))
     if not sep or not rest:
         raise ConfigurationError(
-            f"CADRE_MODEL={spec!r}: use offline, openai:<model>, azure-openai:<deployment> or "
+            f"CADRE_MODEL={spec!r}: use offline, offline:<seconds per reply>, openai:<model>, "
+            "azure-openai:<deployment> or "
             "openai-compatible:<model>@<base_url>"
         )
     if kind not in ("openai", "azure-openai", "openai-compatible"):
@@ -66,3 +70,16 @@ def client_from_spec(spec: str, env: Mapping[str, str] | None = None) -> ModelCl
 
     quota = Settings.from_env(env).model_quota()
     return limited(OpenAIClient.from_spec(kind, rest, env), quota)
+
+
+def _seconds(spec: str, text: str) -> float:
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 600:
+        raise ConfigurationError(
+            f"CADRE_MODEL={spec!r}: offline:<seconds> takes the delay per reply in seconds, "
+            "0 to 600 (e.g. offline:1.5)"
+        )
+    return value

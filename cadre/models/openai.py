@@ -30,7 +30,7 @@ try:
     import openai
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise ConfigurationError(
-        "the OpenAI model clients need the openai SDK: pip install 'cadre[openai]'"
+        "the OpenAI model clients need the openai SDK: pip install -e '.[openai]'"
     ) from None
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"

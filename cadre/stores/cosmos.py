@@ -63,7 +63,7 @@ def _sdk() -> Any:
         from azure.cosmos import aio, exceptions
     except ImportError:
         raise ConfigurationError(
-            "the Cosmos DB store needs azure-cosmos and aiohttp: pip install 'cadre[azure]'"
+            "the Cosmos DB store needs azure-cosmos and aiohttp: pip install -e '.[azure]'"
         ) from None
     return aio, exceptions
 
@@ -154,7 +154,7 @@ class CosmosStore:
                     from azure.identity.aio import DefaultAzureCredential
                 except ImportError:
                     raise ConfigurationError(
-                        "Cosmos DB without a key needs azure-identity: pip install 'cadre[azure]'"
+                        "Cosmos DB without a key needs azure-identity: pip install -e '.[azure]'"
                     ) from None
                 credential = self._credential = DefaultAzureCredential()
                 self._owns_credential = True

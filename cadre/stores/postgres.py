@@ -122,7 +122,7 @@ def _psycopg() -> Any:
         import psycopg_pool
     except ImportError:
         raise ConfigurationError(
-            "the PostgreSQL store needs psycopg: pip install 'cadre[workers]'"
+            "the PostgreSQL store needs psycopg: pip install -e '.[workers]'"
         ) from None
     return psycopg, psycopg_pool
 

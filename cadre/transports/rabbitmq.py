@@ -65,7 +65,7 @@ def aio_pika() -> Any:
         import aio_pika as module
     except ImportError:
         raise ConfigurationError(
-            "the RabbitMQ transport needs aio-pika: pip install 'cadre[workers]'"
+            "the RabbitMQ transport needs aio-pika: pip install -e '.[workers]'"
         ) from None
     return module
 

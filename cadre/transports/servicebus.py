@@ -47,7 +47,7 @@ def _sdk() -> Any:
         import azure.servicebus.exceptions  # noqa: F401
     except ImportError:
         raise ConfigurationError(
-            "the Service Bus transport needs azure-servicebus: pip install 'cadre[azure]'"
+            "the Service Bus transport needs azure-servicebus: pip install -e '.[azure]'"
         ) from None
     return servicebus
 
@@ -153,7 +153,7 @@ class ServiceBusTransport:
             from azure.identity.aio import DefaultAzureCredential
         except ImportError:
             raise ConfigurationError(
-                "Service Bus with an identity needs azure-identity: pip install 'cadre[azure]'"
+                "Service Bus with an identity needs azure-identity: pip install -e '.[azure]'"
             ) from None
         self._credential = DefaultAzureCredential()
         return ServiceBusClient(self._namespace or "", self._credential)

@@ -156,7 +156,7 @@ def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setitem(sys.modules, "azure.cosmos", None)  # as if not installed
     store = CosmosStore("https://acct.documents.azure.com:443/", key=EMULATOR_KEY)
-    with pytest.raises(ConfigurationError, match=r"cadre\[azure\]"):
+    with pytest.raises(ConfigurationError, match=r"\.\[azure\]"):
         store._items()
 
 

@@ -125,7 +125,7 @@ def test_a_missing_aio_pika_names_the_extra(monkeypatch) -> None:
     from cadre.transports import rabbitmq
 
     monkeypatch.setitem(sys.modules, "aio_pika", None)
-    with pytest.raises(ConfigurationError, match=r"cadre\[workers\]"):
+    with pytest.raises(ConfigurationError, match=r"\.\[workers\]"):
         rabbitmq.aio_pika()
 
 

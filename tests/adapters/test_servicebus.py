@@ -247,5 +247,5 @@ async def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setitem(sys.modules, "azure.servicebus", None)  # as if not installed
     transport = ServiceBusTransport(connection_string="Endpoint=sb://ns/;SharedAccessKey=x")
-    with pytest.raises(ConfigurationError, match=r"cadre\[azure\]"):
+    with pytest.raises(ConfigurationError, match=r"\.\[azure\]"):
         await transport.send([envelope(1)])

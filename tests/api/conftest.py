@@ -50,7 +50,7 @@ class Api:
 def teams_registry() -> Registry:
     """A registry with the app's default team and the review team (it has a user proxy)."""
     from agents.team import team as default_team
-    from tests.e2e.review_team import review
+    from tests.api.review_team import review
 
     registry = Registry()
     default_team.register(registry)

@@ -143,3 +143,94 @@ def test_console_script_help_lists_the_commands() -> None:
     )
     for command in ("agents", "send", "dlq"):
         assert command in done.stdout
+
+
+def test_teams_lists_every_team_with_pattern_participants_and_termination(capsys, state) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run(capsys, "--state", state, "teams")
+    assert code == 0
+    for name, pattern in [
+        ("default", "round_robin"),
+        ("selector", "selector"),
+        ("swarm", "swarm"),
+        ("magentic", "magentic_one"),
+        ("nested", "round_robin"),
+        ("review", "round_robin"),
+    ]:
+        assert f"\n{name}  ({pattern})" in f"\n{out}"
+    assert "participants: travel_desk, refunds, customer (user proxy)" in out
+    assert "participants: drafts (team), editor" in out
+    assert "stops on: TextMention(text='APPROVE', sources=['critic']) | MaxMessages(" in out
+    assert "stops on: the orchestrator judging the request done or 12 turns" in out
+
+    code, out, _ = run(capsys, "--state", state, "teams", "--json")
+    teams = {t["name"]: t for t in json.loads(out)}
+    assert teams["review"]["pattern"] == "round_robin"
+    assert [(p["name"], p["kind"]) for p in teams["review"]["participants"]] == [
+        ("writer", "assistant"),
+        ("reviewer", "user_proxy"),
+    ]
+    assert teams["swarm"]["termination"].startswith("TextMention(text='TERMINATE'")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["nope/a", "app.AddNote", '{"text":"x"}'], "no agent type 'nope' is registered"),
+        (["notebook/a", "app.NoteAdded", '{"count":1}'], "has no handler for app.NoteAdded"),
+    ],
+)
+def test_send_refuses_before_sending_what_would_be_dead_lettered(  # type: ignore[no-untyped-def]
+    capsys, state, argv, expected
+) -> None:
+    code, out, err = run(capsys, "--state", state, "send", *argv)
+    assert code == 2
+    assert err.count(expected) == 1 and "nothing was sent" in err
+    assert "sent " not in out
+    code, out, _ = run(capsys, "--state", state, "dlq", "list")
+    assert "no dead letters" in out
+
+
+def test_the_help_examples_run(capsys, state) -> None:  # type: ignore[no-untyped-def]
+    import shlex
+
+    from cadre.cli import EXAMPLES, build_parser
+
+    send_help = build_parser()._subparsers._group_actions[0].choices["send"].format_help()  # type: ignore[union-attr]
+    lines = [line.strip().split("  ")[0] for line in EXAMPLES.splitlines()[1:] if line.strip()]
+    lines.append(send_help.split("example: ", 1)[1].splitlines()[0])
+    ran = 0
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[0] == "cadre", line
+        if argv[1] == "serve":  # runs until stopped: tests/e2e start it
+            continue
+        code, _, err = run(capsys, "--state", state, *argv[1:])
+        assert code == 0, (line, err)
+        ran += 1
+    assert ran >= 4
+
+
+def test_dlq_lists_and_shows_any_stored_bytes(capsys, state) -> None:  # type: ignore[no-untyped-def]
+    """A body nested deeper than the parser goes, or not JSON, is printed as text (a long
+    one shortened, said so): one such letter never breaks the dead-letter tools."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from cadre.stores.base import DeadLetter
+    from cadre.stores.sqlite import SQLiteStore
+
+    async def add() -> None:
+        store = SQLiteStore(state)
+        for letter_id, body in (("deep", b"[" * 90_000 + b"]" * 90_000), ("odd", b"\xff x")):
+            await store.add_dead_letter(
+                DeadLetter(letter_id, body, "envelope_invalid", "bad", datetime.now(UTC))
+            )
+        await store.close()
+
+    asyncio.run(add())
+    code, out, _ = run(capsys, "--state", state, "dlq", "list", "--json")
+    assert code == 0
+    bodies = {d["id"]: d["body"] for d in json.loads(out)}
+    assert bodies["deep"].endswith("... [114,464 more characters]") and bodies["odd"] == "\ufffd x"
+    code, out, _ = run(capsys, "--state", state, "dlq", "show", "deep")
+    assert code == 0 and json.loads(out)["body"].startswith("[[[")

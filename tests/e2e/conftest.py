@@ -1,4 +1,4 @@
-"""`cadre serve` as a real subprocess, on a free port, with the review team loaded."""
+"""`cadre serve` as a real subprocess, on a free port, with the app's teams (agents/)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = "agents,tests.e2e.review_team"
+APP = "agents"
 
 
 def free_port() -> int:

@@ -1,10 +1,12 @@
 """The live page in headless Chromium (Debian's, driven by Playwright; no browser download)
-against a real `cadre serve`: submit, watch messages arrive, answer the user proxy, cancel."""
+against a real `cadre serve` with the app's teams: submit, watch messages arrive, answer the
+user proxy (twice in one task), see why it stopped, cancel."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,8 @@ from .conftest import ROOT, Served, start_serve
 
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 20_000
+PROMPT = "Reply APPROVE to accept the draft, or say what to change:"
+"""The question of the app's review team (agents/review.py)."""
 
 
 def chromium_path() -> str:
@@ -68,19 +72,19 @@ def test_submit_watch_answer_the_proxy_and_see_it_complete(page) -> None:  # typ
 
     expect(page.get_by_label("Team", exact=True)).to_contain_text("review (round_robin)")
     page.get_by_label("Team", exact=True).select_option("review")
-    expect(page.locator("#team-members")).to_have_text("drafter, human (you)")
+    expect(page.locator("#team-members")).to_have_text("writer, reviewer (you)")
     page.get_by_role("textbox", name="Task").fill("Write a haiku about the sea")
     page.get_by_role("button", name="Start task").click()
 
     timeline = page.get_by_role("list", name="Conversation")
     expect(timeline.locator("li")).to_have_count(2)
     expect(timeline.locator("li").nth(0)).to_contain_text("Write a haiku about the sea")
-    drafter = timeline.locator("li").nth(1)
-    expect(drafter.locator(".who")).to_have_text("drafter")
-    expect(drafter).to_contain_text("tokens")
+    writer = timeline.locator("li").nth(1)
+    expect(writer.locator(".who")).to_have_text("writer")
+    expect(writer).to_contain_text("tokens")
     expect(page.locator("#status")).to_have_text("awaiting input")
 
-    answer = page.get_by_label("Approve the draft? Reply APPROVE, or say what to change.")
+    answer = page.get_by_label(PROMPT)
     expect(answer).to_be_focused()  # the page moves the focus to the question
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "live-page-awaiting-input.png"), full_page=True)
@@ -89,12 +93,50 @@ def test_submit_watch_answer_the_proxy_and_see_it_complete(page) -> None:  # typ
 
     expect(page.locator("#status")).to_have_text("completed")
     expect(timeline.locator("li")).to_have_count(3)
-    expect(timeline.locator("li").nth(2).locator(".who")).to_have_text("human")
+    expect(timeline.locator("li").nth(2).locator(".who")).to_have_text("reviewer")
     expect(page.locator("#result")).to_have_text("APPROVE")
     expect(page.locator("#tokens")).to_contain_text("tokens in all")
     expect(page.get_by_role("button", name="Cancel task")).to_be_disabled()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "live-page-completed.png"), full_page=True)
+
+
+def test_one_task_asks_twice_and_the_page_keeps_up_without_a_reload(page) -> None:  # type: ignore[no-untyped-def]
+    """The review team asks its reviewer twice: each prompt gets the answer box, the token
+    count grows while it runs, and the finished task says why it stopped and which model."""
+    from playwright.sync_api import expect
+
+    page.get_by_label("Team", exact=True).select_option("review")
+    page.get_by_role("textbox", name="Task").fill("Write a two-line welcome for new hires")
+    page.get_by_role("button", name="Start task").click()
+    timeline = page.get_by_role("list", name="Conversation")
+    expect(page.locator("#status")).to_have_text("awaiting input")
+    expect(page.locator("#tokens")).to_have_text(re.compile(r"· [1-9]\d* tokens so far"))
+    first_count = int(page.locator("#tokens").inner_text().split()[1])
+
+    answer = page.get_by_label(PROMPT)
+    expect(answer).to_be_focused()
+    answer.fill("Make it shorter")
+    page.get_by_role("button", name="Send answer").click()
+    # the writer revises and the reviewer is asked again: the box comes back by itself
+    expect(timeline.locator("li")).to_have_count(4)
+    expect(timeline.locator("li").nth(2)).to_contain_text("Make it shorter")
+    expect(answer).to_be_visible()
+    expect(answer).to_be_focused()
+    expect(answer).to_have_value("")
+    expect(page.locator("#tokens")).not_to_have_text(f"· {first_count} tokens so far")
+    assert int(page.locator("#tokens").inner_text().split()[1]) > first_count
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "live-page-second-prompt.png"), full_page=True)
+
+    answer.fill("APPROVE")
+    page.get_by_role("button", name="Send answer").click()
+    expect(page.locator("#status")).to_have_text("completed")
+    expect(timeline.locator("li")).to_have_count(5)
+    expect(page.locator("#input-form")).to_be_hidden()
+    expect(page.locator("#stop-reason")).to_have_text("reviewer mentioned 'APPROVE'")
+    expect(page.locator("#model")).to_have_text("offline")
+    expect(page.locator("#tokens")).to_contain_text("tokens in all")
 
 
 def test_a_finished_task_continues_from_the_page(page) -> None:  # type: ignore[no-untyped-def]
@@ -103,7 +145,7 @@ def test_a_finished_task_continues_from_the_page(page) -> None:  # type: ignore[
     page.get_by_label("Team", exact=True).select_option("review")
     page.get_by_role("textbox", name="Task").fill("Write a haiku about the sea")
     page.get_by_role("button", name="Start task").click()
-    page.get_by_label("Approve the draft? Reply APPROVE, or say what to change.").fill("APPROVE")
+    page.get_by_label(PROMPT).fill("APPROVE")
     page.get_by_role("button", name="Send answer").click()
     expect(page.locator("#status")).to_have_text("completed")
     timeline = page.get_by_role("list", name="Conversation")
@@ -113,10 +155,10 @@ def test_a_finished_task_continues_from_the_page(page) -> None:  # type: ignore[
     page.get_by_role("button", name="Continue task").click()
     # the history stays; the user's message, then the drafter's next draft, then the question
     expect(timeline.locator("li").nth(3)).to_contain_text("Now one about the mountains")
-    expect(timeline.locator("li").nth(4).locator(".who")).to_have_text("drafter")
+    expect(timeline.locator("li").nth(4).locator(".who")).to_have_text("writer")
     expect(page.locator("#status")).to_have_text("awaiting input")
     expect(page.get_by_role("button", name="Continue task")).to_be_hidden()
-    page.get_by_label("Approve the draft? Reply APPROVE, or say what to change.").fill("APPROVE")
+    page.get_by_label(PROMPT).fill("APPROVE")
     page.get_by_role("button", name="Send answer").click()
     expect(page.locator("#status")).to_have_text("completed")
     expect(timeline.locator("li")).to_have_count(6)
@@ -152,6 +194,14 @@ def test_reloading_the_page_reopens_the_task(page, served: Served) -> None:  # t
     expect(page.locator("#status")).to_have_text("completed")
     count = page.locator("#timeline li").count()
     assert count > 5
+    expect(page.locator("#stop-reason")).to_have_text("critic mentioned 'APPROVE'")
+    expect(page.locator("#model")).to_have_text("offline")
+    # the planner's tool call: its name, and its arguments as formatted JSON
+    call = page.locator("#timeline li.tool_call").first
+    expect(call.locator(".tool-name")).to_have_text("budget")
+    expect(call.locator(".args")).to_contain_text('"costs_eur": [')
+    assert "\n" in call.locator(".args").inner_text()
+    assert '"arguments"' not in call.inner_text()  # not the raw JSON of the call
     page.reload()
     expect(page.locator("#status")).to_have_text("completed")
     expect(page.locator("#timeline li")).to_have_count(count)
@@ -207,7 +257,7 @@ def check_accessibility(page: Any) -> None:
     page.get_by_role("button", name="Start task").click()
     expect(page.locator("#status")).to_have_text("awaiting input")
     assert axe_violations(page) == []  # the conversation and the question
-    page.get_by_role("textbox", name="Approve the draft?").fill("APPROVE")
+    page.get_by_role("textbox", name="Reply APPROVE to accept").fill("APPROVE")
     page.get_by_role("button", name="Send answer").click()
     expect(page.locator("#status")).to_have_text("completed")
     assert axe_violations(page) == []  # the result

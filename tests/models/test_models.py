@@ -16,6 +16,7 @@ from cadre.models import (
     ReplayClient,
     Tool,
     ToolCall,
+    ToolSpec,
     client_from_spec,
 )
 
@@ -116,3 +117,38 @@ def test_client_from_spec_defaults_to_offline_and_rejects_unknown_kinds() -> Non
         client_from_spec("claude:x")
     with pytest.raises(ConfigurationError, match="use offline"):
         client_from_spec("gpt-4o")
+
+
+async def test_offline_client_hands_off_to_each_target_once_then_uses_its_tools() -> None:
+    client = OfflineClient()
+    handoffs = [ToolSpec(name=f"transfer_to_{t}", description="", parameters={}) for t in "ab"]
+    tools = [Tool.from_function(forecast).spec, *handoffs]
+    messages = [LLMMessage(role="user", content="Weather in Lisbon?")]
+    names = []
+    for _ in range(3):
+        result = await client.create(messages, tools=tools)
+        [call] = result.tool_calls
+        names.append(call.name)
+        messages += [
+            LLMMessage(role="assistant", content="", tool_calls=(call,)),
+            LLMMessage(role="tool", content="ok", tool_call_id=call.id),
+            LLMMessage(role="user", content="back to you"),
+        ]
+    assert names == ["transfer_to_a", "transfer_to_b", "forecast"]
+    # a tool has answered since the last message it was sent: it answers in text
+    done = await client.create([*messages[:-1]], tools=tools)
+    assert done.content.startswith("[offline]") and not done.tool_calls
+
+
+async def test_offline_delay_makes_every_reply_take_that_long() -> None:
+    import time
+
+    slow = client_from_spec("offline:0.2")
+    assert isinstance(slow, OfflineClient) and slow.delay == 0.2
+    started = time.monotonic()
+    answer = await slow.create([LLMMessage(role="user", content="hi")])
+    assert time.monotonic() - started >= 0.2 and answer.content.startswith("[offline]")
+    assert client_from_spec("offline:1.5s").delay == 1.5  # type: ignore[attr-defined]
+    for wrong in ("offline:slow", "offline:-1", "offline:601"):
+        with pytest.raises(ConfigurationError, match="delay per reply in seconds"):
+            client_from_spec(wrong)

@@ -87,7 +87,7 @@ def test_application_insights_receives_requests_and_dependencies(collector: Coll
 
 def test_a_missing_exporter_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "azure.monitor.opentelemetry", None)
-    with pytest.raises(ConfigurationError, match=r"cadre\[azure-monitor\]"):
+    with pytest.raises(ConfigurationError, match=r"\.\[azure-monitor\]"):
         observability.configure({"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"})
 
 

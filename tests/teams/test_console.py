@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +117,110 @@ def _app_loaded() -> None:
     from cadre.cli import load_app
 
     load_app(["agents"])
+
+
+TEAM_RUNS = {
+    # team: (answers typed at the prompts, what the run must show, why it stopped)
+    "default": ([], ["[planner]", "[writer]", "[critic]", "planner calls budget("], "critic"),
+    "selector": ([], ["[planner]", "[local_guide]", "[writer]"], "writer mentioned 'TERMINATE'"),
+    "swarm": (
+        ["LX4T2Q"],
+        [
+            "travel_desk calls transfer_to_refunds()",
+            "refunds calls transfer_to_customer()",
+            "Your booking reference (e.g. LX4T2Q):",
+            "refunds calls refund_flight(booking_reference=",
+            "tool result (refund_flight): refund of booking",
+        ],
+        "refunds mentioned 'TERMINATE'",
+    ),
+    "magentic": ([], ["Task ledger", "[researcher]", "[analyst]"], "judged the request done"),
+    "nested": ([], ["[drafter]", "[reviewer]", "[editor]"], "maximum of 2 turns reached"),
+    "review": (
+        ["Make it shorter", "APPROVE"],
+        ["[reviewer]\nMake it shorter", "[reviewer]\nAPPROVE"],
+        "reviewer mentioned 'APPROVE'",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEAM_RUNS))
+def test_every_team_of_the_app_runs_offline_and_behaves_as_its_pattern(  # type: ignore[no-untyped-def]
+    name: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers, shown, reason = TEAM_RUNS[name]
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(f"{a}\n" for a in answers)))
+    code = main(["run", "--team", name, "Plan a weekend in Porto", "--state", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for text in shown:
+        assert text in out, (text, out)
+    assert f"team {name}  model offline" in out
+    assert "For a real one set CADRE_MODEL" in out  # how to get a real model, once
+    assert out.count("For a real one set CADRE_MODEL") == 1
+    assert reason in out.split("--- task", 1)[1]
+
+
+def test_the_review_team_asks_twice_unless_approved_at_once(  # type: ignore[no-untyped-def]
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = "Reply APPROVE to accept the draft, or say what to change:"
+    monkeypatch.setattr("sys.stdin", io.StringIO("Shorter\nWarmer\n"))
+    assert main(["run", "--team", "review", "Welcome", "--state", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(prompt) == 2 and "maximum of 5 messages reached" in out
+    monkeypatch.setattr("sys.stdin", io.StringIO("APPROVE\n"))
+    assert main(["run", "--team", "review", "Welcome", "--state", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.count(prompt) == 1
+
+
+def test_an_empty_task_is_refused_before_anything_runs(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    state = tmp_path / "s.db"
+    assert main(["run", "", "--state", str(state)]) == 2
+    assert "the task is empty" in capsys.readouterr().err
+    assert main(["run", "   ", "--state", str(state)]) == 2
+    assert not state.exists()
+
+
+def test_ctrl_c_at_a_prompt_stops_at_once_and_names_the_task_to_resume(tmp_path: Path) -> None:
+    """In a real terminal (a pseudo-terminal whose Ctrl-C sends SIGINT): one Ctrl-C at the
+    user proxy's prompt ends `cadre run` at once, printing the real `cadre resume` line;
+    that line continues the task, which asks again."""
+    state = str(tmp_path / "s.db")
+    run = in_terminal(["run", "--team", "review", "Write a haiku", "--state", state])
+    try:
+        run.expect("or say what to change:")
+        started = time.monotonic()
+        run.sendintr()  # Ctrl-C
+        run.expect(pexpect_eof())
+        run.close()
+        assert time.monotonic() - started < 5
+    finally:
+        run.terminate(force=True)
+    assert run.exitstatus == 130
+    resume = re.search(r"`cadre resume ([0-9a-f]{32}) --state (\S+)` continues it", run.before)
+    assert resume is not None, run.before
+    again = in_terminal(["resume", resume.group(1), "--state", resume.group(2)])
+    try:
+        again.expect("or say what to change:")
+        again.sendline("APPROVE")
+        again.expect("completed: reviewer mentioned 'APPROVE'")
+        again.expect(pexpect_eof())
+    finally:
+        again.close(force=True)
+    assert again.exitstatus == 0
+
+
+def in_terminal(argv: list[str]) -> Any:
+    """`cadre ARGV` on a pseudo-terminal (pexpect), as a user at a terminal runs it."""
+    pexpect = pytest.importorskip("pexpect")
+    root = Path(__file__).resolve().parents[2]
+    return pexpect.spawn(
+        sys.executable, ["-m", "cadre.cli", *argv], cwd=str(root), encoding="utf-8", timeout=20
+    )
+
+
+def pexpect_eof() -> Any:
+    import pexpect
+
+    return pexpect.EOF

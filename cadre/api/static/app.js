@@ -4,8 +4,9 @@
 
 const $ = (id) => document.getElementById(id);
 const FINISHED = ["completed", "failed", "cancelled"];
-let current = null; // { id, source, shown, timer }
+let current = null; // { id, source, shown, timer, answeredAt }
 let pendingKey = null; // the Idempotency-Key of a submit not yet acknowledged (a retry reuses it)
+let teams = []; // GET api/teams: the model and termination of each team
 
 function apiKey() { return sessionStorage.getItem("cadre-api-key") || ""; }
 
@@ -30,7 +31,7 @@ function notice(text) { $("notice").textContent = text || ""; }
 
 async function loadTeams() {
   try {
-    const teams = await api("teams");
+    teams = await api("teams");
     const select = $("team");
     select.replaceChildren(...teams.map((t) => new Option(`${t.name} (${t.pattern})`, t.name)));
     const describe = () => {
@@ -49,6 +50,29 @@ function time(iso) {
   return iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "";
 }
 
+// A tool call's content is JSON: [{id, name, arguments (a JSON string)}]. Show each call as
+// its name and its arguments, formatted; anything else as the text it is.
+function toolCalls(content) {
+  try {
+    const calls = JSON.parse(content);
+    if (!Array.isArray(calls)) return null;
+    return calls.map((call) => {
+      let args = call.arguments || "{}";
+      try { args = JSON.stringify(JSON.parse(args), null, 2); } catch (_) { /* as sent */ }
+      const block = document.createElement("div");
+      block.className = "call";
+      const name = document.createElement("code");
+      name.className = "tool-name";
+      name.textContent = call.name;
+      const pre = document.createElement("pre");
+      pre.className = "args";
+      pre.textContent = args;
+      block.append(name, pre);
+      return block;
+    });
+  } catch (_) { return null; }
+}
+
 function addMessage(m) {
   const item = document.createElement("li");
   item.className = `${m.kind} ${m.source === "user" ? "user" : ""}`;
@@ -64,12 +88,28 @@ function addMessage(m) {
   meta.append(who, when);
   if (m.tokens) meta.append(` · ${m.tokens} tokens`);
   if (m.kind !== "text") meta.append(` · ${m.kind.replace("_", " ")}${m.tool_name ? ` (${m.tool_name})` : ""}`);
-  const text = document.createElement("p");
-  text.className = "text";
-  text.textContent = m.content;
-  item.append(meta, text);
+  const calls = m.kind === "tool_call" ? toolCalls(m.content) : null;
+  if (calls) {
+    item.append(meta, ...calls);
+  } else {
+    const text = document.createElement("p");
+    text.className = "text";
+    text.textContent = m.content;
+    item.append(meta, text);
+  }
   $("timeline").append(item);
   item.scrollIntoView({ block: "nearest" });
+}
+
+function showTokens(total, done) {
+  if (total === undefined || total === null) return;
+  $("tokens").textContent = `· ${total} tokens${done ? " in all" : " so far"}`;
+}
+
+// A prompt is new once the conversation has grown past the answer to the last one (the
+// answer is itself a message), so any number of prompts in one task each get the box.
+function freshPrompt() {
+  return current.answeredAt === null || current.shown > current.answeredAt;
 }
 
 function showStatus(s) {
@@ -77,9 +117,10 @@ function showStatus(s) {
   status.textContent = s.status.replace("_", " ");
   status.className = `status ${s.status}`;
   $("speaker").textContent = s.speaker && s.status === "running" ? `· ${s.speaker} is working` : "";
+  if (!FINISHED.includes(s.status)) showTokens(s.tokens, false);
   const waiting = s.status === "awaiting_input";
   const form = $("input-form");
-  if (waiting && form.hidden) {
+  if (waiting && form.hidden && freshPrompt()) {
     $("input-label").textContent = s.prompt || "Your input:";
     form.hidden = false;
     $("input-text").focus();
@@ -87,7 +128,10 @@ function showStatus(s) {
     form.hidden = true;
   }
   $("cancel").disabled = FINISHED.includes(s.status);
-  if (!FINISHED.includes(s.status)) $("continue-form").hidden = true;
+  if (!FINISHED.includes(s.status)) {
+    $("continue-form").hidden = true;
+    $("outcome").hidden = true;
+  }
 }
 
 async function finish(end) {
@@ -98,11 +142,13 @@ async function finish(end) {
     $("result-box").hidden = false;
   }
   if (end.status !== "completed" && end.stop_reason) notice(`Task ${end.status}: ${end.stop_reason}`);
+  $("stop-reason").textContent = end.stop_reason || "-";
+  $("outcome").hidden = false;
   try {
     const task = await api(`tasks/${current.id}`);
-    const total = Object.values(task.usage_by_agent)
-      .reduce((n, u) => n + u.prompt_tokens + u.completion_tokens, 0);
-    $("tokens").textContent = `· ${total} tokens in all`;
+    showTokens(task.usage.prompt_tokens + task.usage.completion_tokens, true);
+    const team = teams.find((t) => t.name === task.team);
+    $("model").textContent = team ? team.model : "-";
   } catch (_) { /* the totals are a nicety */ }
 }
 
@@ -115,9 +161,9 @@ function onMessage(m) {
 function follow(id, keep = false) {
   stopFollowing();
   if (keep) { // a continued task: keep what is shown, follow from there
-    current = { id, source: null, shown: current.shown, timer: null };
+    current = { id, source: null, shown: current.shown, timer: null, answeredAt: null };
   } else {
-    current = { id, source: null, shown: 0, timer: null };
+    current = { id, source: null, shown: 0, timer: null, answeredAt: null };
     $("timeline").replaceChildren();
   }
   $("task-view").hidden = false;
@@ -126,6 +172,7 @@ function follow(id, keep = false) {
   $("tokens").textContent = "";
   $("input-form").hidden = true;
   $("continue-form").hidden = true;
+  $("outcome").hidden = true;
   history.replaceState(null, "", `#task=${id}`);
   if (apiKey()) { poll(id); return; } // EventSource cannot send the key header
   const source = new EventSource(`api/tasks/${id}/messages?after=${current.shown}`);
@@ -144,7 +191,7 @@ async function poll(id) {
     const page = await api(`tasks/${id}/messages?after=${current.shown}&limit=100`);
     page.messages.forEach(onMessage);
     const task = await api(`tasks/${id}`);
-    showStatus(task);
+    showStatus({ ...task, tokens: task.usage.prompt_tokens + task.usage.completion_tokens });
     if (FINISHED.includes(task.status) && !page.has_more) {
       finish({ status: task.status, result: task.result, stop_reason: task.stop_reason });
       return;
@@ -192,11 +239,17 @@ $("submit-form").addEventListener("submit", async (e) => {
 $("input-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const text = $("input-text").value;
+  const before = current.answeredAt;
+  current.answeredAt = current.shown; // the next prompt comes after this answer's message
+  $("input-form").hidden = true;
   try {
     await api(`tasks/${current.id}/input`, { method: "POST", body: { text } });
     $("input-text").value = "";
-    $("input-form").hidden = true;
-  } catch (error) { notice(`Could not send the answer: ${error.message}`); }
+  } catch (error) {
+    current.answeredAt = before;
+    $("input-form").hidden = false;
+    notice(`Could not send the answer: ${error.message}`);
+  }
 });
 
 $("continue-form").addEventListener("submit", async (e) => {

@@ -1,9 +1,9 @@
-"""A test app module: a team with a user proxy, for the API tests and the browser test.
-
-    cadre serve --app agents,tests.e2e.review_team
+"""A team with a user proxy for the API tests (`tests/api/conftest.py` registers it in the
+tests' own registry, where it stands in for the app's `review` team).
 
 A drafter (offline model) writes, then the human reviews; the task completes when the
-human says APPROVE (or after 10 messages).
+human says APPROVE (or after 10 messages). It is not registered in the default registry:
+there it would replace the app's own `review` team (agents/review.py) for every later test.
 """
 
 from cadre.teams import Assistant, MaxMessages, RoundRobinTeam, TextMention, UserProxy
@@ -19,4 +19,3 @@ review = RoundRobinTeam(
     termination=TextMention(text="APPROVE", sources=["human"]) | MaxMessages(max_messages=10),
     description="a drafter writes, a human approves",
 )
-review.register()
