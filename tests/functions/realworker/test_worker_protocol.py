@@ -90,31 +90,37 @@ def test_an_app_that_fails_to_index_is_refused_with_the_reason(
     assert host.process is not None and host.process.poll() is not None  # stopped
 
 
-async def test_numbers_travel_as_json_because_the_worker_cannot_decode_int_typed_data(
-    functions_host: FunctionsHost,
-) -> None:
+def poke(prefix: str, *, fail_times: int, delivery_count: int = 1) -> encoding.ReceivedMessage:
+    """A `Poke` for a fresh `fntest.flaky` agent, as Service Bus would hold it."""
     from cadre.envelope import Envelope
     from cadre.transports.servicebus import to_message
     from tests.functions.flaky_agents import Poke
 
-    key = unique("int")
+    key = unique(prefix)
     envelope = Envelope(
         id=unique("env"),
         message=Poke.message_name,
         version=Poke.message_version,
-        payload=Poke(fail_times=0).model_dump(mode="json"),
+        payload=Poke(fail_times=fail_times).model_dump(mode="json"),
         task_id=key,
         recipient=f"fntest.flaky/{key}",
         sender=f"cadre.inbox/{key}",
         created_at=datetime.now(UTC),
     )
     sent = to_message(envelope)
-    received = encoding.ReceivedMessage(
+    return encoding.ReceivedMessage(
         body=b"".join(sent.body),
         message_id=str(sent.message_id),
         session_id=sent.session_id,
         application_properties=dict(sent.application_properties or {}),
+        delivery_count=delivery_count,
     )
+
+
+async def test_numbers_travel_as_json_because_the_worker_cannot_decode_int_typed_data(
+    functions_host: FunctionsHost,
+) -> None:
+    received = poke("int", fail_times=0)
     pb = functions_host.pb
     data, meta = encoding.service_bus_trigger(pb, received, "agent_fntest_flaky")
     assert meta["DeliveryCount"] == pb.TypedData(json="1")
@@ -131,30 +137,10 @@ async def test_the_delivery_count_the_extension_sends_is_cadres_attempt(
 ) -> None:
     """Poke fails while the attempt is at most 1: delivered with DeliveryCount 2 (JSON), it
     succeeds at once, so the count reached Cadre through the worker's binding."""
-    from cadre.envelope import Envelope
     from cadre.ids import AgentId
-    from cadre.transports.servicebus import to_message
-    from tests.functions.flaky_agents import Poke
 
-    key = unique("count")
-    envelope = Envelope(
-        id=unique("env"),
-        message=Poke.message_name,
-        version=Poke.message_version,
-        payload=Poke(fail_times=1).model_dump(mode="json"),
-        task_id=key,
-        recipient=f"fntest.flaky/{key}",
-        sender=f"cadre.inbox/{key}",
-        created_at=datetime.now(UTC),
-    )
-    sent = to_message(envelope)
-    received = encoding.ReceivedMessage(
-        body=b"".join(sent.body),
-        message_id=str(sent.message_id),
-        session_id=sent.session_id,
-        application_properties=dict(sent.application_properties or {}),
-        delivery_count=2,
-    )
+    received = poke("count", fail_times=1, delivery_count=2)
+    key = str(received.session_id)
     invocation = await functions_host.invoke_service_bus("agent_fntest_flaky", received)
     assert invocation.succeeded, invocation.error
     record = await worker_store.load(AgentId("fntest.flaky", key))
