@@ -375,7 +375,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     load_app(settings.app_modules)
-    return asyncio.run(serve(settings, args.host, args.port, workers=workers))
+    return asyncio.run(
+        serve(
+            settings,
+            args.host,
+            args.port,
+            workers=workers,
+            insecure_no_key=args.insecure_no_key,
+        )
+    )
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
@@ -524,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the HTTP API and the live page (port 7071)")
     serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7071, help="port (default: 7071)")
+    serve.add_argument(
+        "--insecure-no-key", action="store_true",
+        help="serve a non-loopback --host without CADRE_API_KEY (refused otherwise)",
+    )  # fmt: skip
     serve.add_argument("--state", dest="serve_state", help="the SQLite file")
     serve.add_argument("--app", dest="serve_app", help="app modules (overrides CADRE_APP)")
     serve.add_argument(

@@ -21,7 +21,8 @@
         ├── UnknownAgentType     the recipient's agent type is not registered
         ├── NoHandler            the agent type has no handler for the message type
         ├── NoReplyTarget        a handler replied to an envelope with no sender or reply_to
-        └── RecordTooLarge       what the step would store is over the store's item size
+        ├── RecordTooLarge       what the step would store is over the store's item size
+        └── UnstorableValue      what the step would store has text the store cannot hold
 
 A `DeliveryError` is permanent: retrying cannot help, so hosts dead-letter it at once.
 Any other exception raised by a handler is transient: hosts retry it with backoff, then
@@ -167,3 +168,11 @@ class RecordTooLarge(DeliveryError):
     most 2 MB); the message that made it is dead-lettered, nothing is stored."""
 
     reason = "record_too_large"
+
+
+class UnstorableValue(DeliveryError):
+    """What a step would store holds text the store cannot keep: PostgreSQL takes no U+0000
+    in text or jsonb, and no store takes a lone surrogate (it is not UTF-8). The message
+    that made it is dead-lettered at once, nothing is stored."""
+
+    reason = "unstorable_value"

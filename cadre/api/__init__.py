@@ -18,7 +18,7 @@ See docs/api.md. Importing this package imports FastAPI; ``import cadre`` does n
 
 from __future__ import annotations
 
-from ._app import create_app
+from ._app import check_api_key, create_app
 from ._problems import Problem, ProblemError
 
-__all__ = ["Problem", "ProblemError", "create_app"]
+__all__ = ["Problem", "ProblemError", "check_api_key", "create_app"]

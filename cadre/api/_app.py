@@ -23,7 +23,7 @@ from pydantic import BeforeValidator
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
-from ..errors import DeliveryError, NotFound
+from ..errors import ConfigurationError, DeliveryError, NotFound
 from ..registry import Registry, default_registry
 from ..stores.base import DeadLetter
 from ..teams.manager import TaskStatus
@@ -41,7 +41,15 @@ from ._models import (
     TaskView,
     TeamView,
 )
-from ._problems import PROBLEM_JSON, BodyLimit, CatchAll, Problem, ProblemError, install
+from ._problems import (
+    PROBLEM_JSON,
+    BodyLimit,
+    CatchAll,
+    HeadAsGet,
+    Problem,
+    ProblemError,
+    install,
+)
 from ._service import Runtime, Service
 from ._stream import events, message_view
 
@@ -116,12 +124,12 @@ def create_app(
         title="Cadre",
         version=__version__,
         description="Submit tasks to teams of agents, follow them live, answer, cancel.",
-        openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        openapi_url=None,  # served below, behind the key like every other route
+        docs_url=None,  # no browser for it: Swagger UI would come from a CDN
         redoc_url=None,
     )
     install(app)
-    guard = _key_guard(api_key)
+    guard = _key_guard(check_api_key(api_key))
     common = _problems(401, 422, 503) if api_key else _problems(422, 503)
     api = APIRouter(prefix="/api", dependencies=guard, responses=common)
     stream = _StreamOptions(poll_seconds, heartbeat_seconds, stream_max_seconds)
@@ -129,6 +137,7 @@ def create_app(
     _team_routes(api, service)
     if admin:
         _admin_routes(api, service, runtime)
+    _openapi_route(api, app)
     app.include_router(api)
     _health_route(app, service)
     _page_routes(app)
@@ -137,6 +146,7 @@ def create_app(
     # Added last is outermost: CatchAll wraps everything, and BodyLimit refuses a body over
     # the limit before any route parses it.
     app.add_middleware(BodyLimit, max_bytes=limit * 6 + 16_384)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(CatchAll)
     return app
 
@@ -158,6 +168,23 @@ def _document_problems(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def check_api_key(api_key: str | None) -> str | None:
+    """The key, if a client can send it: printable ASCII without surrounding blanks (an HTTP
+    header carries nothing else; curl cannot send the rest). `ConfigurationError` if not."""
+    if api_key and not (api_key.isascii() and api_key.isprintable() and api_key == api_key.strip()):
+        raise ConfigurationError(
+            "CADRE_API_KEY must be printable ASCII without leading or trailing blanks (an "
+            "x-api-key header can carry nothing else); choose another key"
+        )
+    return api_key
+
+
+def _openapi_route(api: APIRouter, app: FastAPI) -> None:
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
 
 def _key_guard(api_key: str | None) -> list[Any]:

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..models.base import Usage
 from ..teams.manager import TaskStatus
 from ..teams.messages import MessageKind
+
+
+def _storable(text: str) -> str:
+    """Every store holds the text: no U+0000 (PostgreSQL refuses it) and no lone surrogate
+    (JSON can spell one as ``\\ud800``; it has no UTF-8 form, so no store can write it)."""
+    if "\x00" in text:
+        raise ValueError("must not contain U+0000 (NUL)")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"must be valid unicode (a lone surrogate at character {exc.start})"
+            ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+"""A client's text: any Unicode string but U+0000 and lone surrogates (422)."""
 
 
 class TaskOptions(BaseModel):
@@ -23,8 +42,8 @@ class TaskRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    team: str = Field(default="default", min_length=1, max_length=200, examples=["default"])
-    task: str = Field(min_length=1, examples=["Plan a three-day trip to Lisbon"])
+    team: Text = Field(default="default", min_length=1, max_length=200, examples=["default"])
+    task: Text = Field(min_length=1, examples=["Plan a three-day trip to Lisbon"])
     options: TaskOptions = TaskOptions()
 
 
@@ -33,7 +52,7 @@ class InputRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, examples=["Yes, go ahead."])
+    text: Text = Field(min_length=1, examples=["Yes, go ahead."])
 
 
 class ContinueRequest(BaseModel):
@@ -41,7 +60,7 @@ class ContinueRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(
+    text: Text | None = Field(
         None,
         min_length=1,
         examples=["Now make it shorter."],
@@ -54,7 +73,7 @@ class CancelRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="cancelled by the client", max_length=500)
+    reason: Text = Field(default="cancelled by the client", max_length=500)
 
 
 class Accepted(BaseModel):

@@ -8,6 +8,7 @@ internals in it, and the traceback goes to the log, never to the client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import StoreError, TransportError
+from ..errors import StoreError, TransportError, UnstorableValue
 
 log = logging.getLogger("cadre.api")
 
@@ -200,7 +201,18 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": "2"},
         )
 
+    async def on_unstorable(request: Request, exc: Exception) -> Response:
+        # The store cannot hold a text of the request (the models refuse what they know of)
+        return problem_response(
+            422,
+            "invalid-request",
+            "Invalid request",
+            f"the store cannot hold this text: {exc}",
+            instance=request.url.path,
+        )
+
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(UnstorableValue, on_unstorable)
     app.add_exception_handler(StoreError, on_unavailable)
     app.add_exception_handler(TransportError, on_unavailable)
     app.add_exception_handler(RequestValidationError, on_invalid)
@@ -303,6 +315,38 @@ class BodyLimit:
             instance=scope.get("path"),
         )
         await response(scope, _no_receive, send)
+
+
+class HeadAsGet:
+    """ASGI middleware: ``HEAD`` on any path is its ``GET`` without the body (FastAPI's
+    routes answer only the methods they declare). A live stream ends once its headers are
+    out: the app sees the client leave."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        headers_sent = asyncio.Event()
+        asked = False
+
+        async def no_body() -> Message:
+            nonlocal asked
+            if not asked:
+                asked = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await headers_sent.wait()
+            return {"type": "http.disconnect"}
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await send(message)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                headers_sent.set()
+
+        await self.app({**scope, "method": "GET"}, no_body, headers_only)
 
 
 async def _no_receive() -> Message:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from ..errors import ConfigurationError
 from ..settings import Settings
 
 
@@ -32,14 +34,44 @@ def _uvicorn() -> Any:
     return uvicorn
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_exposure(settings: Settings, host: str, insecure_no_key: bool) -> None:
+    """Refuse to serve a network address without `CADRE_API_KEY`, unless told to."""
+    if not settings.api_key and not insecure_no_key and not is_loopback(host):
+        raise ConfigurationError(
+            f"cadre serve: --host {host} opens the API to the network, and CADRE_API_KEY is "
+            "not set: anyone who can reach it could run tasks and read them. Set "
+            "CADRE_API_KEY, or pass --insecure-no-key if the network is yours alone"
+        )
+
+
 async def serve(
-    settings: Settings, host: str, port: int, *, out: TextIO | None = None, workers: bool = False
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    out: TextIO | None = None,
+    workers: bool = False,
+    insecure_no_key: bool = False,
 ) -> int:
     """Run the API until a signal stops it; returns the exit code. `workers`: in front of
     `cadre worker` processes (RabbitMQ + PostgreSQL, `cadre.hosts.worker_api`), which run
-    the steps, instead of the local runtime."""
+    the steps, instead of the local runtime. A non-loopback `host` needs an API key, or
+    `insecure_no_key` (`ConfigurationError` otherwise); so does a key a client cannot send."""
+    check_exposure(settings, host, insecure_no_key)
     uvicorn = _uvicorn()
-    from ..api import create_app
+    from ..api import check_api_key, create_app
+
+    check_api_key(settings.api_key)
     from ..registry import default_registry
     from .local import LocalRuntime
     from .worker_api import WorkersRuntime
@@ -69,9 +101,11 @@ async def serve(
         bind = f"[{shown}]" if ":" in shown else shown
         print(f"cadre serve: {where}", file=out, flush=True)
         print(f"  page      http://{bind}:{port}/", file=out, flush=True)
-        print(f"  API       http://{bind}:{port}/api  (docs: /api/docs)", file=out, flush=True)
+        print(f"  API       http://{bind}:{port}/api  (/api/openapi.json)", file=out, flush=True)
         if settings.api_key:
             print("  API key   required (x-api-key header)", file=out, flush=True)
+        elif not is_loopback(host):
+            print("  API key   NONE: open to the network (--insecure-no-key)", file=out, flush=True)
         print(f"Ctrl-C stops ({kept})", file=out, flush=True)
         try:
             await server.serve()

@@ -121,8 +121,10 @@ class SQLiteJournal:
     and removing one touches a single B-tree; the transport keeps ids unique.
     """
 
-    def __init__(self, writer: GroupCommit) -> None:
+    def __init__(self, writer: GroupCommit, serialized: dict[str, str] | None = None) -> None:
         self._writer = writer
+        # the envelopes' JSON the store made when it saved them (id -> text), used once here
+        self._serialized = serialized if serialized is not None else {}
         self._seqs: dict[str, int] = {}
         last = writer.db.execute("SELECT max(seq) FROM queue").fetchone()[0]
         self._next = itertools.count((last or 0) + 1)
@@ -132,7 +134,8 @@ class SQLiteJournal:
         for e in envelopes:
             if e.id not in self._seqs:
                 seq = self._seqs[e.id] = next(self._next)
-                self._writer.queue_add(seq, e.id, e.model_dump_json(exclude_none=True))
+                body = self._serialized.pop(e.id, None) or e.model_dump_json(exclude_none=True)
+                self._writer.queue_add(seq, e.id, body)
 
     def update(self, envelope: Envelope) -> None:
         """Rewrite a queued envelope (a retry: new attempt and due time), keeping its place."""

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from ..envelope import Envelope
+from ..errors import UnstorableValue
 from ..ids import AgentId
 
 
@@ -72,6 +73,65 @@ def seen_ids(text: str | None) -> tuple[str, ...]:
     return tuple(text.split(" ")) if text else ()
 
 
+def refuse_surrogates(record: AgentRecord) -> list[str]:
+    """Raise `UnstorableValue` when a text of `record` has a lone surrogate (it has no UTF-8
+    form, so a store that writes UTF-8 would fail on it, perhaps only at its next commit);
+    else the outbox's envelopes as JSON (`outbox_json`'s parts: a store may keep them)."""
+    texts = [record.state or "", "".join(record.seen), *(e.data for e in record.log)]
+    for text in texts:
+        if not text.isascii():
+            _utf8(text, record.agent_id)
+    try:
+        return [e.model_dump_json(exclude_none=True) for e in record.outbox]
+    except ValueError as exc:  # pydantic's serialization error
+        raise UnstorableValue(
+            f"{record.agent_id}: an outgoing message has text with no UTF-8 form ({exc}); "
+            "nothing was stored"
+        ) from None
+
+
+def record_outbox_json(record: AgentRecord) -> str:
+    """`outbox_json` of the record's outbox, or `UnstorableValue` when a message in it has
+    text with no UTF-8 form (a lone surrogate)."""
+    try:
+        return outbox_json(record.outbox)
+    except ValueError as exc:  # pydantic's serialization error
+        raise UnstorableValue(
+            f"{record.agent_id}: an outgoing message has text with no UTF-8 form ({exc}); "
+            "nothing was stored"
+        ) from None
+
+
+def _utf8(text: str, agent_id: AgentId) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise UnstorableValue(
+            f"{agent_id}: the text has a lone surrogate at position {exc.start}, which no "
+            "UTF-8 store can hold; nothing was stored"
+        ) from None
+
+
+def letter_text(text: str) -> str:
+    """`text` as every store can hold it: U+0000 and lone surrogates written as escapes
+    (``\\u0000``, ``\\ud800``), so a dead letter about unstorable text can be kept."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    text = text.replace("\x00", "\\u0000")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def letter_extra(value: object) -> object:
+    """A dead letter's `extra` with every string in it made storable by `letter_text`."""
+    if isinstance(value, str):
+        return letter_text(value)
+    if isinstance(value, dict):
+        return {letter_text(str(k)): letter_extra(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [letter_extra(v) for v in value]
+    return value
+
+
 def outbox_json(outbox: tuple[Envelope, ...]) -> str:
     """An outbox as one JSON array (``[]`` when empty), each envelope as `Envelope.to_bytes`
     writes it: the form the SQL stores keep."""
@@ -115,7 +175,11 @@ class StateStore(Protocol):
       (without raising) when the record has moved on since;
     - a record or entry larger than `max_item_bytes` (when not None) is refused with
       `RecordTooLarge`, naming the size and the limit, and changes nothing;
-    - dead letters are kept until deleted, listed newest first.
+    - any Unicode text is stored and read back exactly, except what the store cannot hold
+      (U+0000 in PostgreSQL; a lone surrogate, which is not UTF-8, in every store that writes
+      UTF-8): that record or entry is refused with `UnstorableValue` and changes nothing;
+    - dead letters are kept until deleted, listed newest first; their text is stored as
+      `letter_text` makes it storable, so dead-lettering never fails on the text.
     """
 
     max_item_bytes: int | None

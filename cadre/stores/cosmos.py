@@ -45,6 +45,7 @@ from ..errors import (
     NotFound,
     RecordTooLarge,
     StoreError,
+    UnstorableValue,
 )
 from ..ids import AgentId
 from .base import AgentRecord, DeadLetter, LogEntry
@@ -225,7 +226,13 @@ class CosmosStore:
             item["log"] = [{"stream": e.stream, "seq": e.seq, "data": e.data} for e in record.log]
         if self.ttl_seconds is not None:
             item["ttl"] = self.ttl_seconds
-        size = len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+        try:
+            size = len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+        except UnicodeEncodeError as exc:  # a lone surrogate: the service takes only UTF-8
+            raise UnstorableValue(
+                f"the record of {pk} has text with a lone surrogate ({exc.reason}), which "
+                "has no UTF-8 form; nothing was stored"
+            ) from None
         if size > MAX_ITEM_BYTES:
             raise RecordTooLarge(
                 f"the record of {pk} would be {size:,} bytes, over the {MAX_ITEM_BYTES:,} a "

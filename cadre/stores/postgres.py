@@ -50,10 +50,25 @@ from datetime import datetime
 from typing import Any
 
 from ..envelope import Envelope
-from ..errors import ConcurrencyConflict, ConfigurationError, NotFound, StoreError
+from ..errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    NotFound,
+    StoreError,
+    UnstorableValue,
+)
 from ..ids import AgentId
 from ._postgres_commit import GroupCommit
-from .base import AgentRecord, DeadLetter, LogEntry, outbox_json, seen_ids, seen_text
+from .base import (
+    AgentRecord,
+    DeadLetter,
+    LogEntry,
+    letter_extra,
+    letter_text,
+    record_outbox_json,
+    seen_ids,
+    seen_text,
+)
 
 log = logging.getLogger("cadre.stores.postgres")
 
@@ -186,6 +201,9 @@ class PostgresStore:
                     "prepare_threshold": 1,
                     "application_name": f"cadre {self.prefix}",
                 },
+                # A connection the server dropped (a restart, a failover) is found and
+                # replaced when it is taken, so the first request after recovery succeeds.
+                check=psycopg_pool.AsyncConnectionPool.check_connection,
                 open=False,
             )
             try:
@@ -203,12 +221,8 @@ class PostgresStore:
             async with pool.connection() as conn, conn.cursor() as cur:
                 await cur.execute(sql, params)
                 return await cur.fetchall() if cur.description else []
-        except psycopg.errors.UndefinedTable:
-            raise ConfigurationError(
-                f"PostgreSQL tables {self.prefix}* are missing: run `cadre db migrate`"
-            ) from None
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL failed: {exc}") from exc
+        except (psycopg.Error, UnicodeEncodeError) as exc:
+            raise self._translate(exc) from exc
 
     async def migrate(self) -> None:
         """Create the tables and indexes if they do not exist (idempotent)."""
@@ -253,7 +267,7 @@ class PostgresStore:
             record.state,
             record.state_version,
             seen_text(record.seen),
-            outbox_json(record.outbox),
+            record_outbox_json(record),
             None if if_match is None else int(if_match),
             record.log,
         )
@@ -325,6 +339,13 @@ class PostgresStore:
             return ConfigurationError(
                 f"PostgreSQL tables {self.prefix}* are missing: run `cadre db migrate`"
             )
+        if isinstance(exc, psycopg.DataError | UnicodeEncodeError):
+            # U+0000 in text or jsonb, a lone surrogate, state that is not JSON: permanent
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return UnstorableValue(
+                f"PostgreSQL cannot hold this value ({detail}; U+0000 and lone surrogates "
+                "never fit); retrying cannot help, nothing was stored"
+            )
         if isinstance(exc, psycopg.Error):
             return StoreError(f"PostgreSQL failed: {exc}")
         return exc
@@ -337,9 +358,11 @@ class PostgresStore:
             "attempts, agent, message, task_id, extra) VALUES (%s, %s, %s, %s, %s, %s, %s, "
             "%s, %s, %s) ON CONFLICT (id) DO NOTHING",
             (
-                letter.id, letter.body, letter.reason, letter.detail, letter.failed_at,
-                letter.attempts, letter.agent, letter.message, letter.task_id,
-                psycopg.types.json.Jsonb(letter.extra),
+                letter_text(letter.id), letter.body, letter_text(letter.reason),
+                letter_text(letter.detail), letter.failed_at, letter.attempts,
+                *(None if t is None else letter_text(t)
+                  for t in (letter.agent, letter.message, letter.task_id)),
+                psycopg.types.json.Jsonb(letter_extra(letter.extra)),
             ),
         )  # fmt: skip
 

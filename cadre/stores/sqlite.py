@@ -37,7 +37,17 @@ from ..envelope import Envelope
 from ..errors import ConcurrencyConflict, NotFound, StoreError
 from ..ids import AgentId
 from ._sqlite_writer import GroupCommit, SQLiteJournal
-from .base import AgentRecord, DeadLetter, LogEntry, outbox_json, seen_ids, seen_text
+from .base import (
+    AgentRecord,
+    DeadLetter,
+    LogEntry,
+    letter_extra,
+    letter_text,
+    outbox_json,
+    refuse_surrogates,
+    seen_ids,
+    seen_text,
+)
 
 __all__ = ["SQLiteJournal", "SQLiteStore"]
 
@@ -110,6 +120,7 @@ class SQLiteStore:
         self._records: OrderedDict[str, AgentRecord] = OrderedDict()  # least recent first
         self._dirty: dict[str, AgentRecord] = {}
         self._log: dict[tuple[str, int], str] = {}  # entries to write at the next commit
+        self._json: dict[str, str] = {}  # saved envelopes as JSON, until the next commit
         self._cache_size = max(cache_size, 1)
         self._writer = GroupCommit(
             self._db, commit_interval, commit_batch, self._write_back, self._forget
@@ -119,7 +130,7 @@ class SQLiteStore:
     def journal(self) -> SQLiteJournal:
         """The durable queue for the local runtime, in the same file and transaction."""
         self._check_writable()
-        return SQLiteJournal(self._writer)
+        return SQLiteJournal(self._writer, self._json)
 
     def flush(self) -> None:
         """Commit every write made so far."""
@@ -141,6 +152,10 @@ class SQLiteStore:
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
         """Conditional write on the version; reaches the file at the next commit."""
         self._check_writable()
+        # the write-back, at the next commit, would fail on a lone surrogate; the envelopes'
+        # JSON is kept for the journal, which queues the same envelopes right after
+        for envelope, text in zip(record.outbox, refuse_surrogates(record), strict=True):
+            self._json[envelope.id] = text
         key = str(record.agent_id)
         current = self._records.get(key) or self._read(record.agent_id, key)
         if current.etag != if_match:
@@ -194,16 +209,16 @@ class SQLiteStore:
         self._writer.execute(
             "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                letter.id,
+                letter_text(letter.id),
                 letter.body,
-                letter.reason,
-                letter.detail,
+                letter_text(letter.reason),
+                letter_text(letter.detail),
                 letter.failed_at.isoformat(),
                 letter.attempts,
-                letter.agent,
-                letter.message,
-                letter.task_id,
-                json.dumps(letter.extra),
+                None if letter.agent is None else letter_text(letter.agent),
+                None if letter.message is None else letter_text(letter.message),
+                None if letter.task_id is None else letter_text(letter.task_id),
+                json.dumps(letter_extra(letter.extra)),
             ),
         )
 
@@ -276,6 +291,7 @@ class SQLiteStore:
 
     def _write_back(self) -> None:
         """Write the records and log entries since the last commit (inside the commit)."""
+        self._json.clear()
         if self._log:
             self._db.executemany(
                 "INSERT OR IGNORE INTO log (stream, seq, data) VALUES (?, ?, ?)",

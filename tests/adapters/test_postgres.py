@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from cadre.envelope import Envelope, utcnow
-from cadre.errors import ConcurrencyConflict, ConfigurationError, StoreError
+from cadre.errors import ConcurrencyConflict, ConfigurationError, StoreError, UnstorableValue
 from cadre.ids import AgentId
-from cadre.stores.base import AgentRecord
+from cadre.stores.base import AgentRecord, DeadLetter, LogEntry
 from tests.conftest import POSTGRES_DSN
 
 A = AgentId("counter", "a")
@@ -296,7 +296,7 @@ async def test_a_write_that_fails_its_batch_fails_alone(postgres_store) -> None:
         ),
         return_exceptions=True,
     )
-    assert isinstance(results[2], StoreError)
+    assert isinstance(results[2], UnstorableValue)  # permanent: not JSON
     assert all(isinstance(r, str) for i, r in enumerate(results) if i != 2)
     postgres_store._cache.clear()
     assert [(await postgres_store.load(a)).state for a in agents] == [
@@ -369,3 +369,83 @@ async def test_log_entries_ride_in_the_group_commit_only_with_a_successful_write
     assert logs[0] == [] and [[e.data for e in log] for log in logs[1:]] == [
         [f'"t{i}"'] for i in range(1, 6)
     ]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        AgentRecord(A, state='{"text": "a\\u0000b"}'),  # NUL in jsonb
+        AgentRecord(A, state="{}", seen=("e\x00",)),  # NUL in text
+        AgentRecord(A, state="{}", log=(LogEntry("s", 0, '"a\x00b"'),)),
+        AgentRecord(A, state='{"text": "a\ud800b"}'),  # a lone surrogate: not UTF-8
+    ],
+    ids=["nul-in-state", "nul-in-seen", "nul-in-log", "lone-surrogate"],
+)
+async def test_text_postgresql_cannot_hold_is_refused_for_good_not_as_an_outage(
+    postgres_store, record: AgentRecord
+) -> None:
+    with pytest.raises(UnstorableValue, match="cannot hold this value") as caught:
+        await postgres_store.save(record, if_match=None)
+    assert caught.value.reason == "unstorable_value"
+    assert not isinstance(caught.value, StoreError)  # a StoreError means "retry later"
+    postgres_store._cache.clear()
+    assert (await postgres_store.load(A)).etag is None  # nothing was stored
+    assert await postgres_store.read_log("s") == []
+
+
+async def test_a_message_whose_text_postgresql_cannot_hold_is_dead_lettered_at_once(
+    postgres_store,
+) -> None:
+    from cadre import LocalRuntime, RetryPolicy
+    from tests.support.contracts import Note, make_registry
+
+    recorder = AgentId("recorder", "nul")
+    policy = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.01)
+    async with LocalRuntime(store=postgres_store, registry=make_registry(), policy=policy) as rt:
+        await rt.send(recorder, Note(text="before\x00after"))
+        await rt.run_until_idle()
+        [letter] = await postgres_store.list_dead_letters()
+        assert (letter.reason, letter.attempts) == ("unstorable_value", 1)
+        assert "U+0000" in letter.detail
+        await rt.send(recorder, Note(text="fine"))  # the agent goes on
+        await rt.run_until_idle()
+        assert (await rt.state(recorder)).notes == ["fine"]  # type: ignore[attr-defined]
+
+
+async def test_a_dead_letter_whose_text_has_nul_is_kept_with_it_escaped(postgres_store) -> None:
+    letter = DeadLetter(
+        id="d-nul", body=b'{"x": "\\u0000"}', reason="handler_failed",
+        detail="boom: a\x00b \ud800", failed_at=utcnow(), attempts=5,
+        agent="recorder/a", message="test.Note", task_id=None, extra={"why": "\x00"},
+    )  # fmt: skip
+    await postgres_store.add_dead_letter(letter)
+    kept = await postgres_store.get_dead_letter("d-nul")
+    assert (kept.body, kept.detail, kept.extra) == (
+        letter.body, "boom: a\\u0000b \\ud800", {"why": "\\u0000"},
+    )  # fmt: skip
+
+
+async def _terminate_backends(store) -> int:  # type: ignore[no-untyped-def]
+    """End this store's server connections (its own application_name only), as a database
+    restart or failover would."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (f"cadre {store.prefix}",),
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def test_the_first_request_after_the_connections_dropped_is_served(postgres_store) -> None:
+    await postgres_store.save(AgentRecord(A, state='{"n": 1}'), if_match=None)
+    postgres_store._cache.clear()
+    for _ in range(3):
+        assert await _terminate_backends(postgres_store) >= 1
+        postgres_store._cache.clear()
+        assert (await postgres_store.load(A)).state == '{"n": 1}'
+        etag = (await postgres_store.load(A)).etag
+        await postgres_store.save(AgentRecord(A, state='{"n": 1}'), if_match=etag)

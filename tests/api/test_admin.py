@@ -111,6 +111,7 @@ async def test_with_a_key_every_route_but_health_needs_it(api: Api) -> None:
         ("GET", "/api/tasks/abc"),
         ("GET", "/api/dead-letters"),
         ("POST", "/api/dead-letters/abc/redrive"),
+        ("GET", "/api/openapi.json"),  # it lists the admin routes
     ]:
         missing = await api.client.request(method, path)
         assert "x-api-key" in assert_problem(missing, 401, "unauthorized")["detail"]
@@ -125,7 +126,7 @@ async def test_with_a_key_every_route_but_health_needs_it(api: Api) -> None:
 
 @pytest.mark.parametrize("app_options", [{"api_key": "s3cret"}])
 async def test_the_openapi_document_declares_the_key(api: Api) -> None:
-    spec = (await api.client.get("/api/openapi.json")).json()
+    spec = (await api.client.get("/api/openapi.json", headers={"x-api-key": "s3cret"})).json()
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "x-api-key"
     assert "401" in spec["paths"]["/api/tasks"]["post"]["responses"]
     problem = spec["paths"]["/api/tasks"]["post"]["responses"]["404"]["content"]
@@ -181,3 +182,40 @@ async def test_every_html_response_carries_the_pages_security_headers(api: Api) 
         assert "default-src 'self'" in response.headers["content-security-policy"], path
     script = await api.client.get("/static/app.js")
     assert "content-security-policy" not in script.headers  # not HTML: nothing to protect
+
+
+async def test_there_is_no_docs_browser_to_load_from_a_cdn(api: Api) -> None:
+    assert_problem(await api.client.get("/api/docs"), 404)
+    page = (await api.client.get("/")).text
+    assert 'href="api/openapi.json"' in page and "api/docs" not in page
+
+
+@pytest.mark.parametrize("key", ["clé", "two words ", " lead", "tab\tkey", "emoji🔑"])
+def test_a_key_no_client_can_send_is_refused_when_the_app_is_made(key: str) -> None:
+    from cadre import LocalRuntime
+    from cadre.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="printable ASCII"):
+        create_app(LocalRuntime(), api_key=key)
+
+
+async def test_head_works_on_every_get_route_without_a_body(api: Api) -> None:
+    task_id = await api.submit()
+    await api.idle()
+    spec = (await api.client.get("/api/openapi.json")).json()
+    gets = [p for p, ops in spec["paths"].items() if "get" in ops]
+    paths = [p.replace("{task_id}", task_id) for p in gets]
+    paths += ["/", "/static/index.html", "/static/app.js", "/api/openapi.json"]
+    assert "/api/health" in paths and f"/api/tasks/{task_id}/messages" in paths
+    for path in paths:
+        get, head = await api.client.get(path), await api.client.head(path)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+    stream = await api.client.head(
+        f"/api/tasks/{task_id}/messages", headers={"Accept": "text/event-stream"}
+    )
+    assert (stream.status_code, stream.content) == (200, b"")
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    missing = await api.client.head("/api/tasks/0123abc")
+    assert (missing.status_code, missing.content) == (404, b"")
+    assert missing.headers["content-type"] == "application/problem+json"

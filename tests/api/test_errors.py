@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,66 @@ async def test_a_store_outage_is_503_with_retry_after(tmp_path: Path) -> None:
         health = await client.get("/api/health")
     assert health.status_code == 503
     assert health.json()["status"] == "degraded"
+
+
+UNSTORABLE = [
+    ('"a\\u0000b"', "U+0000"),  # PostgreSQL holds no NUL
+    ('"a\\ud800b"', "unicode"),  # JSON can spell a surrogate; UTF-8 cannot
+]
+TEXT_FIELDS = [
+    ("/api/tasks", '{{"task": {}}}', "body.task"),
+    ("/api/tasks", '{{"task": "x", "team": {}}}', "body.team"),
+    ("/api/tasks/0123abc/input", '{{"text": {}}}', "body.text"),
+    ("/api/tasks/0123abc/messages", '{{"text": {}}}', "body.text"),
+    ("/api/tasks/0123abc/cancel", '{{"reason": {}}}', "body.reason"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), UNSTORABLE, ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize(("path", "body", "field"), TEXT_FIELDS, ids=[f for *_, f in TEXT_FIELDS])
+async def test_text_a_store_cannot_hold_is_422_naming_the_field(
+    api: Api, path: str, body: str, field: str, text: str, message: str
+) -> None:
+    response = await api.client.post(
+        path, content=body.format(text).encode(), headers={"content-type": "application/json"}
+    )
+    problem = assert_problem(response, 422, "invalid-request")
+    assert [e["field"] for e in problem["errors"]] == [field]
+    assert message in problem["detail"]
+
+
+async def test_other_unicode_is_taken_and_read_back_exactly(api: Api) -> None:
+    text = "tab\t bell\x07 del\x7f é 𝄞 \U0010ffff \ufeff"
+    task_id = await api.submit(text)
+    assert (await api.task(task_id))["task"] == text
+
+
+@pytest.fixture
+async def postgres_api(postgres_store) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    """The API over a local runtime on a real PostgreSQL store."""
+    rt = LocalRuntime(store=postgres_store, registry=teams_registry())
+    async with rt:
+        transport = httpx.ASGITransport(app=create_app(rt))
+        async with httpx.AsyncClient(transport=transport, base_url="http://cadre.test") as client:
+            yield client
+
+
+async def test_on_postgresql_a_task_with_nul_is_422_not_a_503_to_retry_forever(
+    postgres_api: httpx.AsyncClient,
+) -> None:
+    response = await postgres_api.post("/api/tasks", json={"task": "a\x00b"})
+    assert_problem(response, 422, "invalid-request")
+    assert "retry-after" not in response.headers
+
+
+async def test_on_postgresql_the_first_request_after_the_connections_dropped_is_served(
+    postgres_api: httpx.AsyncClient, postgres_store
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.adapters.test_postgres import _terminate_backends
+
+    response = await postgres_api.post("/api/tasks", json={"team": "review", "task": "x"})
+    task_id = response.json()["task_id"]
+    postgres_store._cache.clear()
+    assert await _terminate_backends(postgres_store) >= 1
+    assert (await postgres_api.get(f"/api/tasks/{task_id}")).status_code == 200
+    assert (await postgres_api.get("/api/tasks/0123abc")).status_code == 404

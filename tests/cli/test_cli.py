@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cadre.cli import main
 
@@ -234,3 +236,51 @@ def test_dlq_lists_and_shows_any_stored_bytes(capsys, state) -> None:  # type: i
     assert bodies["deep"].endswith("... [114,464 more characters]") and bodies["odd"] == "\ufffd x"
     code, out, _ = run(capsys, "--state", state, "dlq", "show", "deep")
     assert code == 0 and json.loads(out)["body"].startswith("[[[")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "example.org"])
+def test_serve_refuses_a_network_address_without_a_key(capsys, state, monkeypatch, host) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("CADRE_API_KEY", raising=False)
+    code, _, err = run(capsys, "--state", state, "serve", "--host", host, "--port", "1")
+    assert code == 2
+    assert "CADRE_API_KEY" in err and "--insecure-no-key" in err
+
+
+def test_loopback_needs_no_key_and_the_flag_allows_the_network() -> None:
+    from cadre.hosts.serve import check_exposure
+    from cadre.settings import Settings
+
+    for host in ("127.0.0.1", "127.8.0.1", "::1", "[::1]", "localhost"):
+        check_exposure(Settings(), host, insecure_no_key=False)
+    check_exposure(Settings(), "0.0.0.0", insecure_no_key=True)
+    check_exposure(Settings(api_key="k"), "0.0.0.0", insecure_no_key=False)
+
+
+def test_serve_refuses_a_key_no_client_can_send(capsys, state, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CADRE_API_KEY", "clé")
+    code, _, err = run(capsys, "--state", state, "serve", "--port", "1")
+    assert code == 2 and "printable ASCII" in err
+
+
+cli_text = st.text(
+    st.sampled_from(["\x00", "\ud800", "/", "{", "}", '"', ":", "-", " ", "é", "\U0001d11e"])
+    | st.characters(codec=None, exclude_categories=()),
+    max_size=24,
+)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    agent=st.sampled_from(["notebook/a"]) | cli_text,
+    message=st.sampled_from(["app.AddNote"]) | cli_text,
+    payload=st.sampled_from(['{"text":"x"}', '{"text":"a\\u0000b"}', "{}", "[]"]) | cli_text,
+)
+def test_no_send_argument_makes_a_traceback(capsys, state, agent, message, payload) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = run(capsys, "--state", state, "send", agent, message, payload)
+    assert code in (0, 1, 2), (code, err)
+    assert "Traceback" not in out + err

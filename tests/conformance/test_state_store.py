@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cadre.envelope import Envelope, new_id
-from cadre.errors import ConcurrencyConflict, NotFound
+from cadre.errors import ConcurrencyConflict, NotFound, UnstorableValue
 from cadre.ids import AgentId
 from cadre.stores.base import AgentRecord, DeadLetter, LogEntry
 
@@ -221,3 +224,59 @@ async def test_logs_of_two_agents_are_separate(store) -> None:
     )
     assert await store.read_log(str(T), 0, 10) == [entry(0)]
     assert [e.data for e in await store.read_log(str(other), 0, 10)] == ['{"inner":true}']
+
+
+# Any code point; NUL, lone surrogates, control and 4-byte characters often
+TEXT = st.text(
+    st.sampled_from(["\x00", "\ud800", "\udfff", "\x07", "\x7f", "\U0001d11e", "é", "a"])
+    | st.characters(codec=None, exclude_categories=()),
+    max_size=30,
+)
+
+
+async def _from_storage(store) -> None:  # type: ignore[no-untyped-def]
+    """Commit what is pending and forget what is cached, so a load reads what is stored."""
+    flush = getattr(store, "flush", None)
+    if flush is not None and inspect.isawaitable(done := flush()):
+        await done
+    cache = getattr(store, "_cache", None)
+    if isinstance(cache, dict):
+        cache.clear()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(state_text=TEXT, log_text=TEXT, note=TEXT, raw=st.booleans())
+async def test_any_unicode_is_stored_exactly_or_refused_as_unstorable(
+    store, state_text: str, log_text: str, note: str, raw: bool
+) -> None:  # type: ignore[no-untyped-def]
+    aid = AgentId("fuzz", new_id())
+    out = envelope(1).model_copy(update={"payload": {"text": note}})
+    # raw: the characters themselves in the JSON text; else JSON escapes (\u0000, \ud800)
+    written = json.dumps({"t": state_text}, ensure_ascii=not raw)
+    entry = LogEntry(str(aid), 0, json.dumps(log_text, ensure_ascii=not raw))
+    record = AgentRecord(aid, state=written, outbox=(out,), log=(entry,))
+    try:
+        await store.save(record, if_match=None)
+        await _from_storage(store)
+    except UnstorableValue as exc:
+        assert exc.reason == "unstorable_value"
+        await _from_storage(store)
+        assert (await store.load(aid)).etag is None  # nothing was stored
+        assert await store.read_log(str(aid)) == []
+    else:
+        loaded = await store.load(aid)
+        assert state(loaded) == json.loads(written)  # (an escaped surrogate pair is one)
+        assert [e.payload for e in loaded.outbox] == [{"text": note}]
+        assert [e.data for e in await store.read_log(str(aid))] in (
+            [entry.data],
+            [json.dumps(json.loads(entry.data), ensure_ascii=False)],  # jsonb's spelling
+        )
+    detail = f"failed on {state_text}{note}"
+    letter = DeadLetter(new_id(), b"\x00\xff", "handler_failed", detail, datetime.now(UTC))
+    await store.add_dead_letter(letter)  # a dead letter is always kept, its text escaped
+    assert (await store.get_dead_letter(letter.id)).body == b"\x00\xff"
