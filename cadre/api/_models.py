@@ -121,6 +121,7 @@ class MessageView(BaseModel):
     is_error: bool = False
     handoff: str | None = None
     at: datetime | None = None
+    via: str | None = Field(None, description="the nested team that relayed this message")
 
 
 class MessagePage(BaseModel):

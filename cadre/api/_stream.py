@@ -45,6 +45,7 @@ def message_view(index: int, message: ChatMessage) -> MessageView:
         is_error=message.is_error,
         handoff=message.handoff,
         at=message.at,
+        via=message.via,
     )
 
 

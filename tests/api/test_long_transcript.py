@@ -56,3 +56,26 @@ async def test_a_stream_of_a_long_transcript_resumes_near_its_end(api: Api) -> N
     whole = await api.client.get(f"/api/tasks/{task_id}/messages", headers=SSE)
     ids = [int(e["id"]) for e in parse(whole.text) if e.get("event") == "message"]
     assert ids == list(range(1, LENGTH + 1))  # read from the log in pages of the stream's size
+
+
+async def test_a_nested_teams_messages_say_which_team_relayed_them(api: Api) -> None:
+    from cadre.models import ReplayClient
+
+    inner = RoundRobinTeam(
+        "inner",
+        [Assistant("drafter", model=ReplayClient(["a draft"]))],
+        termination=MaxMessages(max_messages=3),
+    )
+    boss = Assistant("boss", model=ReplayClient(["go", "thanks"]))
+    RoundRobinTeam("outer", [boss, inner], termination=MaxMessages(max_messages=4)).register(
+        api.registry
+    )
+    task_id = await api.submit("Write", team="outer")
+    await api.idle()
+    page = (await api.client.get(f"/api/tasks/{task_id}/messages")).json()
+    assert [(m["source"], m["via"]) for m in page["messages"]] == [
+        ("user", None),
+        ("boss", None),
+        ("drafter", "inner"),
+        ("boss", None),
+    ]
