@@ -22,10 +22,6 @@ class LogEntry:
     seq: int
     data: str
 
-    def size(self) -> int:
-        """The entry's size in bytes as stored (UTF-8 JSON)."""
-        return len(self.data.encode())
-
 
 @dataclass(slots=True)  # read-only by convention; frozen costs 4x per construction
 class AgentRecord:
@@ -81,20 +77,20 @@ def refuse_surrogates(record: AgentRecord) -> list[str]:
     for text in texts:
         if not text.isascii():
             _utf8(text, record.agent_id)
-    try:
-        return [e.model_dump_json(exclude_none=True) for e in record.outbox]
-    except ValueError as exc:  # pydantic's serialization error
-        raise UnstorableValue(
-            f"{record.agent_id}: an outgoing message has text with no UTF-8 form ({exc}); "
-            "nothing was stored"
-        ) from None
+    return _envelope_texts(record)
 
 
 def record_outbox_json(record: AgentRecord) -> str:
     """`outbox_json` of the record's outbox, or `UnstorableValue` when a message in it has
     text with no UTF-8 form (a lone surrogate)."""
+    return "[" + ",".join(_envelope_texts(record)) + "]"
+
+
+def _envelope_texts(record: AgentRecord) -> list[str]:
+    """Each envelope of the outbox as `Envelope.to_bytes` writes it (text), or
+    `UnstorableValue` for one with text that has no UTF-8 form."""
     try:
-        return outbox_json(record.outbox)
+        return [e.model_dump_json(exclude_none=True) for e in record.outbox]
     except ValueError as exc:  # pydantic's serialization error
         raise UnstorableValue(
             f"{record.agent_id}: an outgoing message has text with no UTF-8 form ({exc}); "
@@ -119,6 +115,26 @@ def letter_text(text: str) -> str:
         return text
     text = text.replace("\x00", "\\u0000")
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def storable_letter(letter: DeadLetter) -> DeadLetter:
+    """`letter` with every text `letter_text` made storable (the body is bytes already)."""
+
+    def opt(text: str | None) -> str | None:
+        return None if text is None else letter_text(text)
+
+    return DeadLetter(
+        id=letter_text(letter.id),
+        body=letter.body,
+        reason=letter_text(letter.reason),
+        detail=letter_text(letter.detail),
+        failed_at=letter.failed_at,
+        attempts=letter.attempts,
+        agent=opt(letter.agent),
+        message=opt(letter.message),
+        task_id=opt(letter.task_id),
+        extra=letter_extra(letter.extra),  # type: ignore[arg-type]
+    )
 
 
 def letter_extra(value: object) -> object:

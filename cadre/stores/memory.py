@@ -36,14 +36,18 @@ class MemoryStore:
             raise ConcurrencyConflict(
                 f"{record.agent_id}: stored version {current_etag}, write expected {if_match}"
             )
+        ends: dict[str, int] = {}  # checked before anything changes: no gap in a log
+        for entry in record.log:
+            end = ends.get(entry.stream, len(self._logs.get(entry.stream, ())))
+            if entry.seq > end:
+                raise ValueError(f"log {entry.stream}: entry {entry.seq} after {end - 1}")
+            ends[entry.stream] = max(end, entry.seq + 1)
         etag = str(next(self._versions))
         self._records[record.agent_id] = record.with_etag(etag)
         for entry in record.log:
             log = self._logs.setdefault(entry.stream, [])
             if entry.seq == len(log):
                 log.append(entry)
-            elif entry.seq > len(log):
-                raise ValueError(f"log {entry.stream}: entry {entry.seq} after {len(log) - 1}")
         return etag
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:

@@ -63,11 +63,10 @@ from .base import (
     AgentRecord,
     DeadLetter,
     LogEntry,
-    letter_extra,
-    letter_text,
     record_outbox_json,
     seen_ids,
     seen_text,
+    storable_letter,
 )
 
 log = logging.getLogger("cadre.stores.postgres")
@@ -353,16 +352,15 @@ class PostgresStore:
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""
         psycopg, _ = _psycopg()
+        letter = storable_letter(letter)
         await self._execute(
             f"INSERT INTO {self.prefix}dead_letters (id, body, reason, detail, failed_at, "
             "attempts, agent, message, task_id, extra) VALUES (%s, %s, %s, %s, %s, %s, %s, "
             "%s, %s, %s) ON CONFLICT (id) DO NOTHING",
             (
-                letter_text(letter.id), letter.body, letter_text(letter.reason),
-                letter_text(letter.detail), letter.failed_at, letter.attempts,
-                *(None if t is None else letter_text(t)
-                  for t in (letter.agent, letter.message, letter.task_id)),
-                psycopg.types.json.Jsonb(letter_extra(letter.extra)),
+                letter.id, letter.body, letter.reason, letter.detail, letter.failed_at,
+                letter.attempts, letter.agent, letter.message, letter.task_id,
+                psycopg.types.json.Jsonb(letter.extra),
             ),
         )  # fmt: skip
 

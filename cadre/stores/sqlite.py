@@ -41,12 +41,11 @@ from .base import (
     AgentRecord,
     DeadLetter,
     LogEntry,
-    letter_extra,
-    letter_text,
     outbox_json,
     refuse_surrogates,
     seen_ids,
     seen_text,
+    storable_letter,
 )
 
 __all__ = ["SQLiteJournal", "SQLiteStore"]
@@ -196,29 +195,30 @@ class SQLiteStore:
         if len(entries) < limit and self._log:
             after = entries[-1].seq + 1 if entries else start
             pending = sorted(
-                (LogEntry(s, seq, data) for (s, seq), data in self._log.items()),
+                (LogEntry(s, seq, data) for (s, seq), data in self._log.items()
+                 if s == stream and seq >= after),
                 key=lambda e: e.seq,
-            )
-            pending = [e for e in pending if e.stream == stream and e.seq >= after]
+            )  # fmt: skip
             entries += pending[: limit - len(entries)]
         return entries
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""
         self._check_writable()
+        letter = storable_letter(letter)
         self._writer.execute(
             "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                letter_text(letter.id),
+                letter.id,
                 letter.body,
-                letter_text(letter.reason),
-                letter_text(letter.detail),
+                letter.reason,
+                letter.detail,
                 letter.failed_at.isoformat(),
                 letter.attempts,
-                None if letter.agent is None else letter_text(letter.agent),
-                None if letter.message is None else letter_text(letter.message),
-                None if letter.task_id is None else letter_text(letter.task_id),
-                json.dumps(letter_extra(letter.extra)),
+                letter.agent,
+                letter.message,
+                letter.task_id,
+                json.dumps(letter.extra),
             ),
         )
 

@@ -76,7 +76,6 @@ class TeamState(BaseModel):
     task: str = ""
     messages: int = 0
     recent: list[ChatMessage] = []
-    recent_start: int = 0
     run: int = 0
     run_start: int = 0
     usage: Usage = Usage()
@@ -142,6 +141,11 @@ class TeamState(BaseModel):
         relay, self._relay = self._relay, []
         return relay
 
+    @property
+    def recent_start(self) -> int:
+        """The number of the oldest message the window holds (it ends at the newest)."""
+        return self.messages - len(self.recent)
+
     def since(self, seq: int) -> list[ChatMessage]:
         """The messages from number `seq` on that the window still holds."""
         return self.recent[max(seq - self.recent_start, 0) :]
@@ -165,7 +169,6 @@ class TeamState(BaseModel):
         drop = max(drop, len(self.recent) - RECENT_MAX_MESSAGES)
         if drop > 0:
             del self.recent[:drop]
-            self.recent_start += drop
         size = sum(len(m.content) for m in self.recent)
         if size > RECENT_MAX_BYTES // 4:  # characters: check the bytes only when it may matter
             sizes = [len(m.content.encode()) for m in self.recent]
@@ -174,7 +177,6 @@ class TeamState(BaseModel):
                 total -= sizes[drop]
                 drop += 1
             del self.recent[:drop]
-            self.recent_start += drop
 
 
 @state_migration(TeamState, from_version=1)
@@ -183,13 +185,11 @@ def _transcript_to_log(state: dict[str, Any]) -> dict[str, Any]:
     step (`carried`), and the state keeps counters and the newest messages."""
     transcript = state.pop("transcript", [])
     run_start = state.get("run_start", 0)
-    recent = transcript[-RECENT_MESSAGES:]
     texts = [m for m in transcript[run_start:] if m.get("kind", "text") == "text"]
     return {
         **state,
         "messages": len(transcript),
-        "recent": recent,
-        "recent_start": len(transcript) - len(recent),
+        "recent": transcript[-RECENT_MESSAGES:],
         "last_text": texts[-1]["content"] if texts else None,
         "carried": transcript,
     }
