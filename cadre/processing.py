@@ -258,7 +258,10 @@ class Processor:
                     recipient=str(sender),
                     sender=envelope.recipient,
                     causation_id=envelope.id,
-                    created_at=utcnow(),
+                    # the failed envelope's time, not now: a second dead-lettering of the
+                    # same envelope sends the same notice (same id and time), dropped by
+                    # the sender as a duplicate however late it comes
+                    created_at=envelope.created_at,
                     traceparent=envelope.traceparent,
                 )
             ]

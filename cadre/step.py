@@ -3,6 +3,7 @@
     record = load(recipient)                      state + etag + seen ids + outbox
     publish(record.outbox)                        a crashed step's replies go out first
     if envelope.id in record.seen: clear; return  redelivery: no second effect
+    if created <= floor and was_evicted(id): ...  the same for one that left `seen` since
     agent  = create(type, migrate(record.state))  older state versions migrated on load
     await agent.dispatch(message, ctx)            outgoing messages collect in ctx.outbox
     etag   = save(record', if_match=record.etag)  state + seen + outbox + log entries
@@ -16,6 +17,17 @@ are in the log once the save returns: the store writes them with the record, ato
 or (Cosmos DB) inside the record first, and keeps the first copy of any (stream, seq).
 Failures are not handled here: `cadre.processing` retries and dead-letters around it.
 
+Duplicates are dropped however late they come. `seen` keeps the newest ids (at most
+`seen_limit`); a save that would keep more moves the oldest quarter to the store for good
+(`AgentRecord.evicted`, written like log entries) and sets the floor to the newest
+`created_at` handled so far. Every copy of an envelope has the same id and `created_at`
+(redeliveries, re-published outboxes, retries and redrives copy them), so an envelope
+handled before is either in `seen` or evicted with a `created_at` at most the floor: one
+that is in neither and is newer than the floor is new without asking the store, and only
+one at or below the floor (a late or reordered arrival) costs a `was_evicted` lookup. The
+floor and the newest time are kept as `seen`'s first element (a tab, which no envelope id
+holds, then both times).
+
 `Step.run_many` runs several envelopes for one agent, in order, as one step: one load, the
 handlers one after another (each on a fresh agent whose state went through JSON, as if it
 had been loaded), and one save holding every id and every outgoing envelope. It is what
@@ -24,6 +36,8 @@ running them one by one would have stored, in one write.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,7 +57,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 DEFAULT_SEEN_LIMIT = 64
-"""How many handled envelope ids each agent remembers to drop redeliveries."""
+"""How many handled envelope ids each agent keeps in its record (older ones are evicted to
+the store, see the module docstring)."""
 
 
 class Outcome(StrEnum):
@@ -97,6 +112,9 @@ class Step:
         record = await self._load(recipient)
         if envelope.id in record.seen:
             return await self._duplicate(record)
+        window = Window(record.seen)
+        if window.older(envelope) and await self.store.was_evicted(recipient, envelope.id):
+            return await self._duplicate(record)
 
         state_model = agent_type.cls.State
         agent = agent_type.create(recipient, load_state(agent_type.name, state_model, record))
@@ -104,12 +122,10 @@ class Step:
         await agent.dispatch(message, ctx)
 
         outbox = tuple(ctx.outbox)
-        seen = record.seen
-        if len(seen) >= self.seen_limit:
-            seen = seen[len(seen) - self.seen_limit + 1 :]
+        window.add(envelope)
         state = agent.state.model_dump_json()
         log = tuple(ctx.log)
-        await self._commit(record, state, state_model, (*seen, envelope.id), outbox, log)
+        await self._commit(record, state, state_model, window, outbox, log)
         return StepResult(Outcome.HANDLED, outbox) if outbox else _HANDLED_NOTHING
 
     async def run_many(self, envelopes: Sequence[Envelope]) -> list[StepResult]:
@@ -117,8 +133,7 @@ class Step:
 
         Every result carries the whole step's outgoing envelopes. Raises what `__call__`
         raises; if a handler fails, nothing is saved (run them one by one then). At most
-        ``seen_limit`` envelopes, so every id handled is still in `seen` when the
-        envelopes' redeliveries (if any) arrive."""
+        ``seen_limit`` envelopes: one step's ids fit `seen`."""
         if not envelopes:
             return []
         if len(envelopes) > self.seen_limit:
@@ -134,8 +149,12 @@ class Step:
             messages.append(message)
 
         record = await self._load(recipient)
-        seen = list(record.seen)
-        known = set(seen)
+        window = Window(record.seen)
+        known = set(window.ids)
+        for envelope in envelopes:
+            stale = envelope.id not in known and window.older(envelope)
+            if stale and await self.store.was_evicted(recipient, envelope.id):
+                known.add(envelope.id)
         if all(e.id in known for e in envelopes):
             return [await self._duplicate(record)] * len(envelopes)
 
@@ -154,15 +173,23 @@ class Step:
             state_json = agent.state.model_dump_json()
             outbox += ctx.outbox
             log += ctx.log
-            seen.append(envelope.id)
+            window.add(envelope)
             known.add(envelope.id)
             outcomes.append(Outcome.HANDLED)
 
         published = tuple(outbox)
-        await self._commit(
-            record, state_json, state_model, tuple(seen[-self.seen_limit :]), published, tuple(log)
-        )
+        await self._commit(record, state_json, state_model, window, published, tuple(log))
         return [StepResult(outcome, published) for outcome in outcomes]
+
+    async def flush_outbox(self, agent_id: AgentId) -> tuple[Envelope, ...]:
+        """Publish the outbox a crash left stored for `agent_id`, then clear it; what was
+        published (a worker's outbox relay asks the agent's owner to do this)."""
+        record = await self.store.load(agent_id)
+        if not record.outbox:
+            return ()
+        await self.transport.send(record.outbox)
+        await self.store.clear_outbox(agent_id, record.etag)  # type: ignore[arg-type]
+        return record.outbox
 
     async def _load(self, recipient: AgentId) -> AgentRecord:
         """The record, its stored outbox (what a crashed step left) published first."""
@@ -182,17 +209,56 @@ class Step:
         read: AgentRecord,
         state: str | None,
         state_model: type[BaseModel],
-        seen: tuple[str, ...],
+        window: Window,
         outbox: tuple[Envelope, ...],
         log: tuple[LogEntry, ...] = (),
     ) -> None:
         """The one conditional write (on the version `read` had), then publish and clear."""
         recipient = read.agent_id
-        etag = await self.store.save(
-            AgentRecord(recipient, state, state_version(state_model), seen, outbox, log=log),
-            if_match=read.etag,
+        seen, evicted = window.stored(self.seen_limit)
+        record = AgentRecord(
+            recipient, state, state_version(state_model), seen, outbox, log=log, evicted=evicted
         )
+        etag = await self.store.save(record, if_match=read.etag)
         if outbox:
             await self.transport.send(outbox)
         if outbox or log:
             await self.store.clear_outbox(recipient, etag)
+
+
+class Window:
+    """An agent's `seen` as `Step` keeps it: the newest handled ids, the floor (the newest
+    `created_at` handled when ids were last evicted; -inf: never) and the newest
+    `created_at` handled (see the module docstring)."""
+
+    __slots__ = ("floor", "ids", "newest")
+
+    def __init__(self, seen: tuple[str, ...]) -> None:
+        if seen and seen[0][:1] == "\t":
+            _, floor, newest = seen[0].split("\t")
+            self.ids, self.floor, self.newest = seen[1:], float(floor), float(newest)
+        else:  # a new agent, or one written before floors: its ids were handled by now
+            self.ids, self.floor = seen, -math.inf
+            self.newest = time.time() if seen else -math.inf
+
+    def older(self, envelope: Envelope) -> bool:
+        """Whether `envelope` may have been evicted (so only the store can tell)."""
+        return envelope.created_at.timestamp() <= self.floor
+
+    def add(self, envelope: Envelope) -> None:
+        """Remember a handled envelope."""
+        self.ids = (*self.ids, envelope.id)
+        stamp = envelope.created_at.timestamp()
+        if stamp > self.newest:
+            self.newest = stamp
+
+    def stored(self, limit: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """`seen` to store and the ids to evict: when there are over `limit` ids, the oldest
+        go, leaving three quarters of `limit` (one write of ids per quarter of steps)."""
+        ids = self.ids
+        evicted: tuple[str, ...] = ()
+        if len(ids) > limit:
+            cut = len(ids) - (limit - limit // 4)
+            ids, evicted = ids[cut:], ids[:cut]
+            self.floor = self.newest
+        return (f"\t{self.floor!r}\t{self.newest!r}", *ids), evicted

@@ -66,21 +66,41 @@ UNION ALL SELECT NULL, version, agent_type, agent_key FROM ins
 null: an insert), sent in binary, so the server neither escapes nor parses anything but
 the state (to jsonb); the seen ids and the outbox are text, written as they come."""
 
-_LOG_SQL = _SQL.replace(
-    "\nSELECT n, version",
+_WRITTEN = """WHERE {a}.n IN (SELECT upd.n FROM upd)
+        OR {a}.n IN (SELECT i.n FROM i JOIN ins ON ins.agent_type = i.t AND ins.agent_key = i.k)"""
+
+_LOG_CTE = (
     """, lg AS (
     INSERT INTO {p}log (stream, seq, data)
     SELECT l.stream, l.seq, l.data
     FROM unnest(%b::int[], %b::text[], %b::int8[], %b::text[]) AS l(n, stream, seq, data)
-    WHERE l.n IN (SELECT upd.n FROM upd)
-        OR l.n IN (SELECT i.n FROM i JOIN ins ON ins.agent_type = i.t AND ins.agent_key = i.k)
+    """
+    + _WRITTEN.format(a="l")
+    + """
     ON CONFLICT DO NOTHING
+)"""
 )
-SELECT n, version""",
+
+_EVICTED_CTE = (
+    """, ev AS (
+    INSERT INTO {p}evicted (agent, id)
+    SELECT e.agent, e.id
+    FROM unnest(%b::int[], %b::text[], %b::text[]) AS e(n, agent, id)
+    """
+    + _WRITTEN.format(a="e")
+    + """
+    ON CONFLICT DO NOTHING
+)"""
 )
-"""The same statement when saves of the batch carry log entries (a team manager's steps):
-each entry's row is inserted only if its save's conditional write succeeded, in the same
-statement and so the same transaction."""
+
+
+def statement(prefix: str, *, log: bool = False, evicted: bool = False) -> str:
+    """`_SQL` for a batch whose saves carry log entries (a team manager's steps) and/or
+    evicted ids (one step in `seen_limit // 4`): each entry's and each id's row is inserted
+    only if its save's conditional write succeeded, in the same statement and so the same
+    transaction."""
+    extra = (_LOG_CTE if log else "") + (_EVICTED_CTE if evicted else "")
+    return _SQL.replace("\nSELECT n, version", extra + "\nSELECT n, version").format(p=prefix)
 
 
 @dataclass(slots=True)
@@ -95,6 +115,7 @@ class Save:
     if_match: int | None
     done: asyncio.Future[int | None]
     log: tuple[LogEntry, ...] = ()
+    evicted: tuple[str, ...] = ()
 
 
 class GroupCommit:
@@ -109,7 +130,11 @@ class GroupCommit:
         clear_delay: float = 0.05,
     ) -> None:
         self._sql = _SQL.format(p=prefix)
-        self._log_sql = _LOG_SQL.format(p=prefix)
+        self._statements = {
+            (log, evicted): statement(prefix, log=log, evicted=evicted)
+            for log in (False, True)
+            for evicted in (False, True)
+        }
         self._connection = connection  # an async context manager factory (the pool's)
         self._translate = translate
         self._clear_delay = clear_delay
@@ -127,11 +152,14 @@ class GroupCommit:
         outbox: str,
         if_match: int | None,
         log: tuple[LogEntry, ...] = (),
+        evicted: tuple[str, ...] = (),
     ) -> int | None:
         """The new version, or None when the stored version is not `if_match`; `log`'s
-        entries are appended if and only if the write succeeds."""
+        entries and the `evicted` ids are written if and only if the write succeeds."""
         done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._saves.append(Save(agent_id, state, state_version, seen, outbox, if_match, done, log))
+        self._saves.append(
+            Save(agent_id, state, state_version, seen, outbox, if_match, done, log, evicted)
+        )
         self._start()
         return await done
 
@@ -230,7 +258,9 @@ class GroupCommit:
             [s.if_match for s in batch] + list(clears.values()),
         )
         sql = self._sql
-        if any(s.log for s in batch):
+        has_log = any(s.log for s in batch)
+        has_evicted = any(s.evicted for s in batch)
+        if has_log:
             entries = [(n, e) for n, s in enumerate(batch) for e in s.log]
             params += (
                 [n for n, _ in entries],
@@ -238,7 +268,11 @@ class GroupCommit:
                 [e.seq for _, e in entries],
                 [e.data for _, e in entries],
             )
-            sql = self._log_sql
+        if has_evicted:
+            ids = [(n, str(s.agent_id), i) for n, s in enumerate(batch) for i in s.evicted]
+            params += ([n for n, _, _ in ids], [a for _, a, _ in ids], [i for _, _, i in ids])
+        if has_log or has_evicted:
+            sql = self._statements[has_log, has_evicted]
         if batch:
             cur = await conn.execute(sql, params)
         else:  # only clears: losing them in a crash is harmless, so do not wait for disk

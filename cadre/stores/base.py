@@ -1,5 +1,5 @@
-"""The state store port: agent records (state + seen ids + outbox), agents' append-only logs,
-and dead letters."""
+"""The state store port: agent records (state + seen ids + outbox), the ids that left
+`seen`, agents' append-only logs, and dead letters."""
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ class AgentRecord:
     recently handled envelopes (oldest first), `outbox` the envelopes of the last step that
     may not have been published yet. `log` holds the log entries the step appends: what a
     step wrote is in the log once `save` returns (see `StateStore.save`), so a loaded
-    record's `log` is empty. `etag` is the store's version tag of what was read; None means
-    the record does not exist yet.
+    record's `log` is empty. `evicted` holds the ids this write moves out of `seen`: the
+    store keeps them for good, with the same guarantee as log entries, and `was_evicted`
+    finds them (a loaded record's `evicted` is empty too). `etag` is the store's version tag
+    of what was read; None means the record does not exist yet.
     """
 
     agent_id: AgentId
@@ -44,15 +46,24 @@ class AgentRecord:
     outbox: tuple[Envelope, ...] = ()
     etag: str | None = None
     log: tuple[LogEntry, ...] = ()
+    evicted: tuple[str, ...] = ()
 
     def with_outbox(self, outbox: tuple[Envelope, ...]) -> AgentRecord:
         """A copy with another outbox (`dataclasses.replace` costs 3x on the step's path)."""
         return AgentRecord(
-            self.agent_id, self.state, self.state_version, self.seen, outbox, self.etag, self.log
+            self.agent_id,
+            self.state,
+            self.state_version,
+            self.seen,
+            outbox,
+            self.etag,
+            self.log,
+            self.evicted,
         )
 
     def with_etag(self, etag: str | None) -> AgentRecord:
-        """A copy with another etag (and no log entries: a stored record keeps none)."""
+        """A copy with another etag (and no log entries or evicted ids: a stored record
+        keeps none)."""
         return AgentRecord(
             self.agent_id, self.state, self.state_version, self.seen, self.outbox, etag
         )
@@ -74,6 +85,7 @@ def refuse_surrogates(record: AgentRecord) -> list[str]:
     form, so a store that writes UTF-8 would fail on it, perhaps only at its next commit);
     else the outbox's envelopes as JSON (`outbox_json`'s parts: a store may keep them)."""
     texts = [record.state or "", "".join(record.seen), *(e.data for e in record.log)]
+    texts += record.evicted
     for text in texts:
         if not text.isascii():
             _utf8(text, record.agent_id)
@@ -185,6 +197,9 @@ class StateStore(Protocol):
       them still there, until `clear_outbox` drops them. Either way, once `save` returned
       no entry can be lost, and appending an entry whose (stream, seq) is in the log
       already keeps the first: no entry is doubled;
+    - `save` records `record.evicted` with the same guarantee (with the record, or kept in
+      it until recorded), and `was_evicted` answers True for every id a save of that agent
+      recorded, for good, and False for any other: one indexed read, whatever the count;
     - `read_log` returns a stream's entries in `seq` order, from `start`, at most `limit`:
       its cost depends on `limit`, not on the length of the log;
     - `clear_outbox` empties the outbox of the record written with `etag`, and does nothing
@@ -216,6 +231,10 @@ class StateStore(Protocol):
 
     async def read_log(self, stream: str, start: int = 0, limit: int = 100) -> list[LogEntry]:
         """Entries of `stream` with ``seq >= start``, in order, at most `limit`."""
+        ...
+
+    async def was_evicted(self, agent_id: AgentId, envelope_id: str) -> bool:
+        """Whether a save of `agent_id` recorded `envelope_id` in `AgentRecord.evicted`."""
         ...
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:

@@ -18,11 +18,13 @@ Layout (one container, partition key path ``/pk``, see docs/azure.md):
   items right after, and `clear_outbox` drops them from the agent item; a `load` that still
   finds entries there (the process died in between) creates them first. Creating an entry
   that exists keeps the first: none is lost, none doubled;
+- the ids a save moves out of `seen` go the same way, as one item per save in the agent's
+  partition (``kind: evicted``, ``ids``), found by `was_evicted`'s single-partition query;
 - every item is at most `max_item_bytes` as serialized (Cosmos DB: 2 MB with its system
   properties): a larger record is refused with `RecordTooLarge` before any request;
-- with ``ttl_seconds`` agent and log items carry ``ttl``: Cosmos removes an agent that was not
-  written for that long (finished agents and tasks age out). The container must have TTL
-  switched on (``defaultTtl: -1``), as `create_container` does.
+- with ``ttl_seconds`` agent, log and evicted-id items carry ``ttl``: Cosmos removes an
+  agent that was not written for that long (finished agents and tasks age out). The
+  container must have TTL switched on (``defaultTtl: -1``), as `create_container` does.
 
 The SDK's client is created once, on first use, and reused by every call (one per
 process in Functions: see `shared_store`); `close` releases it.
@@ -31,6 +33,7 @@ process in Functions: see `shared_store`); `close` releases it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -200,6 +203,8 @@ class CosmosStore:
             return AgentRecord(agent_id)
         if item.get("log"):  # a save that died before its entries were created
             await self._create_entries(pk, [_entry(e) for e in item["log"]])
+        if item.get("evicted"):  # ... or before its evicted ids were
+            await self._create_evicted(pk, item["evicted"])
         return AgentRecord(
             agent_id,
             item.get("state"),
@@ -224,6 +229,8 @@ class CosmosStore:
         }
         if record.log:
             item["log"] = [{"stream": e.stream, "seq": e.seq, "data": e.data} for e in record.log]
+        if record.evicted:
+            item["evicted"] = list(record.evicted)
         if self.ttl_seconds is not None:
             item["ttl"] = self.ttl_seconds
         try:
@@ -259,6 +266,40 @@ class CosmosStore:
                     await self._items().create_item(item)
             except ConcurrencyConflict:
                 pass  # created by an earlier try
+
+    async def _create_evicted(self, pk: str, ids: list[str]) -> None:
+        """One item for the ids one save evicted, named after the first (an id leaves `seen`
+        once, so the name is the save's; a create: a second try keeps the first)."""
+        item: dict[str, Any] = {
+            "id": "~ev-" + item_id(ids[0]),
+            "pk": pk,
+            "kind": "evicted",
+            "ids": ids,
+        }
+        if self.ttl_seconds is not None:
+            item["ttl"] = self.ttl_seconds
+        with contextlib.suppress(ConcurrencyConflict):  # created by an earlier try
+            async with _translated(f"evicted ids of {pk}"):
+                await self._items().create_item(item)
+
+    async def was_evicted(self, agent_id: AgentId, envelope_id: str) -> bool:
+        """A single-partition query over the agent's evicted-id items (an indexed
+        ARRAY_CONTAINS)."""
+        pk = str(agent_id)
+        query = (
+            "SELECT VALUE 1 FROM c WHERE c.pk = @pk AND c.kind = 'evicted' "
+            "AND ARRAY_CONTAINS(c.ids, @id)"
+        )
+        parameters: list[dict[str, Any]] = [
+            {"name": "@pk", "value": pk},
+            {"name": "@id", "value": envelope_id},
+        ]
+        async with _translated(f"evicted ids of {pk}", item=False):
+            async for _ in self._items().query_items(
+                query, parameters=parameters, partition_key=pk
+            ):
+                return True
+        return False
 
     async def read_log(self, stream: str, start: int = 0, limit: int = 100) -> list[LogEntry]:
         """A single-partition query (the stream is the agent's partition key)."""
@@ -300,6 +341,8 @@ class CosmosStore:
             raise ConcurrencyConflict(f"{item['pk']}: the record no longer exists") from exc
         if record.log:
             await self._create_entries(item["pk"], list(record.log))
+        if record.evicted:
+            await self._create_evicted(item["pk"], list(record.evicted))
         return str(written["_etag"])
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
@@ -317,6 +360,7 @@ class CosmosStore:
                     patch_operations=[
                         {"op": "set", "path": "/outbox", "value": []},
                         {"op": "set", "path": "/log", "value": []},
+                        {"op": "set", "path": "/evicted", "value": []},
                     ],
                     etag=etag,
                     match_condition=MatchConditions.IfNotModified,

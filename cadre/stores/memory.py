@@ -21,6 +21,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[AgentId, AgentRecord] = {}
         self._logs: dict[str, list[LogEntry]] = {}
+        self._evicted: dict[AgentId, set[str]] = {}
         self._dead: dict[str, DeadLetter] = {}
         self._versions = itertools.count(1)
 
@@ -48,6 +49,8 @@ class MemoryStore:
             log = self._logs.setdefault(entry.stream, [])
             if entry.seq == len(log):
                 log.append(entry)
+        if record.evicted:
+            self._evicted.setdefault(record.agent_id, set()).update(record.evicted)
         return etag
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
@@ -59,6 +62,10 @@ class MemoryStore:
     async def read_log(self, stream: str, start: int = 0, limit: int = 100) -> list[LogEntry]:
         """A slice of the stream's list."""
         return self._logs.get(stream, [])[max(start, 0) : max(start, 0) + max(limit, 0)]
+
+    async def was_evicted(self, agent_id: AgentId, envelope_id: str) -> bool:
+        """A set lookup."""
+        return envelope_id in self._evicted.get(agent_id, ())
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""

@@ -35,7 +35,8 @@ workers space it by its duration (`cadre.hosts.worker`).
 Agents' logs (a team's transcript) are rows of ``<prefix>log`` keyed by (stream, seq). A
 save that appends entries (a team manager's step) joins the group commit like any other:
 the batch's statement inserts each entry only if its save's conditional write succeeded,
-so the entries are in the log exactly when the record is.
+so the entries are in the log exactly when the record is. The ids a save moves out of
+`seen` are rows of ``<prefix>evicted`` keyed by (agent, id), written the same way.
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ CREATE TABLE IF NOT EXISTS {p}log (
     data   text   NOT NULL,
     PRIMARY KEY (stream, seq)
 );
+CREATE TABLE IF NOT EXISTS {p}evicted (
+    agent text NOT NULL,
+    id    text NOT NULL,
+    PRIMARY KEY (agent, id)
+);
 CREATE TABLE IF NOT EXISTS {p}dead_letters (
     id        text PRIMARY KEY,
     body      bytea NOT NULL,
@@ -142,8 +148,9 @@ def _psycopg() -> Any:
 
 
 class PostgresStore:
-    """State store on PostgreSQL; tables are named ``<prefix>agents``, ``<prefix>log`` and
-    ``<prefix>dead_letters`` (the prefix lets tests and apps share one database)."""
+    """State store on PostgreSQL; tables are named ``<prefix>agents``, ``<prefix>log``,
+    ``<prefix>evicted`` and ``<prefix>dead_letters`` (the prefix lets tests and apps share
+    one database)."""
 
     max_item_bytes: int | None = None
     """PostgreSQL's own limit (1 GB a value) is far beyond what a step could write."""
@@ -236,7 +243,7 @@ class PostgresStore:
         async with pool.connection() as conn:
             await conn.execute(
                 f"DROP TABLE IF EXISTS {self.prefix}agents, {self.prefix}log, "
-                f"{self.prefix}dead_letters",
+                f"{self.prefix}evicted, {self.prefix}dead_letters",
                 prepare=False,
             )
 
@@ -269,6 +276,7 @@ class PostgresStore:
             record_outbox_json(record),
             None if if_match is None else int(if_match),
             record.log,
+            record.evicted,
         )
         if version is None:
             self._cache.pop(aid, None)  # someone else wrote: read it afresh next time
@@ -285,6 +293,15 @@ class PostgresStore:
             (stream, max(start, 0), max(limit, 0)),
         )
         return [LogEntry(stream, seq, data) for seq, data in rows]
+
+    async def was_evicted(self, agent_id: AgentId, envelope_id: str) -> bool:
+        """One primary-key lookup (the group commit holding the id has returned: the step
+        that evicted it waited for its save)."""
+        rows = await self._execute(
+            f"SELECT 1 FROM {self.prefix}evicted WHERE agent = %s AND id = %s",
+            (str(agent_id), envelope_id),
+        )
+        return bool(rows)
 
     def _remember(self, record: AgentRecord) -> None:
         if not self._cache_size:

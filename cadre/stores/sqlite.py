@@ -77,6 +77,11 @@ CREATE TABLE IF NOT EXISTS log (
     data TEXT NOT NULL,
     PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evicted (
+    agent TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (agent, id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL,
@@ -119,6 +124,7 @@ class SQLiteStore:
         self._records: OrderedDict[str, AgentRecord] = OrderedDict()  # least recent first
         self._dirty: dict[str, AgentRecord] = {}
         self._log: dict[tuple[str, int], str] = {}  # entries to write at the next commit
+        self._evicted: set[tuple[str, str]] = set()  # (agent, id) to write at the next commit
         self._json: dict[str, str] = {}  # saved envelopes as JSON, until the next commit
         self._cache_size = max(cache_size, 1)
         self._writer = GroupCommit(
@@ -167,6 +173,8 @@ class SQLiteStore:
         self._dirty[key] = saved
         for entry in record.log:
             self._log.setdefault((entry.stream, entry.seq), entry.data)
+        if record.evicted:
+            self._evicted.update((key, envelope_id) for envelope_id in record.evicted)
         self._writer.wrote()
         return etag
 
@@ -201,6 +209,14 @@ class SQLiteStore:
             )  # fmt: skip
             entries += pending[: limit - len(entries)]
         return entries
+
+    async def was_evicted(self, agent_id: AgentId, envelope_id: str) -> bool:
+        """The ids of the next commit, then one primary-key lookup."""
+        key = str(agent_id)
+        if (key, envelope_id) in self._evicted:
+            return True
+        rows = self._query("SELECT 1 FROM evicted WHERE agent = ? AND id = ?", (key, envelope_id))
+        return bool(rows)
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it (idempotent by id)."""
@@ -290,7 +306,8 @@ class SQLiteStore:
                 self._records.popitem(last=False)
 
     def _write_back(self) -> None:
-        """Write the records and log entries since the last commit (inside the commit)."""
+        """Write the records, log entries and evicted ids since the last commit (inside the
+        commit)."""
         self._json.clear()
         if self._log:
             self._db.executemany(
@@ -298,6 +315,11 @@ class SQLiteStore:
                 [(stream, seq, data) for (stream, seq), data in self._log.items()],
             )
             self._log = {}
+        if self._evicted:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO evicted (agent, id) VALUES (?, ?)", self._evicted
+            )
+            self._evicted = set()
         if not self._dirty:
             return
         self._db.executemany(
@@ -322,7 +344,7 @@ class SQLiteStore:
     def _forget(self) -> None:
         """A commit failed: what this store holds may be ahead of the file; drop it."""
         self._records.clear()
-        self._dirty, self._log = {}, {}
+        self._dirty, self._log, self._evicted = {}, {}, set()
 
     def _check_writable(self) -> None:
         if self.readonly:

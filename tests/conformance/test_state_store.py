@@ -226,6 +226,27 @@ async def test_logs_of_two_agents_are_separate(store) -> None:
     assert [e.data for e in await store.read_log(str(other), 0, 10)] == ['{"inner":true}']
 
 
+async def test_evicted_ids_are_found_for_their_agent_only(store) -> None:
+    etag = await store.save(AgentRecord(A, state="{}", evicted=("e1", "e2")), if_match=None)
+    await store.save(AgentRecord(A, state="{}", evicted=("e3",)), if_match=etag)
+    other = AgentId("counter", "b")
+    await store.save(AgentRecord(other, state="{}", evicted=("x1",)), if_match=None)
+    await _from_storage(store)
+    found = [i for i in ("e1", "e2", "e3", "x1", "e4") if await store.was_evicted(A, i)]
+    assert found == ["e1", "e2", "e3"]
+    assert await store.was_evicted(other, "x1") and not await store.was_evicted(other, "e1")
+    assert (await store.load(A)).evicted == ()  # a stored record keeps none
+
+
+async def test_a_conflicting_save_evicts_nothing(store) -> None:
+    etag = await store.save(AgentRecord(A, state="{}"), if_match=None)
+    await store.save(AgentRecord(A, state="{}", evicted=("won",)), if_match=etag)
+    with pytest.raises(ConcurrencyConflict):
+        await store.save(AgentRecord(A, state="{}", evicted=("lost",)), if_match=etag)
+    await _from_storage(store)
+    assert await store.was_evicted(A, "won") and not await store.was_evicted(A, "lost")
+
+
 # Any code point; NUL, lone surrogates, control and 4-byte characters often
 TEXT = st.text(
     st.sampled_from(["\x00", "\ud800", "\udfff", "\x07", "\x7f", "\U0001d11e", "é", "a"])

@@ -100,6 +100,27 @@ async def test_redelivered_message_completes_without_a_second_effect(
     assert len(bus.sent) == sent == 1
 
 
+async def test_a_redelivery_after_more_newer_messages_than_seen_holds_has_no_effect(
+    triggers: dict[str, Any], functions_runtime: FunctionsRuntime, bus: FakeServiceBus
+) -> None:
+    """The lock of the first message is lost, and it comes back after 150 newer ones
+    (`seen` keeps 64): the Cosmos DB store's evicted ids still know it."""
+    start = datetime.now(UTC)
+
+    def note(n: int) -> Envelope:
+        envelope = incoming(AddNote(text=f"note {n}"), ALICE, id=f"env-{n}")
+        return envelope.model_copy(update={"created_at": start + timedelta(microseconds=n)})
+
+    first = to_message(note(0))
+    await triggers["notebook"](functions_message(first, delivery_count=1), CONTEXT)
+    for n in range(1, 151):
+        await triggers["notebook"](functions_message(to_message(note(n)), 1), CONTEXT)
+    await triggers["notebook"](functions_message(first, delivery_count=2), CONTEXT)
+    state = await state_of(functions_runtime, ALICE)
+    assert state is not None and state["notes"] == [f"note {n}" for n in range(151)]
+    assert len(bus.sent) == 151  # one reply each: none for the redelivery
+
+
 async def test_publish_that_fails_after_the_save_is_redelivered_with_the_same_ids(
     triggers: dict[str, Any], functions_runtime: FunctionsRuntime, bus: FakeServiceBus
 ) -> None:
