@@ -48,7 +48,7 @@ def add_agent_function(spec: AgentFunction) -> None:
         app.service_bus_topic_trigger(
             arg_name="msg",
             connection=CONNECTION,
-            topic_name=settings.servicebus_topic,
+            topic_name=settings.azure.servicebus_topic,
             subscription_name=spec.subscription,
             is_sessions_enabled=True,
         )(trigger)

@@ -23,7 +23,7 @@ _EXPORTS = {
     "LocalRuntime": "hosts.local",
     "Message": "messages",
     "Registry": "registry",
-    "RetryPolicy": "processing",
+    "RetryPolicy": "retry",
     "TopicId": "ids",
     "TypePrefixSubscription": "ids",
     "TypeSubscription": "ids",
@@ -57,5 +57,5 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .ids import AgentId, TopicId, TypePrefixSubscription, TypeSubscription  # noqa: F401
     from .messages import Message, upcaster  # noqa: F401
     from .migrations import state_migration  # noqa: F401
-    from .processing import RetryPolicy  # noqa: F401
     from .registry import Registry, default_registry  # noqa: F401
+    from .retry import RetryPolicy  # noqa: F401

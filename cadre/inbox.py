@@ -16,9 +16,9 @@ from pydantic import BaseModel
 from .agent import Agent, handler
 from .context import Context
 from .messages import Message
+from .registry import INBOX_TYPE
 
-INBOX_TYPE = "cadre.inbox"
-"""The agent type of the inbox; its key is the task id."""
+__all__ = ["INBOX_LIMIT", "INBOX_TYPE", "Inbox", "InboxState", "Reply"]
 
 INBOX_LIMIT = 200
 """How many replies one task's inbox keeps (oldest dropped first)."""

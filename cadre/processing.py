@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from enum import StrEnum
 from . import telemetry
 from .envelope import Envelope, utcnow
 from .errors import ConcurrencyConflict, DeliveryError, EnvelopeInvalid
+from .retry import RetryPolicy
 from .step import Outcome, Step, StepResult
 from .stores.base import DeadLetter
 
@@ -32,21 +32,6 @@ log = logging.getLogger("cadre.processing")
 
 
 _FAILED = "cadre.DeliveryFailed"
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently a failing handler is retried before dead-lettering."""
-
-    max_attempts: int = 5
-    base_delay: float = 0.5
-    max_delay: float = 60.0
-    jitter: float = 0.2
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before attempt ``attempt + 1``: exponential, capped, jittered."""
-        raw = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-        return raw * random.uniform(1 - self.jitter, 1 + self.jitter)
 
 
 class Disposition(StrEnum):

@@ -1,10 +1,16 @@
-"""The registry: which agent types exist, how to build them, and which topics reach them."""
+"""The registry: which agent types exist, how to build them, and which topics reach them.
+
+The registry sits below the agents (`cadre.agent` registers into it) and imports none of
+them: the built-in agent types every registry has (the inbox) are loaded by module name on
+first use, as `cadre.apps.load_app` loads an app's.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -78,13 +84,13 @@ class Registry:
     def get(self, agent_type: str) -> AgentType:
         """The registered type; `UnknownAgentType` when it is not registered here.
 
-        The built-in inbox (``cadre.inbox``, see `cadre.inbox`) is present in every registry.
+        The built-in types (`BUILTIN_TYPES`: the inbox) are present in every registry.
         """
         try:
             return self.types[agent_type]
         except KeyError:
-            if agent_type == _INBOX_TYPE:
-                return _inbox_type()
+            if agent_type in BUILTIN_TYPES:
+                return _builtin(agent_type)
             known = ", ".join(sorted(self.types)) or "none"
             raise UnknownAgentType(
                 f"agent type {agent_type!r} is not registered in this process (known: {known}); "
@@ -114,15 +120,18 @@ class Registry:
         return agent_types
 
 
-_INBOX_TYPE = "cadre.inbox"
+INBOX_TYPE = "cadre.inbox"
+"""The agent type of the built-in inbox (`cadre.inbox`); its key is the task id."""
+
+BUILTIN_TYPES: dict[str, tuple[str, str]] = {INBOX_TYPE: ("cadre.inbox", "Inbox")}
+"""The agent types every registry has: name -> (module, class), imported on first use."""
 
 
-@lru_cache(maxsize=1)
-def _inbox_type() -> AgentType:
-    from .inbox import INBOX_TYPE, Inbox
-
-    assert INBOX_TYPE == _INBOX_TYPE
-    return AgentType(INBOX_TYPE, Inbox, Inbox)
+@cache
+def _builtin(agent_type: str) -> AgentType:
+    module, name = BUILTIN_TYPES[agent_type]
+    cls = getattr(importlib.import_module(module), name)
+    return AgentType(agent_type, cls, cls)
 
 
 default_registry = Registry()

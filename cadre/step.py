@@ -50,15 +50,12 @@ from .ids import AgentId
 from .messages import ContractRegistry, contracts
 from .migrations import load_state, state_version
 from .registry import Registry, default_registry
+from .settings import DEFAULT_SEEN_LIMIT
 from .stores.base import AgentRecord, LogEntry, StateStore
 from .transports.base import Transport
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
-
-DEFAULT_SEEN_LIMIT = 64
-"""How many handled envelope ids each agent keeps in its record (older ones are evicted to
-the store, see the module docstring)."""
 
 
 class Outcome(StrEnum):

@@ -3,14 +3,10 @@
     from cadre.api import create_app
     app = create_app(runtime, api_key=None, max_task_chars=20_000)
 
-`runtime` is anything with ``async send(to, message, *, task_id=None)`` and ``.store`` (a
-`StateStore`) — what `cadre.teams.Tasks` needs — plus, optionally:
-
-- ``async redrive(letter_id)``: mounts ``POST /api/dead-letters/{id}/redrive``;
-- ``async health() -> dict[str, dict]``: the checks ``GET /api/health`` reports, each
-  ``{"ok": bool, "detail": str}`` (or a bare bool); without it, the API reads the store
-  and names the transport;
-- ``.registry``: where the teams are registered (default: `cadre.default_registry`).
+`runtime` is any host's runtime (`cadre.runtime.Runtime`: `LocalRuntime`,
+`WorkersRuntime`, `FunctionsRuntime`): the API sends with ``send``, reads ``store``, finds
+the teams in ``registry`` (unless `create_app` is given another), redrives dead letters
+with ``redrive`` and reports ``health()`` at ``GET /api/health``.
 
 Routes are under ``/api`` (the Functions route prefix); the live page is at ``/``.
 See docs/api.md. Importing this package imports FastAPI; ``import cadre`` does not.

@@ -24,10 +24,12 @@ from pydantic.json_schema import models_json_schema
 
 from .. import __version__
 from ..errors import ConfigurationError, DeliveryError, NotFound
-from ..registry import Registry, default_registry
+from ..registry import Registry
+from ..runtime import Runtime
 from ..stores.base import DeadLetter
 from ..teams.manager import TaskStatus
 from ..teams.tasks import TaskInfo
+from ..telemetry.http import ServerSpans, fastapi_options
 from ._models import (
     Accepted,
     CancelRequest,
@@ -50,7 +52,7 @@ from ._problems import (
     ProblemError,
     install,
 )
-from ._service import Runtime, Service
+from ._service import Service
 from ._stream import events, message_view
 
 STATIC = Path(__file__).parent / "static"
@@ -108,18 +110,17 @@ def create_app(
     heartbeat_seconds: float = 15.0,
     stream_max_seconds: float | None = None,
 ) -> FastAPI:
-    """The API over `runtime` (anything with `send` and `store`; see `cadre.api`).
+    """The API over `runtime` (any host's, `cadre.runtime.Runtime`; see `cadre.api`).
 
     `api_key`: every route but health needs it in ``x-api-key``. `max_task_chars`: the
     longest task or input text (413 beyond). `admin`: serve the dead-letter routes.
-    `registry`: where teams are registered (default: the runtime's, else the default one).
+    `registry`: where teams are registered (default: the runtime's).
     `poll_seconds`, `heartbeat_seconds`: how often a live stream reads the store and sends a
     keep-alive comment. `stream_max_seconds`: close a live stream after this long (the
     client reconnects and resumes); set it where the host buffers or caps responses.
     """
     limit = max_task_chars or DEFAULT_MAX_TASK_CHARS
-    registry = registry or getattr(runtime, "registry", None) or default_registry
-    service = Service(runtime, registry if isinstance(registry, Registry) else None)
+    service = Service(runtime, registry or runtime.registry)
     app = FastAPI(
         title="Cadre",
         version=__version__,
@@ -127,6 +128,7 @@ def create_app(
         openapi_url=None,  # served below, behind the key like every other route
         docs_url=None,  # no browser for it: Swagger UI would come from a CDN
         redoc_url=None,
+        **fastapi_options(),  # requests are traced by ServerSpans
     )
     install(app)
     guard = _key_guard(check_api_key(api_key))
@@ -148,6 +150,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=limit * 6 + 16_384)
     app.add_middleware(HeadAsGet)
     app.add_middleware(CatchAll)
+    app.add_middleware(ServerSpans)  # outermost: each request's SERVER span, a task's root
     return app
 
 
@@ -384,10 +387,6 @@ def _admin_routes(api: APIRouter, service: Service, runtime: Runtime) -> None:
     ) -> list[DeadLetterView]:
         return [_letter_view(d) for d in await service.store.list_dead_letters(limit=limit)]
 
-    redrive = getattr(runtime, "redrive", None)
-    if redrive is None:
-        return
-
     @api.post(
         "/dead-letters/{letter_id}/redrive",
         status_code=202,
@@ -398,7 +397,7 @@ def _admin_routes(api: APIRouter, service: Service, runtime: Runtime) -> None:
     )
     async def redrive_dead_letter(letter_id: LetterId) -> Redriven:
         try:
-            envelope = await redrive(letter_id)
+            envelope = await runtime.redrive(letter_id)
         except NotFound:
             detail = f"no dead letter {letter_id!r}"
             raise ProblemError(
@@ -414,8 +413,8 @@ def _admin_routes(api: APIRouter, service: Service, runtime: Runtime) -> None:
             ) from None
         return Redriven(
             id=letter_id,
-            envelope_id=str(getattr(envelope, "id", letter_id)),
-            agent=str(getattr(envelope, "recipient", "")),
+            envelope_id=envelope.id,
+            agent=envelope.recipient or "",
         )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -24,7 +24,8 @@ from ..ids import AgentId
 from ..messages import Message
 from ..migrations import load_state
 from ..registry import Registry
-from ..stores.base import AgentRecord, StateStore
+from ..runtime import Runtime
+from ..stores.base import AgentRecord
 from ..teams.manager import FINISHED, MANAGER_TYPE, Team, TeamCatalog, TeamState
 from ..teams.messages import CancelTask, ChatMessage, ContinueTask, HumanInput
 from ..teams.tasks import Tasks, transcript
@@ -36,16 +37,6 @@ SUBMISSION_TYPE = "cadre.api.submission"
 
 HEALTH_TIMEOUT_SECONDS = 5.0
 _KEY_NAMESPACE = uuid.UUID("6f0b7a52-3c1e-4d0a-9a43-6c2f4b1d8e10")
-
-
-class Runtime(Protocol):
-    """What the API needs of a runtime (the local one, the workers', the Functions one)."""
-
-    store: StateStore
-
-    async def send(self, to: AgentId, message: Message, *, task_id: str | None = None) -> Any:
-        """Send a message from outside any agent."""
-        ...
 
 
 class Submission(BaseModel):
@@ -70,7 +61,7 @@ def not_found(task_id: str) -> ProblemError:
 class Service:
     """The API's operations; routes translate HTTP to these calls and back."""
 
-    def __init__(self, runtime: Runtime, registry: Registry | None) -> None:
+    def __init__(self, runtime: Runtime, registry: Registry) -> None:
         self.runtime = runtime
         self.store = runtime.store
         self.registry = registry
@@ -80,8 +71,6 @@ class Service:
 
     def catalog(self) -> dict[str, Team]:
         """The teams registered in this process, by name."""
-        if self.registry is None:
-            return {}
         entry = self.registry.types.get(MANAGER_TYPE)
         if entry is None or not isinstance(entry.factory, TeamCatalog):
             return {}
@@ -105,8 +94,7 @@ class Service:
 
     async def submit(self, team: str, task: str, idempotency_key: str | None) -> tuple[str, bool]:
         """Start `team` on `task`; returns (task id, whether an earlier submit was replayed)."""
-        if self.registry is not None:
-            self.team(team)
+        self.team(team)
         task_id = task_id_for_key(idempotency_key) if idempotency_key else new_id()
         record = Submission(
             team=team, task=task, submitted_at=utcnow(), idempotency_key=bool(idempotency_key)
@@ -188,24 +176,12 @@ class Service:
     # health ----------------------------------------------------------------------------
 
     async def health(self) -> dict[str, Check]:
-        """The runtime's own checks (`runtime.health()`), or a store read and the transport."""
-        timeout = HEALTH_TIMEOUT_SECONDS
-        own = getattr(self.runtime, "health", None)
+        """The runtime's own checks (`Runtime.health`), within `HEALTH_TIMEOUT_SECONDS`."""
         try:
-            if own is not None:
-                found = await asyncio.wait_for(own(), timeout)
-                return {name: _check(value) for name, value in dict(found).items()}
-            await asyncio.wait_for(self.store.load(AgentId("cadre.api.health", "probe")), timeout)
+            found = await asyncio.wait_for(self.runtime.health(), HEALTH_TIMEOUT_SECONDS)
         except Exception as exc:  # a health check reports failures, it does not raise them
             return {"runtime": Check(ok=False, detail=f"{type(exc).__name__}: {exc}"[:300])}
-        transport = getattr(self.runtime, "transport", None)
-        return {
-            "store": Check(ok=True, detail=f"{type(self.store).__name__} answered a read"),
-            "transport": Check(
-                ok=transport is not None,
-                detail=type(transport).__name__ if transport is not None else "no transport",
-            ),
-        }
+        return {name: _check(value) for name, value in dict(found).items()}
 
 
 def _wrong_state(task_id: str, status: str, needed: str) -> ProblemError:

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from ..errors import ConfigurationError, NotFound
 from ..registry import Registry, default_registry
+from ..runtime import Sender
 from ..teams.manager import FINISHED, MANAGER_TYPE, Team, TeamCatalog
 from ..teams.messages import ChatMessage
 from ..teams.participants import Assistant, UserProxy
@@ -207,7 +208,7 @@ async def _ask_in_background(ask: InputFn, prompt: str) -> str:
 
 
 async def run_task(
-    runtime: object,
+    runtime: Sender,
     team: Team,
     task: str,
     *,
@@ -219,7 +220,7 @@ async def run_task(
     hears the task id as soon as there is one."""
     if not task.strip():
         raise ConfigurationError("the task is empty: say what the team should do")
-    tasks = Tasks(runtime)  # type: ignore[arg-type]
+    tasks = Tasks(runtime)
     task_id = await tasks.submit(team, task)
     if started is not None:
         started(task_id)
@@ -233,10 +234,10 @@ async def run_task(
 
 
 async def resume_task(
-    runtime: object, task_id: str, *, out: TextIO | None = None, ask: InputFn = input
+    runtime: Sender, task_id: str, *, out: TextIO | None = None, ask: InputFn = input
 ) -> int:
     """Continue a task from the store (its pending messages reloaded) and follow it."""
-    tasks = Tasks(runtime)  # type: ignore[arg-type]
+    tasks = Tasks(runtime)
     await _started(tasks, task_id)
     console = Console(tasks, out, ask)
     console.say(f"resuming task {task_id}")
@@ -244,7 +245,7 @@ async def resume_task(
 
 
 async def continue_task(
-    runtime: object,
+    runtime: Sender,
     task_id: str,
     text: str | None,
     *,
@@ -252,7 +253,7 @@ async def continue_task(
     ask: InputFn = input,
 ) -> int:
     """Run a finished task again with `text` as the user's message, printing what follows."""
-    tasks = Tasks(runtime)  # type: ignore[arg-type]
+    tasks = Tasks(runtime)
     await _started(tasks, task_id)
     state = await tasks.state(task_id)
     await tasks.continue_task(task_id, text)

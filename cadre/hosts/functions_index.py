@@ -118,7 +118,7 @@ def fingerprint(modules: Sequence[str]) -> str:
 def registered_functions(modules: Sequence[str]) -> list[AgentFunction]:
     """Import the app modules and name a function for every agent type they register (and
     the inbox); `ConfigurationError` when two types would share a name."""
-    from ..cli import load_app
+    from ..apps import load_app
     from ..infra import agent_types_document
     from ..registry import default_registry
 

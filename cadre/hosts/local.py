@@ -16,100 +16,29 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from pydantic import BaseModel
 
-from .. import telemetry
-from ..envelope import Envelope, new_id, utcnow
-from ..errors import EnvelopeInvalid
-from ..ids import AgentId, TopicId
+from ..ids import AgentId
 from ..inbox import INBOX_TYPE, InboxState, Reply
-from ..messages import ContractRegistry, Message, contracts
-from ..processing import Disposition, Processed, Processor, RetryPolicy
+from ..messages import ContractRegistry, contracts
+from ..processing import Disposition, Processed, Processor
 from ..registry import Registry, default_registry
-from ..settings import DEFAULT_CONCURRENCY
-from ..step import DEFAULT_SEEN_LIMIT, Step
-from ..stores.base import DeadLetter, StateStore
+from ..retry import RetryPolicy
+from ..settings import DEFAULT_CONCURRENCY, DEFAULT_SEEN_LIMIT, Settings
+from ..step import Step
+from ..stores.base import StateStore
 from ..stores.memory import MemoryStore
-from ..transports.base import Delivery, Transport
+from ..transports.base import Delivery
 from ..transports.inprocess import InProcessTransport
+from ._client import Client
 
 log = logging.getLogger("cadre.local")
 
 
-def client_envelopes(
-    message: Message,
-    recipients: list[str],
-    *,
-    task_id: str | None = None,
-    topic: str | None = None,
-    reply_to: AgentId | None = None,
-) -> list[Envelope]:
-    """Envelopes for a message sent from outside any agent (a client, the HTTP API), one per
-    recipient, in a new task unless `task_id` is given, with the producer span's
-    traceparent (so the task is one trace from here). Replies go to `reply_to`, or else to
-    the task's inbox. Every host's ``send`` builds its envelopes here."""
-    if not message.message_name:
-        raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
-    if not recipients:
-        return []
-    payload = message.model_dump(mode="json")
-    task = task_id or new_id()
-    # One random id per call; each recipient's envelope id is its first 96 bits and the
-    # recipient's index (a fan-out to many subscribers costs one random draw, not one each).
-    base = new_id()[:24]
-    ids = [f"{base}{index:08x}" for index in range(len(recipients))]
-    first_id = ids[0]
-    traceparent = telemetry.current().producer_traceparent(
-        "publish" if topic else "send",
-        message.message_name,
-        topic or recipients[0],
-        task_id=task,
-        envelope_id=first_id,
-        payload=payload,
-    )
-    shared = {
-        "message": message.message_name,
-        "version": message.message_version,
-        "payload": payload,
-        "task_id": task,
-        "topic": topic,
-        "reply_to": str(reply_to) if reply_to else f"{INBOX_TYPE}/{task}",
-        "created_at": utcnow(),
-        "causation_id": None,
-        "sender": None,
-        "not_before": None,
-        "attempt": 1,
-        "traceparent": traceparent,
-    }
-    # Built from validated parts: skip re-validating what this process just made.
-    envelopes = []
-    for envelope_id, recipient in zip(ids, recipients, strict=True):
-        fields = shared.copy()
-        fields["id"], fields["recipient"] = envelope_id, recipient
-        envelopes.append(Envelope.trusted_fields(fields))
-    return envelopes
-
-
-async def send_from_client(
-    transport: Transport,
-    to: AgentId,
-    message: Message,
-    *,
-    task_id: str | None = None,
-    reply_to: AgentId | None = None,
-) -> Envelope:
-    """Send one message from outside any agent (`client_envelopes`) and return its envelope:
-    every host's ``send`` and the workers' `submit`."""
-    [envelope] = client_envelopes(message, [str(to)], task_id=task_id, reply_to=reply_to)
-    await transport.send([envelope])
-    return envelope
-
-
-class LocalRuntime:
-    """Runs agents in-process over the in-process transport.
+class LocalRuntime(Client):
+    """Runs agents in-process over the in-process transport (`cadre.runtime.Embedded`).
 
     `concurrency` bounds the steps under way at once. A step keeps its slot while it waits
     on its model, so the bound is sized for steps that wait, not for CPUs: the default
@@ -118,6 +47,8 @@ class LocalRuntime:
     context (docs/workers.md, "Sizing CADRE_CONCURRENCY"). It orders nothing: one agent's
     envelopes never overlap, whatever its value.
     """
+
+    transport: InProcessTransport
 
     def __init__(
         self,
@@ -153,6 +84,17 @@ class LocalRuntime:
 
         return cls(store=SQLiteStore(path), **kwargs)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> LocalRuntime:
+        """A runtime on the SQLite file ``CADRE_STATE`` with the settings' retry policy,
+        concurrency and seen limit (`cadre run`, `cadre send`, `cadre serve`); `kwargs`
+        go to the constructor (a `registry`, ...)."""
+        local = settings.local
+        kwargs.setdefault("policy", settings.retry.policy())
+        kwargs.setdefault("concurrency", local.concurrency)
+        kwargs.setdefault("seen_limit", settings.seen_limit)
+        return cls.sqlite(local.state_path, **kwargs)
+
     async def start(self) -> None:
         """Reload pending envelopes and start consuming."""
         if self._consumers:
@@ -178,49 +120,10 @@ class LocalRuntime:
     async def close(self) -> None:
         """Stop, then release the transport and the store."""
         await self.stop()
-        await self.transport.close()
-        await self.store.close()
+        await super().close()
 
-    async def __aenter__(self) -> LocalRuntime:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def send(
-        self,
-        to: AgentId,
-        message: Message,
-        *,
-        task_id: str | None = None,
-        reply_to: AgentId | None = None,
-    ) -> Envelope:
-        """Send a message from outside any agent; starts a new task unless `task_id` is given.
-
-        Replies go to `reply_to`, or else to the task's inbox (see `replies`).
-        """
-        envelope = await send_from_client(
-            self.transport, to, message, task_id=task_id, reply_to=reply_to
-        )
-        self.transport.flush()
-        return envelope
-
-    async def publish(
-        self, topic: TopicId, message: Message, *, task_id: str | None = None
-    ) -> list[Envelope]:
-        """Publish from outside any agent to every subscriber of `topic`."""
-        envelopes = client_envelopes(
-            message, self.registry.recipient_addresses(topic), task_id=task_id, topic=str(topic)
-        )
-        await self.transport.send(envelopes)
-        self.transport.flush()
-        return envelopes
+    def _sent(self) -> None:
+        self.transport.flush()  # what the client sent is ready for the consumers now
 
     async def run_until_idle(self, *, include_timers: bool = False) -> None:
         """Wait until no envelope is queued or being handled.
@@ -242,12 +145,6 @@ class LocalRuntime:
         state = await self.state(AgentId(INBOX_TYPE, task_id))
         assert isinstance(state, InboxState)
         return list(state.replies)
-
-    async def redrive(self, letter_id: str) -> Envelope:
-        """Send a dead letter's envelope again (attempt 1) and remove it from the dead letters."""
-        envelope = await redrive_letter(self.store, self.transport, letter_id)
-        self.transport.flush()
-        return envelope
 
     async def _consume(self) -> None:
         current = asyncio.current_task()
@@ -278,33 +175,3 @@ class LocalRuntime:
             await self.transport.retry(delivery, processed.retry_after or 0.0)
         else:
             await self.transport.ack(delivery)
-
-
-def redrive_envelope(letter: DeadLetter) -> Envelope:
-    """The envelope to send again for a dead letter: same id and content, attempt 1;
-    `EnvelopeInvalid` when its bytes are not an envelope (nothing to send again)."""
-    try:
-        envelope = Envelope.from_bytes(letter.body)
-    except RecursionError:
-        raise EnvelopeInvalid(f"dead letter {letter.id}: its JSON is nested too deeply") from None
-    return envelope.model_copy(update={"attempt": 1, "not_before": None})
-
-
-async def redrive_letter(store: StateStore, transport: Transport, letter_id: str) -> Envelope:
-    """Send a dead letter's envelope again (attempt 1), then remove the dead letter
-    (`NotFound` when there is none). Every host's ``redrive``."""
-    letter = await store.get_dead_letter(letter_id)
-    envelope = redrive_envelope(letter)
-    await transport.send([envelope])
-    await store.delete_dead_letter(letter_id)
-    return envelope
-
-
-async def store_check(store: StateStore) -> dict[str, Any]:
-    """A health check of a store: a point read of a record that never exists. Reports a
-    failure rather than raising it (a health check must answer)."""
-    try:
-        await store.load(AgentId(INBOX_TYPE, "health-probe"))
-    except Exception as exc:
-        return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
-    return {"ok": True, "detail": f"{type(store).__name__} answered a read"}

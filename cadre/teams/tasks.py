@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -26,18 +25,10 @@ from ..ids import AgentId
 from ..messages import Message
 from ..migrations import load_state
 from ..models.base import Usage
-from ..registry import Registry
+from ..runtime import Sender
 from ..stores.base import StateStore
 from .manager import FINISHED, MANAGER_TYPE, TaskStatus, Team, TeamCatalog, TeamState
 from .messages import CancelTask, ChatMessage, ContinueTask, HumanInput, StartTask, StopTask
-
-
-class _Sender(Protocol):
-    store: StateStore
-
-    async def send(self, to: AgentId, message: Message, *, task_id: str | None = None) -> Any:
-        """Send a message from outside any agent."""
-        ...
 
 
 class TaskInfo(BaseModel):
@@ -78,9 +69,10 @@ class TaskInfo(BaseModel):
 
 
 class Tasks:
-    """Submit, read, answer and cancel tasks over a runtime (anything with `send` + `store`)."""
+    """Submit, read, answer and cancel tasks over a runtime (`cadre.runtime.Sender`: any
+    host's runtime)."""
 
-    def __init__(self, runtime: _Sender) -> None:
+    def __init__(self, runtime: Sender) -> None:
         self.runtime = runtime
         self._submitted: dict[str, str] = {}
 
@@ -104,10 +96,8 @@ class Tasks:
         return task_id
 
     def _registered(self, team: Team | str) -> str:
-        """The team's name, once it is registered in the runtime's registry (when it has one)."""
-        registry = getattr(self.runtime, "registry", None)
-        if not isinstance(registry, Registry):
-            return team if isinstance(team, str) else team.name
+        """The team's name, once it is registered in the runtime's registry."""
+        registry = self.runtime.registry
         entry = registry.types.get(MANAGER_TYPE)
         catalog = entry.factory if entry is not None else None
         if isinstance(team, Team):

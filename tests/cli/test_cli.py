@@ -248,12 +248,12 @@ def test_serve_refuses_a_network_address_without_a_key(capsys, state, monkeypatc
 
 def test_loopback_needs_no_key_and_the_flag_allows_the_network() -> None:
     from cadre.hosts.serve import check_exposure
-    from cadre.settings import Settings
+    from cadre.settings import ApiSettings, Settings
 
     for host in ("127.0.0.1", "127.8.0.1", "::1", "[::1]", "localhost"):
         check_exposure(Settings(), host, insecure_no_key=False)
     check_exposure(Settings(), "0.0.0.0", insecure_no_key=True)
-    check_exposure(Settings(api_key="k"), "0.0.0.0", insecure_no_key=False)
+    check_exposure(Settings(api=ApiSettings(key="k")), "0.0.0.0", insecure_no_key=False)
 
 
 def test_serve_refuses_a_key_no_client_can_send(capsys, state, monkeypatch) -> None:  # type: ignore[no-untyped-def]

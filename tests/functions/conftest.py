@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("azure.functions")
 pytest.importorskip("azure.servicebus")
 
-from cadre.cli import load_app
+from cadre.apps import load_app
 from cadre.hosts.functions import FunctionsRuntime, use_runtime
 from cadre.processing import RetryPolicy
 from cadre.transports.servicebus import ServiceBusTransport

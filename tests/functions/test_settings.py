@@ -33,6 +33,8 @@ NOT_READ_BY_FUNCTIONS = {
     "CADRE_LOCAL_DELIVERY",
     "CADRE_RELAY_AFTER_SECONDS",
     "CADRE_STEP_BATCH",
+    "CADRE_DELIVERY_LIMIT",
+    "CADRE_HEALTH_PORT",
     "CADRE_PARTITIONS",
     "CADRE_WORKER_INDEX",
     "CADRE_WORKER_COUNT",
@@ -70,8 +72,8 @@ def test_local_settings_name_every_setting_the_functions_app_reads() -> None:
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in values
     assert all(isinstance(v, str) for v in values.values())  # the host reads strings only
     settings = Settings.from_env(values)  # the example parses as it stands
-    assert (settings.servicebus_topic, settings.cosmos_database) == ("cadre", "cadre")
-    assert settings.functions_retry_wait_seconds == 30.0
+    assert (settings.azure.servicebus_topic, settings.azure.cosmos_database) == ("cadre", "cadre")
+    assert settings.functions.retry_wait_seconds == 30.0
 
 
 def test_host_json_keeps_sessions_locks_and_timeouts_consistent() -> None:
@@ -86,12 +88,12 @@ def test_host_json_keeps_sessions_locks_and_timeouts_consistent() -> None:
     # The session lock is renewed for as long as an invocation may run.
     timeout = seconds(host["functionTimeout"])
     # ... including Cadre's in-function retry wait (CADRE_FUNCTIONS_RETRY_WAIT_SECONDS).
-    wait = Settings().functions_retry_wait_seconds
+    wait = Settings().functions.retry_wait_seconds
     assert seconds(service_bus["maxAutoLockRenewalDuration"]) >= timeout + wait
     assert seconds(service_bus["sessionIdleTimeout"]) <= 10
     assert service_bus["maxConcurrentSessions"] >= 1
     # The in-invocation retry wait stays well inside the default 60 s lock.
-    assert Settings().functions_retry_wait_seconds < 60
+    assert Settings().functions.retry_wait_seconds < 60
     # The API's routes are /api/...: no extra Functions route prefix in front of them.
     assert host["extensions"]["http"]["routePrefix"] == ""
     assert host["telemetryMode"] == "OpenTelemetry"
@@ -205,5 +207,20 @@ def test_local_settings_show_the_key_and_the_identity_forms_as_alternatives() ->
     }
     swapped.update({k: v for k, v in identity.items() if k != "about"})
     settings = Settings.from_env(swapped)
-    assert settings.servicebus_connection is None and settings.servicebus_namespace
-    assert settings.cosmos_key is None
+    assert settings.azure.servicebus_connection is None and settings.azure.servicebus_namespace
+    assert settings.azure.cosmos_key is None
+
+
+def test_the_delivery_limit_and_the_probe_port_are_off_unless_set() -> None:
+    from cadre.errors import ConfigurationError
+
+    workers = Settings.from_env({}).workers
+    assert (workers.delivery_limit, workers.health_port) == (None, None)
+    workers = Settings.from_env({"CADRE_DELIVERY_LIMIT": "5", "CADRE_HEALTH_PORT": "0"}).workers
+    assert (workers.delivery_limit, workers.health_port) == (5, 0)
+    with pytest.raises(ConfigurationError, match="CADRE_DELIVERY_LIMIT"):
+        Settings.from_env({"CADRE_DELIVERY_LIMIT": "0"})
+    from cadre.hosts.worker import config_from_settings
+
+    config = config_from_settings(Settings.from_env({"CADRE_DELIVERY_LIMIT": "3"}))
+    assert config.delivery_limit == 3 and config.health_port is None

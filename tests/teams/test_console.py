@@ -114,7 +114,7 @@ def test_an_unknown_team_is_a_clear_error(tmp_path: Path, capsys) -> None:  # ty
 
 @pytest.fixture(autouse=True)
 def _app_loaded() -> None:
-    from cadre.cli import load_app
+    from cadre.apps import load_app
 
     load_app(["agents"])
 

@@ -48,7 +48,7 @@ async def state_of(store: Any, agent: AgentId) -> Any:
 async def local_transcript(team: str, task: str) -> list[tuple[str, str, str]]:
     """The same task on the local runtime (in memory), as (source, kind, content)."""
     from cadre import LocalRuntime
-    from cadre.cli import load_app
+    from cadre.apps import load_app
     from cadre.teams import Tasks
 
     load_app(TEST_APP.split(","))

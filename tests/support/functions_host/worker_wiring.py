@@ -97,7 +97,7 @@ class LoopbackClient:
 
 def install() -> None:
     """Install this process's Cadre runtime (see the module docstring)."""
-    from cadre.cli import load_app
+    from cadre.apps import load_app
     from cadre.hosts.functions import FunctionsRuntime, use_runtime
     from cadre.settings import Settings
     from cadre.transports.servicebus import ServiceBusTransport
@@ -108,13 +108,13 @@ def install() -> None:
     store = _local_server_store_class()(
         os.environ["CADRE_TEST_COSMOS_ENDPOINT"],
         key=EMULATOR_KEY,
-        database=settings.cosmos_database,
-        container=settings.cosmos_container,
+        database=settings.azure.cosmos_database,
+        container=settings.azure.cosmos_container,
         client_options={"enable_endpoint_discovery": False},
     )
     address = os.environ["CADRE_STANDIN_LOOPBACK"]
     transport = ServiceBusTransport(
-        topic=settings.servicebus_topic,
+        topic=settings.azure.servicebus_topic,
         client_factory=lambda: LoopbackClient(address),
         send_timeout=30,
     )
@@ -122,9 +122,9 @@ def install() -> None:
         FunctionsRuntime(
             store,
             transport,
-            policy=settings.retry_policy(),
+            policy=settings.retry.policy(),
             seen_limit=settings.seen_limit,
-            max_wait=settings.functions_retry_wait_seconds,
-            topic=settings.servicebus_topic,
+            max_wait=settings.functions.retry_wait_seconds,
+            topic=settings.azure.servicebus_topic,
         )
     )
