@@ -15,18 +15,29 @@ and every series reports its median: a single run on this shared 2-core VM moves
 +-20 %.
 
     pip install -e ".[bench]" && python bench/core.py [--pairs N] [--publishes N] [--repeat 3]
-    python bench/core.py --tracing-only --pairs 5000      # quick: tracing on against off
+    python bench/core.py --tracing-only --pairs 5000      # quick: only the tracing ratios
 
-Tracing (`tracing_ratio`): ping-pong on the memory store with the OpenTelemetry SDK
-recording every span into its in-memory exporter, against tracing off; also with an
-exporter that lets each span go once exported (`tracing_ratio_streaming`), which is
-what a process exporting over the network pays.
+Tracing, in the same run, with the same OpenTelemetry SDK and the same in-memory exporter
+(a simple span processor: each span exported as it ends, and kept):
+  traced_vs_autogen_traced  Cadre ping-pong with every span recorded / autogen-core's
+                            SingleThreadedAgentRuntime(tracer_provider=...) ping-pong with
+                            every span recorded (the faster of its two styles);
+  sampled_tracing_ratio     many tasks of TASK_PAIRS pairs, parentbased_traceidratio at 0.1,
+                            spans through a batch span processor (what
+                            cadre.observability.configure installs) to an exporter that
+                            lets them go / the same tasks with tracing off (sampled_share:
+                            the share of tasks traced; every traced task has all its spans);
+  tracing_ratio             Cadre ping-pong with every span recorded / tracing off, and
+                            tracing_ratio_streaming with an exporter that lets spans go.
+These count the process's CPU time (CLOCK), over 5 alternating rounds (medians of the
+rounds' ratios), each run started with earlier garbage collected and frozen (`settled`).
 
 The last line printed is one JSON object with the ratios (Cadre / autogen-core).
 """
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import subprocess
@@ -100,19 +111,22 @@ def _cadre_runtime(store_kind: str, registry: Registry, folder: Path) -> LocalRu
     return LocalRuntime(registry=registry)
 
 
-async def cadre_pingpong(pairs: int, store_kind: str, folder: Path) -> float:
-    """Messages per second for `pairs` request/response pairs on Cadre."""
+async def cadre_pingpong(
+    pairs: int, store_kind: str, folder: Path, clock: Any = time.perf_counter
+) -> float:
+    """Messages per second for `pairs` request/response pairs on Cadre (seconds of `clock`:
+    wall time, or the process's CPU time for the tracing ratios)."""
     Pinger.limit = pairs
     registry = Registry()
     registry.register(Pinger, type="pinger")
     registry.register(Ponger, type="ponger")
     async with _cadre_runtime(store_kind, registry, folder) as rt:
-        started = time.perf_counter()
+        started = clock()
         await rt.send(
             AgentId("ponger", "1"), Ping(seq=0, text=TEXT), reply_to=AgentId("pinger", "1")
         )
         await rt.run_until_idle()
-        elapsed = time.perf_counter() - started
+        elapsed = clock() - started
     return 2 * pairs / elapsed
 
 
@@ -135,17 +149,70 @@ async def cadre_fanout(publishes: int, store_kind: str, folder: Path) -> float:
     return SUBSCRIBERS * publishes / elapsed
 
 
+class TaskPinger(Agent):
+    """Ping-pong within one task per key (the sampled workload: many small tasks)."""
+
+    limit = 0
+
+    @handler
+    async def on_pong(self, msg: Pong, ctx: Context) -> None:
+        if msg.seq + 1 < self.limit:
+            ctx.send(AgentId("ponger", ctx.agent_id.key), Ping(seq=msg.seq + 1, text=msg.text))
+
+
+TASK_PAIRS = 10
+"""Pairs per task in the sampled workload (`sampled_tracing_ratio`)."""
+
+CLOCK = time.process_time
+"""What the tracing ratios count: the process's CPU time (every thread's, the batch span
+processor's included), which other work on this shared machine disturbs far less than
+wall time."""
+
+
+async def cadre_pingpong_tasks(pairs: int) -> float:
+    """Messages per second for `pairs` request/response pairs spread over tasks of
+    `TASK_PAIRS` pairs each (all submitted, then run), on the memory store."""
+    TaskPinger.limit = TASK_PAIRS
+    registry = Registry()
+    registry.register(TaskPinger, type="pinger")
+    registry.register(Ponger, type="ponger")
+    tasks = max(pairs // TASK_PAIRS, 1)
+    async with LocalRuntime(registry=registry) as rt:
+        started = CLOCK()
+        for key in range(tasks):
+            await rt.send(
+                AgentId("ponger", str(key)),
+                Ping(seq=0, text=TEXT),
+                reply_to=AgentId("pinger", str(key)),
+            )
+        await rt.run_until_idle()
+        elapsed = CLOCK() - started
+    return 2 * tasks * TASK_PAIRS / elapsed
+
+
+def _provider(sampler: Any = None) -> tuple[Any, Any]:
+    """An SDK tracer provider recording every sampled span into the in-memory exporter
+    (a simple span processor: the span is exported as it ends), and that exporter."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler, shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
 async def cadre_pingpong_traced(
-    pairs: int, folder: Path, *, keep: bool = True, sends: bool = True
+    pairs: int, folder: Path, *, keep: bool = True, sends: bool | None = None
 ) -> float:
     """Ping-pong on the memory store with every span recorded and exported (SDK, simple
     span processor). `keep`: the SDK's in-memory exporter, which holds every span until
     the end (as the issue specifies); otherwise an exporter that counts the spans and
-    lets them go, as a network exporter does once a batch is sent. `sends=False` is
-    CADRE_TRACE_SENDS=false (no send spans inside steps: one span per message)."""
+    lets them go, as a network exporter does once a batch is sent. `sends`:
+    CADRE_TRACE_SENDS (None: Cadre's default)."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from cadre import telemetry
 
@@ -157,37 +224,114 @@ async def cadre_pingpong_traced(
             self.count += len(spans)
             return SpanExportResult.SUCCESS
 
-    kept, counted = InMemorySpanExporter(), CountingExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(kept if keep else counted))
-    with telemetry.installed(telemetry.Telemetry(tracer_provider=provider, trace_sends=sends)):
-        rate = await cadre_pingpong(pairs, "memory", folder)
+    if keep:
+        provider, kept = _provider()
+    else:
+        counted = CountingExporter()
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(counted))
+    tel = telemetry.Telemetry(tracer_provider=provider, trace_sends=sends)
+    with telemetry.installed(tel):
+        rate = await cadre_pingpong(pairs, "memory", folder, CLOCK)
     spans = len(kept.get_finished_spans()) if keep else counted.count
-    expected = 4 * pairs - 2 if sends else 2 * pairs  # a send + a process each, or a process
+    expected = 4 * pairs - 2 if tel.trace_sends else 2 * pairs  # send + process, or process
     assert spans >= expected, f"only {spans} spans recorded"
     provider.shutdown()
     return rate
 
 
-def tracing_ratios(pairs: int, folder: Path, rounds: int = 3) -> dict[str, float]:
-    """Ping-pong with tracing on against off, alternating `rounds` times (medians: this
-    machine is shared, single runs are noisy)."""
-    runs: dict[str, list[float]] = {"traced": [], "traced_streaming": [], "untraced": []}
+SAMPLE_RATIO = 0.1
+
+
+async def cadre_pingpong_sampled(pairs: int) -> tuple[float, float]:
+    """`cadre_pingpong_tasks` with the SDK's parentbased_traceidratio sampler at
+    `SAMPLE_RATIO`, spans going through the pipeline `cadre.observability.configure`
+    installs (a batch span processor) to an exporter that notes each span's task and
+    lets it go, as a network exporter does once a batch is sent. Returns the rate and the
+    share of tasks traced, after checking that every traced task has all its steps. The
+    trace ids come from a seeded generator, so every round samples the same tasks."""
+    import random
+    from collections import Counter
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
+    from cadre import telemetry
+
+    class TaskCounter(SpanExporter):
+        def __init__(self) -> None:
+            self.steps: Counter[Any] = Counter()
+
+        def export(self, spans: Any) -> SpanExportResult:
+            for span in spans:
+                self.steps[span.attributes.get("messaging.message.conversation_id")] += 1
+            return SpanExportResult.SUCCESS
+
+    counter = TaskCounter()
+    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(SAMPLE_RATIO), shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(counter))
+    state = random.getstate()
+    random.seed(18)
+    try:
+        with telemetry.installed(telemetry.Telemetry(tracer_provider=provider)):
+            rate = await cadre_pingpong_tasks(pairs)
+    finally:
+        random.setstate(state)
+    provider.shutdown()
+    tasks = max(pairs // TASK_PAIRS, 1)
+    steps = {task: n for task, n in counter.steps.items() if task is not None}
+    # Whole tasks: a traced task has its client's send span and one span for each of its
+    # 2 x TASK_PAIRS steps.
+    assert all(n == 2 * TASK_PAIRS + 1 for n in steps.values()), steps
+    return rate, len(steps) / tasks
+
+
+def settled(run: Any) -> Any:
+    """`asyncio.run(run)` with what earlier runs left collected and frozen, so the cyclic
+    GC's full collections (whose cost grows with every object this process holds, e.g. the
+    other runtime's modules) fall on no run by chance."""
+    gc.collect()
+    gc.freeze()
+    try:
+        return asyncio.run(run)
+    finally:
+        gc.unfreeze()
+
+
+def tracing_ratios(pairs: int, folder: Path, rounds: int = 5) -> dict[str, float]:
+    """Ping-pong with tracing on against off, and Cadre traced against autogen-core traced
+    (same SDK, same in-memory exporter), alternating `rounds` times (medians: this
+    machine is shared, single runs are noisy). Also many small tasks sampled at
+    `SAMPLE_RATIO` against tracing off."""
+    runs: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        runs.setdefault(name, []).append(value)
+
     for _ in range(rounds):
-        runs["traced"].append(asyncio.run(cadre_pingpong_traced(pairs, folder)))
-        runs["traced_streaming"].append(
-            asyncio.run(cadre_pingpong_traced(pairs, folder, keep=False))
+        add("traced", settled(cadre_pingpong_traced(pairs, folder)))
+        add("traced_streaming", settled(cadre_pingpong_traced(pairs, folder, keep=False)))
+        add("untraced", settled(cadre_pingpong(pairs, "memory", folder, CLOCK)))
+        add(
+            "autogen_traced",
+            max(settled(autogen_pingpong(pairs, traced=True, clock=CLOCK)).values()),
         )
-        runs["untraced"].append(asyncio.run(cadre_pingpong(pairs, "memory", folder)))
+        rate, share = settled(cadre_pingpong_sampled(pairs))
+        add("sampled", rate)
+        add("sampled_share", share)
+        add("tasks_untraced", settled(cadre_pingpong_tasks(pairs)))
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True))
+
     rates = {name: statistics.median(values) for name, values in runs.items()}
     return {
         **rates,
-        "ratio": statistics.median(
-            t / u for t, u in zip(runs["traced"], runs["untraced"], strict=True)
-        ),
-        "ratio_streaming": statistics.median(
-            t / u for t, u in zip(runs["traced_streaming"], runs["untraced"], strict=True)
-        ),
+        "ratio": ratio("traced", "untraced"),
+        "ratio_streaming": ratio("traced_streaming", "untraced"),
+        "vs_autogen_traced": ratio("traced", "autogen_traced"),
+        "sampled_ratio": ratio("sampled", "tasks_untraced"),
     }
 
 
@@ -199,8 +343,29 @@ def print_tracing(tracing: dict[str, float]) -> None:
     )
     print(
         f"         with an exporter that lets spans go {tracing['traced_streaming']:,.0f} msgs/s; "
-        f"ratio {tracing['ratio_streaming']:.2f}\n"
+        f"ratio {tracing['ratio_streaming']:.2f}"
     )
+    print(
+        f"         autogen-core with its tracing, same SDK and exporter "
+        f"{tracing['autogen_traced']:,.0f} msgs/s; Cadre / autogen-core "
+        f"{tracing['vs_autogen_traced']:.2f}"
+    )
+    print(
+        f"         tasks of {TASK_PAIRS} pairs, parentbased_traceidratio {SAMPLE_RATIO} "
+        f"({tracing['sampled_share']:.0%} of tasks traced) {tracing['sampled']:,.0f} msgs/s, "
+        f"{tracing['tasks_untraced']:,.0f} untraced; ratio {tracing['sampled_ratio']:.2f}\n"
+    )
+
+
+def tracing_json(tracing: dict[str, float]) -> dict[str, float]:
+    """The tracing ratios of the JSON line."""
+    return {
+        "tracing_ratio": round(tracing["ratio"], 3),
+        "tracing_ratio_streaming": round(tracing["ratio_streaming"], 3),
+        "traced_vs_autogen_traced": round(tracing["vs_autogen_traced"], 3),
+        "sampled_tracing_ratio": round(tracing["sampled_ratio"], 3),
+        "sampled_share": round(tracing["sampled_share"], 3),
+    }
 
 
 # --- autogen-core side --------------------------------------------------------------------
@@ -225,8 +390,12 @@ class AStart(BaseModel):
     pairs: int
 
 
-async def autogen_pingpong(pairs: int) -> dict[str, float]:
-    """Messages per second on autogen-core, in its RPC style and its event style."""
+async def autogen_pingpong(
+    pairs: int, *, traced: bool = False, clock: Any = time.perf_counter
+) -> dict[str, float]:
+    """Messages per second on autogen-core, in its RPC style and its event style.
+    `traced`: with its own tracing (``tracer_provider=``) recording every span into the
+    SDK's in-memory exporter, as `cadre_pingpong_traced` does."""
     from autogen_core import (
         AgentId as AAgentId,
     )
@@ -254,13 +423,24 @@ async def autogen_pingpong(pairs: int) -> dict[str, float]:
                 await self.send_message(APing(seq=seq, text=TEXT), target)
 
     results: dict[str, float] = {}
-    runtime = SingleThreadedAgentRuntime(ignore_unhandled_exceptions=False)
+    providers: list[Any] = []
+
+    def runtime_() -> Any:
+        if not traced:
+            return SingleThreadedAgentRuntime(ignore_unhandled_exceptions=False)
+        provider, exporter = _provider()
+        providers.append((provider, exporter))
+        return SingleThreadedAgentRuntime(
+            ignore_unhandled_exceptions=False, tracer_provider=provider
+        )
+
+    runtime = runtime_()
     await RpcPonger.register(runtime, "ponger", lambda: RpcPonger("ponger"))
     await RpcDriver.register(runtime, "driver", lambda: RpcDriver("driver"))
     runtime.start()
-    started = time.perf_counter()
+    started = clock()
     await runtime.send_message(AStart(pairs=pairs), AAgentId("driver", "1"))
-    results["send"] = 2 * pairs / (time.perf_counter() - started)
+    results["send"] = 2 * pairs / (clock() - started)
     await runtime.stop_when_idle()
 
     done = asyncio.get_running_loop().create_future()
@@ -282,17 +462,20 @@ async def autogen_pingpong(pairs: int) -> dict[str, float]:
             elif not done.done():
                 done.set_result(None)
 
-    runtime = SingleThreadedAgentRuntime(ignore_unhandled_exceptions=False)
+    runtime = runtime_()
     await EventPonger.register(runtime, "ponger", lambda: EventPonger("ponger"))
     await EventPinger.register(runtime, "pinger", lambda: EventPinger("pinger"))
     await runtime.add_subscription(TypeSubscription("ponger", "ponger"))
     await runtime.add_subscription(TypeSubscription("pinger", "pinger"))
     runtime.start()
-    started = time.perf_counter()
+    started = clock()
     await runtime.publish_message(APing(seq=0, text=TEXT), ATopicId("ponger", "1"))
     await done
-    results["publish"] = 2 * pairs / (time.perf_counter() - started)
+    results["publish"] = 2 * pairs / (clock() - started)
     await runtime.stop_when_idle()
+    for provider, exporter in providers:
+        assert len(exporter.get_finished_spans()) >= 2 * pairs, "autogen recorded no spans"
+        provider.shutdown()
     return results
 
 
@@ -371,10 +554,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             tracing = tracing_ratios(args.pairs, Path(tmp))
         print_tracing(tracing)
-        result = {
-            "tracing_ratio": round(tracing["ratio"], 3),
-            "tracing_ratio_streaming": round(tracing["ratio_streaming"], 3),
-        }
+        result = tracing_json(tracing)
         print(json.dumps(result))
         return result
 
@@ -461,8 +641,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pingpong_sqlite_ratio": round(cadre["pingpong", "sqlite"] / peer["pingpong"], 3),
         "fanout_memory_ratio": round(cadre["fanout", "memory"] / peer["fanout"], 3),
         "fanout_sqlite_ratio": round(cadre["fanout", "sqlite"] / peer["fanout"], 3),
-        "tracing_ratio": round(tracing["ratio"], 3),
-        "tracing_ratio_streaming": round(tracing["ratio_streaming"], 3),
+        **tracing_json(tracing),
         "import_ratio": round(imp_cadre / imp_autogen, 3),
         "import_used_ratio": round(imp_cadre_used / imp_autogen_used, 3),
         "msgs_per_s": {f"cadre_{w}_{s}": round(v) for (w, s), v in cadre.items()}
@@ -472,6 +651,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cadre_pingpong_memory_traced": round(tracing["traced"]),
             "cadre_pingpong_memory_traced_streaming": round(tracing["traced_streaming"]),
             "cadre_pingpong_memory_untraced": round(tracing["untraced"]),
+            "autogen_pingpong_traced": round(tracing["autogen_traced"]),
+            "cadre_tasks_sampled": round(tracing["sampled"]),
+            "cadre_tasks_untraced": round(tracing["tasks_untraced"]),
         },
         "import_ms": {
             "cadre": round(imp_cadre * 1000, 1),

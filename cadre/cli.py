@@ -6,42 +6,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .apps import load_app
 from .errors import CadreError, ConfigurationError
 from .settings import Settings
 
-
-def load_app(modules: Sequence[str]) -> None:
-    """Import the app's agent modules (from the current folder) so their types register."""
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name.split(".")[0]:
-                raise ConfigurationError(
-                    f"cannot import the app module {name!r} from {Path.cwd()}; run cadre from "
-                    "the app's folder or set CADRE_APP"
-                ) from None
-            raise
-
-
-def _runtime(settings: Settings) -> Any:
+if TYPE_CHECKING:
     from .hosts.local import LocalRuntime
 
-    return LocalRuntime.sqlite(
-        settings.state_path,
-        policy=settings.retry_policy(),
-        concurrency=settings.concurrency,
-        seen_limit=settings.seen_limit,
-    )
+
+def _runtime(settings: Settings) -> LocalRuntime:
+    from .hosts.local import LocalRuntime
+
+    return LocalRuntime.from_settings(settings)
 
 
 def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
@@ -136,7 +118,7 @@ def traced(path: str | None) -> Iterator[None]:
     from . import observability, telemetry
 
     if path is None:
-        observability.configure()
+        observability.configure(role="cli")
         yield
         return
     Path(path).unlink(missing_ok=True)
@@ -166,13 +148,14 @@ async def _dlq_look(args: argparse.Namespace, settings: Settings) -> int:
     if args.store == "postgres":  # the workers' store
         from .stores.postgres import PostgresStore
 
+        workers = settings.workers
         store = PostgresStore(
-            settings.postgres_dsn, prefix=settings.postgres_prefix, max_size=1, cache_size=0
+            workers.postgres_dsn, prefix=workers.postgres_prefix, max_size=1, cache_size=0
         )
     else:
         from .stores.sqlite import SQLiteStore
 
-        store = SQLiteStore(settings.state_path, readonly=True)
+        store = SQLiteStore(settings.local.state_path, readonly=True)
     try:
         if args.dlq_command == "show":
             print(json.dumps(_letter_json(await store.get_dead_letter(args.id)), indent=2))
@@ -197,15 +180,19 @@ async def _dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
     """`dlq redrive`: send dead letters again; on the local runtime, also run them. With
     ``--store postgres`` they go to the workers' queues, and the running `cadre worker`s
     handle them."""
-    workers = args.store == "postgres"
-    if workers:
+    from .runtime import Runtime
+
+    rt: Runtime
+    local: LocalRuntime | None = None
+    if args.store == "postgres":
         from .hosts.worker_api import WorkersRuntime
         from .registry import default_registry
 
-        rt: Any = WorkersRuntime.from_settings(settings, registry=default_registry)
-        where = f" (sent to the workers' queue {settings.queue_name!r})"
+        rt = WorkersRuntime.from_settings(settings, registry=default_registry)
+        where = f" (sent to the workers' queue {settings.workers.queue_name!r})"
     else:
-        rt, where = _runtime(settings), ""
+        rt = local = _runtime(settings)
+        where = ""
     try:
         ids = (
             [d.id for d in await rt.store.list_dead_letters(limit=100_000)]
@@ -219,9 +206,9 @@ async def _dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
         for letter_id in ids:
             await rt.redrive(letter_id)
             print(f"redriven {letter_id}{where}")
-        if workers or args.no_run:
+        if local is None or args.no_run:
             return 0
-        await rt.run_until_idle()
+        await local.run_until_idle()
         left = {d.id for d in await rt.store.list_dead_letters(limit=100_000)}
         failed = [i for i in ids if i in left]
         print(f"handled {len(ids) - len(failed)}, dead-lettered again {len(failed)}")
@@ -238,9 +225,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     load_app(settings.app_modules)
     configure_logging()
-    observability.configure()
-    overrides = {"partitions": args.partitions, "concurrency": args.concurrency}
-    return run_worker(config_from_settings(settings, **overrides), settings.retry_policy())
+    observability.configure(role="worker")
+    overrides = {
+        "partitions": args.partitions,
+        "concurrency": args.concurrency,
+        "health_port": args.health_port,
+    }
+    return run_worker(config_from_settings(settings, **overrides), settings.retry.policy())
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
@@ -248,10 +239,11 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from .hosts.worker import migrate
     from .stores._postgres_admin import safe_dsn
 
-    created = asyncio.run(migrate(settings.postgres_dsn, settings.postgres_prefix))
+    workers = settings.workers
+    created = asyncio.run(migrate(workers.postgres_dsn, workers.postgres_prefix))
     if created:
         print(f"created database {created!r}")
-    print(f"migrated {settings.postgres_prefix}* tables in {safe_dsn(settings.postgres_dsn)}")
+    print(f"migrated {workers.postgres_prefix}* tables in {safe_dsn(workers.postgres_dsn)}")
     return 0
 
 
@@ -331,7 +323,7 @@ def _console(args: argparse.Namespace, settings: Settings, **what: str) -> int:
     from .hosts import console
 
     if args.run_state:
-        settings = _replace(settings, state_path=Path(args.run_state))
+        settings = settings.replace(local__state_path=Path(args.run_state))
     load_app(settings.app_modules)
     task_ids = [what["task_id"]] if "task_id" in what else []
 
@@ -363,9 +355,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from .hosts.serve import serve
 
     if args.serve_state:
-        settings = _replace(settings, state_path=Path(args.serve_state))
+        settings = settings.replace(local__state_path=Path(args.serve_state))
     if args.serve_app:
-        settings = _replace(settings, app_modules=tuple(args.serve_app.split(",")))
+        settings = settings.replace(app_modules=tuple(args.serve_app.split(",")))
     workers = (args.serve_transport, args.serve_store) == ("rabbitmq", "postgres")
     if not workers and (args.serve_transport, args.serve_store) != ("local", "sqlite"):
         print(
@@ -551,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="consume RabbitMQ and run steps on PostgreSQL")
     worker.add_argument("--partitions", type=int, help="overrides CADRE_PARTITIONS")
     worker.add_argument("--concurrency", type=int, help="overrides CADRE_CONCURRENCY")
+    worker.add_argument(
+        "--health-port", type=int, help="serve /livez, /readyz, /status (CADRE_HEALTH_PORT)"
+    )
     worker.set_defaults(func=cmd_worker)
     db = sub.add_parser("db", help="PostgreSQL schema of the workers' store")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -581,9 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         if args.state:
-            settings = _replace(settings, state_path=Path(args.state))
+            settings = settings.replace(local__state_path=Path(args.state))
         if args.app:
-            settings = _replace(settings, app_modules=tuple(args.app.split(",")))
+            settings = settings.replace(app_modules=tuple(args.app.split(",")))
         if args.command == "dlq" and args.dlq_command == "redrive" and not (args.ids or args.all):
             parser.error("dlq redrive needs IDs or --all")
         return int(args.func(args, settings))
@@ -593,12 +588,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # bad ids, bad JSON payloads
         print(f"cadre: {exc}", file=sys.stderr)
         return 2
-
-
-def _replace(settings: Settings, **changes: Any) -> Settings:
-    import dataclasses
-
-    return dataclasses.replace(settings, **changes)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ trigger calls ``handle_http``; both build the host on first use (cold start pays
     async def agent_notebook(msg: func.ServiceBusMessage, context: func.Context) -> None:
         await deliver(msg, context)
 
-`FunctionsRuntime` is what the HTTP API's `Tasks(runtime)` needs (``send``, ``store``,
-``redrive``, ``health``) on the Cosmos DB store and the Service Bus transport, and the
-`Processor` the triggers run.
+`FunctionsRuntime` is the Functions host's `cadre.runtime.Runtime` (what the HTTP API
+needs, through the shared client side `cadre.hosts._client.Client`) on the Cosmos DB store
+and the Service Bus transport, and the `Processor` the triggers run.
 
 How a delivery is settled (Functions completes a message when the function returns and
 abandons it when the function raises):
@@ -38,20 +38,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import telemetry
-from ..envelope import Envelope
 from ..errors import RetryLater
-from ..ids import AgentId
-from ..messages import Message
-from ..processing import Disposition, Processed, Processor, RetryPolicy
+from ..processing import Disposition, Processed, Processor
 from ..registry import Registry, default_registry
-from ..settings import Settings
-from ..step import DEFAULT_SEEN_LIMIT, Step
+from ..retry import RetryPolicy
+from ..settings import DEFAULT_SEEN_LIMIT, FunctionsSettings, Settings
+from ..step import Step
 from ..stores.base import StateStore
 from ..transports.base import Transport
+from ._client import Client
+from .functions_telemetry import functions_context
 
-DEFAULT_MAX_WAIT = 30.0
-"""Longest in-function wait before a retry: well inside Service Bus' default 60 s lock."""
+DEFAULT_MAX_WAIT = FunctionsSettings.retry_wait_seconds
+"""Longest in-function wait before a retry: well inside Service Bus' default 60 s lock
+(``CADRE_FUNCTIONS_RETRY_WAIT_SECONDS``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +93,11 @@ async def handle_delivery(
     )
 
 
-class FunctionsRuntime:
+class FunctionsRuntime(Client):
     """Agents on Azure Functions: Cosmos DB state, Service Bus messages.
 
-    What the HTTP API needs (``send``, ``store``, ``registry``, ``redrive``, ``health``) and
-    what the Service Bus triggers run (``deliver``). One per worker process, built on first
+    What the HTTP API needs (`cadre.runtime.Runtime`) and what the Service Bus triggers
+    run (``deliver``). One per worker process, built on first
     use by `runtime()`; the store and transport are created lazily too and reused by every
     invocation.
     """
@@ -123,19 +123,20 @@ class FunctionsRuntime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FunctionsRuntime:
-        """The app's agents (``CADRE_APP``), `shared_store` and `shared_transport`."""
-        from ..cli import load_app
+        """The app's agents (``CADRE_APP``), `shared_store` and `shared_transport` (the
+        `settings.azure` group), the retry policy and `settings.functions`' wait."""
+        from ..apps import load_app
         from ..stores.cosmos import shared_store
         from ..transports.servicebus import shared_transport
 
         load_app(settings.app_modules)
         return cls(
-            shared_store(settings),
-            shared_transport(settings),
-            policy=settings.retry_policy(),
+            shared_store(settings.azure),
+            shared_transport(settings.azure),
+            policy=settings.retry.policy(),
             seen_limit=settings.seen_limit,
-            max_wait=settings.functions_retry_wait_seconds,
-            topic=settings.servicebus_topic,
+            max_wait=settings.functions.retry_wait_seconds,
+            topic=settings.azure.servicebus_topic,
         )
 
     async def deliver(self, message: Any) -> Processed:
@@ -143,44 +144,9 @@ class FunctionsRuntime:
         `RetryLater` to have it redelivered (see the module docstring)."""
         return await handle_delivery(self.processor, received(message), max_wait=self.max_wait)
 
-    async def send(
-        self,
-        to: AgentId,
-        message: Message,
-        *,
-        task_id: str | None = None,
-        reply_to: AgentId | None = None,
-    ) -> Envelope:
-        """Send a message from outside any agent (the HTTP API); a new task unless
-        `task_id` is given. Replies go to `reply_to`, or else to the task's inbox."""
-        from .local import send_from_client
-
-        return await send_from_client(
-            self.transport, to, message, task_id=task_id, reply_to=reply_to
-        )
-
-    async def redrive(self, letter_id: str) -> Envelope:
-        """Send a dead letter's envelope again (attempt 1) and remove it from the dead
-        letters (`NotFound` when there is none)."""
-        from .local import redrive_letter
-
-        return await redrive_letter(self.store, self.transport, letter_id)
-
-    async def health(self) -> dict[str, dict[str, Any]]:
-        """The checks ``GET /api/health`` reports: the store answers a point read; the
-        transport is configured (it is not probed: a probe would be a message)."""
-        from .local import store_check
-
-        store = await store_check(self.store)
-        transport = {"ok": True, "detail": f"{type(self.transport).__name__} to {self.topic!r}"}
-        return {"store": store, "transport": transport}
-
-    async def close(self) -> None:
-        """Release the transport and the store."""
-        try:
-            await self.transport.close()
-        finally:
-            await self.store.close()
+    def transport_check(self) -> dict[str, Any]:
+        """The transport is configured (it is not probed: a probe would be a message)."""
+        return {"ok": True, "detail": f"{type(self.transport).__name__} to {self.topic!r}"}
 
 
 _runtime: FunctionsRuntime | None = None
@@ -193,7 +159,7 @@ def runtime() -> FunctionsRuntime:
     if _runtime is None:
         from ..observability import configure
 
-        configure()  # exporters first, so the first message is traced too
+        configure(role="functions")  # exporters first: the first message is traced too
         _runtime = FunctionsRuntime.from_settings(Settings.from_env())
     return _runtime
 
@@ -207,7 +173,7 @@ def use_runtime(rt: FunctionsRuntime | None) -> None:
 
 async def deliver(message: Any, context: Any = None) -> Processed:
     """What every Service Bus trigger runs (inside the host's trace, when it has one)."""
-    with telemetry.functions_context(context):
+    with functions_context(context):
         return await runtime().deliver(message)
 
 
@@ -226,11 +192,11 @@ def http_app() -> Any:
 
         from ..api import create_app
 
-        settings = Settings.from_env()
+        api = Settings.from_env().api
         app = create_app(
             runtime(),
-            api_key=settings.api_key,
-            max_task_chars=settings.max_task_chars,
+            api_key=api.key,
+            max_task_chars=api.max_task_chars,
             stream_max_seconds=STREAM_SECONDS,
         )
         _http = func.AsgiMiddleware(app)  # type: ignore[no-untyped-call]
@@ -240,7 +206,7 @@ def http_app() -> Any:
 async def handle_http(request: Any, context: Any = None) -> Any:
     """What the HTTP trigger runs: the request through the ASGI app, inside the host's
     trace (a task submitted here is a child of the request's span)."""
-    with telemetry.functions_context(context):
+    with functions_context(context):
         return await http_app().handle_async(request, context)
 
 

@@ -46,7 +46,7 @@ def is_loopback(host: str) -> bool:
 
 def check_exposure(settings: Settings, host: str, insecure_no_key: bool) -> None:
     """Refuse to serve a network address without `CADRE_API_KEY`, unless told to."""
-    if not settings.api_key and not insecure_no_key and not is_loopback(host):
+    if not settings.api.key and not insecure_no_key and not is_loopback(host):
         raise ConfigurationError(
             f"cadre serve: --host {host} opens the API to the network, and CADRE_API_KEY is "
             "not set: anyone who can reach it could run tasks and read them. Set "
@@ -69,30 +69,32 @@ async def serve(
     `insecure_no_key` (`ConfigurationError` otherwise); so does a key a client cannot send."""
     check_exposure(settings, host, insecure_no_key)
     uvicorn = _uvicorn()
+    from .. import observability
+
+    observability.configure(role="api")  # before the runtime: its steps are traced too
     from ..api import check_api_key, create_app
 
-    check_api_key(settings.api_key)
+    api = settings.api
+    check_api_key(api.key)
     from ..registry import default_registry
+    from ..runtime import Runtime
     from .local import LocalRuntime
     from .worker_api import WorkersRuntime
 
     out = out or sys.stdout
-    runtime: LocalRuntime | WorkersRuntime
+    runtime: Runtime
     if workers:
         runtime = WorkersRuntime.from_settings(settings, registry=default_registry)
-        where = f"workers on RabbitMQ {settings.queue_name!r}, tables {settings.postgres_prefix}*"
+        queue, prefix = settings.workers.queue_name, settings.workers.postgres_prefix
+        where = f"workers on RabbitMQ {queue!r}, tables {prefix}*"
         kept = "queued work stays in RabbitMQ for the workers"
     else:
-        runtime = LocalRuntime.sqlite(
-            settings.state_path,
-            policy=settings.retry_policy(),
-            concurrency=settings.concurrency,
-            seen_limit=settings.seen_limit,
-        )
-        where, kept = f"state {settings.state_path}", "queued work stays in the state file"
+        runtime = LocalRuntime.from_settings(settings)
+        where = f"state {settings.local.state_path}"
+        kept = "queued work stays in the state file"
     await runtime.start()
     try:
-        app = create_app(runtime, api_key=settings.api_key, max_task_chars=settings.max_task_chars)
+        app = create_app(runtime, api_key=api.key, max_task_chars=api.max_task_chars)
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
         )
@@ -102,7 +104,7 @@ async def serve(
         print(f"cadre serve: {where}", file=out, flush=True)
         print(f"  page      http://{bind}:{port}/", file=out, flush=True)
         print(f"  API       http://{bind}:{port}/api  (/api/openapi.json)", file=out, flush=True)
-        if settings.api_key:
+        if api.key:
             print("  API key   required (x-api-key header)", file=out, flush=True)
         elif not is_loopback(host):
             print("  API key   NONE: open to the network (--insecure-no-key)", file=out, flush=True)

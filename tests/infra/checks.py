@@ -32,6 +32,18 @@ from .bicep import (
 # Settings the code reads that must NOT be app settings in Azure, and why. Everything else
 # the code reads must be one (test_app_settings_cover_every_setting_the_code_reads).
 NOT_IN_AZURE = {
+    "OTEL_SERVICE_NAME": "optional; under Functions the service name is the app's",
+    "OTEL_RESOURCE_ATTRIBUTES": "optional resource attributes",
+    "OTEL_SDK_DISABLED": "optional: turns telemetry off",
+    "OTEL_TRACES_EXPORTER": "Azure exports to Application Insights instead",
+    "OTEL_METRICS_EXPORTER": "Azure exports to Application Insights instead",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "Azure exports to Application Insights instead",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "Azure exports to Application Insights instead",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "Azure exports to Application Insights instead",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "Azure exports to Application Insights instead",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "Azure exports to Application Insights instead",
+    "CADRE_OTEL_EXIT_TIMEOUT": "optional: the flush at exit (default 2 s)",
+    "WEBSITE_SITE_NAME": "set by the platform (the function app's name)",
     "CADRE_STATE": "the local runtime's SQLite file",
     "CADRE_CONCURRENCY": "the local runtime's step concurrency",
     "CADRE_RABBITMQ_URL": "the workers host (RabbitMQ)",
@@ -46,6 +58,8 @@ NOT_IN_AZURE = {
     "CADRE_LOCAL_DELIVERY": "the workers host",
     "CADRE_RELAY_AFTER_SECONDS": "the workers host",
     "CADRE_STEP_BATCH": "the workers host",
+    "CADRE_DELIVERY_LIMIT": "the workers host (quorum queues)",
+    "CADRE_HEALTH_PORT": "the workers host (probe endpoint)",
     "CosmosDB__accountEndpoint": "an alias of CADRE_COSMOS_ENDPOINT, which is set",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "Azure exports to Application Insights instead",
     "OPENAI_BASE_URL": "openai.com / compatible endpoints, not Azure OpenAI",
@@ -597,7 +611,7 @@ def check_service_bus(infra: Path = INFRA) -> list[str]:
 _APP_AGENT_TYPES = """
 import json
 from cadre import infra
-from cadre.cli import load_app
+from cadre.apps import load_app
 from cadre.hosts.functions_index import registered_functions
 from cadre.registry import default_registry
 from cadre.settings import Settings

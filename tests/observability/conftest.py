@@ -61,7 +61,10 @@ def otel() -> Iterator[Otel]:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     meter_provider = MeterProvider(metric_readers=[reader])
-    with telemetry.installed(Telemetry(tracer_provider, meter_provider, capture_content=False)):
+    # With a send span per message (CADRE_TRACE_SENDS=true): the full tree. The default, one
+    # span per step, is what the tests that build their own Telemetry check.
+    tel = Telemetry(tracer_provider, meter_provider, capture_content=False, trace_sends=True)
+    with telemetry.installed(tel):
         yield Otel(spans, reader)
     tracer_provider.shutdown()
     meter_provider.shutdown()
@@ -96,6 +99,35 @@ class Collector:
     def paths(self) -> set[str]:
         return {path for path, _ in self.requests}
 
+    def otlp_spans_by_service(self) -> list[tuple[str, Any]]:
+        """Every span received on /v1/traces with the ``service.name`` of its resource."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        spans = []
+        for path, body in list(self.requests):
+            if path == "/v1/traces":
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource in request.resource_spans:
+                    service = resource_attributes(resource.resource)["service.name"]
+                    for scope in resource.scope_spans:
+                        spans.extend((service, span) for span in scope.spans)
+        return spans
+
+    def metric_resources(self) -> list[dict[str, str]]:
+        """The resource attributes of every metrics export received on /v1/metrics."""
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceRequest,
+        )
+
+        found = []
+        for path, body in list(self.requests):
+            if path == "/v1/metrics":
+                request = ExportMetricsServiceRequest.FromString(body)
+                found.extend(resource_attributes(r.resource) for r in request.resource_metrics)
+        return found
+
     def otlp_spans(self) -> list[Any]:
         """Every span received on /v1/traces (OTLP protobuf ``Span`` objects)."""
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -110,6 +142,19 @@ class Collector:
                     for scope in resource.scope_spans:
                         spans.extend(scope.spans)
         return spans
+
+
+def resource_attributes(resource: Any) -> dict[str, str]:
+    """The string attributes of an OTLP ``Resource``."""
+    return {a.key: a.value.string_value for a in resource.attributes}
+
+
+def span_attributes(span: Any) -> dict[str, Any]:
+    """The attributes of an OTLP ``Span`` (strings and integers)."""
+    return {
+        a.key: a.value.string_value if a.value.HasField("string_value") else a.value.int_value
+        for a in span.attributes
+    }
 
 
 @pytest.fixture

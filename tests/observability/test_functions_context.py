@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import pytest
 from opentelemetry.trace import SpanKind
 
-from cadre import AgentId, LocalRuntime, telemetry
+from cadre import AgentId, LocalRuntime
 from cadre.envelope import Envelope
 from cadre.hosts.functions import Received, handle_delivery
+from cadre.hosts.functions_telemetry import functions_context
 from tests.support.contracts import Add, make_registry
 
 from .conftest import Otel
@@ -70,7 +71,7 @@ async def test_a_delivery_nests_under_the_host_span_that_continued_its_trace(
     envelope = await submitted(runtime)
     trace_id = int(envelope.traceparent.split("-")[1], 16)  # type: ignore[union-attr]
     # The host read the message's Diagnostic-Id: its span is in the task's trace.
-    with telemetry.functions_context(host(trace_id)):
+    with functions_context(host(trace_id)):
         await handle_delivery(runtime.processor, Received(envelope.to_bytes(), 1))
     [process] = [s for s in otel.finished() if s.kind is SpanKind.CONSUMER]
     assert process.context.trace_id == trace_id
@@ -85,7 +86,7 @@ async def test_a_host_span_of_another_trace_is_linked_and_the_task_stays_one_tra
 ) -> None:
     envelope = await submitted(runtime)
     [send] = otel.finished()
-    with telemetry.functions_context(host(OTHER_TRACE)):
+    with functions_context(host(OTHER_TRACE)):
         await handle_delivery(runtime.processor, Received(envelope.to_bytes(), 1))
     [process] = [s for s in otel.finished() if s.kind is SpanKind.CONSUMER]
     assert process.context.trace_id == send.context.trace_id
@@ -97,7 +98,7 @@ async def test_a_host_span_of_another_trace_is_linked_and_the_task_stays_one_tra
 async def test_a_task_submitted_in_an_http_function_joins_the_request_trace(
     otel: Otel, runtime: LocalRuntime
 ) -> None:
-    with telemetry.functions_context(host(OTHER_TRACE)):
+    with functions_context(host(OTHER_TRACE)):
         envelope = await submitted(runtime)
     [send] = otel.finished()
     assert send.context.trace_id == OTHER_TRACE
@@ -111,7 +112,7 @@ async def test_without_a_host_trace_context_nothing_changes(
 ) -> None:
     envelope = await submitted(runtime)
     [send] = otel.finished()
-    with telemetry.functions_context(context):
+    with functions_context(context):
         await handle_delivery(runtime.processor, Received(envelope.to_bytes(), 1))
     [process] = [s for s in otel.finished() if s.kind is SpanKind.CONSUMER]
     assert process.parent.span_id == send.context.span_id  # type: ignore[union-attr]

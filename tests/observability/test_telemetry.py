@@ -39,17 +39,20 @@ async def test_a_task_is_one_trace_whose_tree_is_the_message_flow(otel: Otel) ->
     for span in process:
         producer = index[span.parent.span_id]  # type: ignore[union-attr]
         assert producer.kind is SpanKind.PRODUCER
-        assert producer.name == f"send {span.attributes['cadre.message.name']}"
+        assert producer.name == span.name.replace("process ", "send ", 1)
     # The reply's producer is a child of the step that sent it: parent to child, no links.
     reply_producer = index[process[1].parent.span_id]  # type: ignore[union-attr]
     assert reply_producer.parent.span_id == process[0].context.span_id  # type: ignore[union-attr]
     root = index[process[0].parent.span_id]  # type: ignore[union-attr]
     assert root.parent is None  # the external send starts the trace
     assert root.attributes["messaging.message.id"] == sent.id
-    attrs = process[0].attributes
-    assert attrs["cadre.agent.type"] == "counter" and attrs["cadre.agent.key"] == "a"
-    assert attrs["cadre.message.version"] == 1 and attrs["cadre.delivery.attempt"] == 1
-    assert attrs["cadre.outcome"] == "handled" and attrs["messaging.system"] == "cadre"
+    # A handled step carries only what finds it (each attribute costs the SDK): the agent
+    # and the task; message id, attempt and outcome come with any other outcome.
+    assert dict(process[0].attributes or {}) == {
+        "cadre.agent.type": "counter",
+        "cadre.agent.key": "a",
+        "messaging.message.conversation_id": sent.task_id,
+    }
 
 
 async def test_a_topic_publish_is_one_producer_span_parent_of_every_delivery(otel: Otel) -> None:

@@ -1,24 +1,35 @@
 """OpenTelemetry for Cadre: spans, metrics and log correlation, on the OpenTelemetry API only.
 
 Nothing here configures an SDK or an exporter: that happens at the edge
-(`cadre.observability.configure`, the Functions app, a user's own setup). Without an SDK
-every call below is a no-op, and the hot path skips even building the attributes.
+(`cadre.observability.configure`, which every Cadre process calls at start-up, or a user's
+own setup). Without an SDK every call below is a no-op, and the hot path skips even
+building the attributes.
 
 Spans follow the messaging and GenAI semantic conventions:
 
-    send <message> / publish <message>   PRODUCER  one per outgoing message (or topic publish),
-                                                   its context travels in the envelope
-    process <message>                    CONSUMER  around each step, child of that producer
+    <METHOD> <route>                     SERVER    an HTTP request to the API (`http`); a
+                                                   task submitted in it is its child
+    send <message> / publish <message>   PRODUCER  a message sent from outside any step (a
+                                                   client, `cadre run`); inside a step only
+                                                   with CADRE_TRACE_SENDS=true
+    process <message>                    CONSUMER  around each step; its context travels in
+                                                   every envelope the step sends
     chat <model>                         CLIENT    model calls (`model_span`)
     execute_tool <name>                  INTERNAL  tool calls (`tool_span`)
 
-so one task is one trace, parent to child across every hop and process. Team decisions
-(next speaker and what chose it, awaiting input, cancel, termination) are span events on
-the manager's process span. Message payloads, prompts, completions and tool arguments are
-recorded only when content capture is on (`CADRE_TRACE_CONTENT=true`).
+so one task is one trace, parent to child across every hop and process: the HTTP request
+(or the client's send), then each step a child of the step that sent its message. Team
+decisions (next speaker and what chose it, awaiting input, cancel, termination) are span
+events on the manager's process span. Message payloads, prompts, completions and tool
+arguments are recorded only when content capture is on (`CADRE_TRACE_CONTENT=true`).
 
-Under Azure Functions, `functions_context(context)` continues the host's trace for one
-invocation; `LogContextFilter` puts trace id, span id and task id on log records.
+Sampling is per task: the sampler decides once, at the task's root span, and the decision
+rides in the traceparent flags of every envelope. A step whose envelope says "not sampled"
+starts no span and builds no attributes (only the task id for log records is set).
+
+A host that runs deliveries inside its own span (Azure Functions:
+`cadre.hosts.functions_telemetry`) hands that span over with `host_span`;
+`LogContextFilter` puts trace id, span id and task id on log records.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
-    from .envelope import Envelope
+    from ..envelope import Envelope
 
 INSTRUMENTATION = "cadre"
 MESSAGING_SYSTEM = "cadre"
@@ -74,6 +85,11 @@ TOKEN_USAGE = "gen_ai.client.token.usage"
 TASKS = "cadre.tasks"
 TASK_DURATION = "cadre.task.duration"
 LIMITER_WAIT = "cadre.model.limiter.wait"
+QUEUE_DEPTH = "cadre.worker.queue.depth"
+STEPS_IN_FLIGHT = "cadre.worker.steps.in_flight"
+TIMERS_WAITING = "cadre.worker.timers.waiting"
+PARTITION = "cadre.partition"
+PARTITION_ACTIVE = "cadre.partition.active"
 
 METRIC_NAMES = frozenset(
     {
@@ -123,6 +139,16 @@ def _traceparent(ctx: trace.SpanContext) -> str:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
+_SAMPLED_LAST = frozenset("13579bdfBDF")
+"""The last hex digit of a traceparent's flags when the sampled bit is set."""
+
+
+def _sampled(traceparent: str | None) -> bool:
+    """Whether a traceparent says its trace is sampled (True when there is none, or it is
+    not the 55 characters of version 00: the sampler decides then)."""
+    return not traceparent or len(traceparent) != 55 or traceparent[54] in _SAMPLED_LAST
+
+
 def _parent_context(traceparent: str | None) -> otel_context.Context:
     """The context a traceparent names; the root (a new trace) when there is none.
 
@@ -131,63 +157,43 @@ def _parent_context(traceparent: str | None) -> otel_context.Context:
     """
     if not traceparent:
         return _ROOT
-    parts = traceparent.split("-")
-    if len(parts) == 4 and parts[0] == "00" and len(parts[1]) == 32 and len(parts[2]) == 16:
+    if len(traceparent) == 55 and traceparent[:3] == "00-":
         try:
             ctx = trace.SpanContext(
-                trace_id=int(parts[1], 16),
-                span_id=int(parts[2], 16),
+                trace_id=int(traceparent[3:35], 16),
+                span_id=int(traceparent[36:52], 16),
                 is_remote=True,
-                trace_flags=trace.TraceFlags(int(parts[3], 16)),
+                trace_flags=trace.TraceFlags(int(traceparent[53:], 16)),
             )
         except ValueError:
             ctx = trace.INVALID_SPAN_CONTEXT
         if ctx.is_valid:
-            return trace.set_span_in_context(trace.NonRecordingSpan(ctx), _ROOT)
+            return otel_context.Context({_SPAN_KEY: trace.NonRecordingSpan(ctx)})
     return _propagator.extract({"traceparent": traceparent})
 
 
-_task_id: ContextVar[str | None] = ContextVar("cadre_task_id", default=None)
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, _ROOT)))
+"""Where the OpenTelemetry API keeps the current span in a context."""
+
+_step: ContextVar[_Processing | _Quiet | None] = ContextVar("cadre_step", default=None)
+"""The step under way in this context (its task id, its span, the traceparent it gives)."""
 _host_span: ContextVar[trace.SpanContext | None] = ContextVar("cadre_host_span", default=None)
-"""The span of the invocation a host runs this delivery in (`functions_context`)."""
+"""The span of the invocation a host runs this delivery in (`host_span`)."""
 
 
-def _process_parent(
-    traceparent: str | None,
-) -> tuple[otel_context.Context, list[trace.Link] | None]:
-    """The parent of a process span: the producer in the envelope; or, under a host that
-    continued that trace (Functions reads the message's Diagnostic-Id), the host's span,
-    so it sits between. A host span of another trace only gets a link: a task stays one
-    trace."""
-    parent = _parent_context(traceparent)
-    host = _host_span.get()
-    if host is None:
-        return parent, None
-    producer = trace.get_current_span(parent).get_span_context()
-    if not producer.is_valid or producer.trace_id == host.trace_id:
-        return trace.set_span_in_context(trace.NonRecordingSpan(host), _ROOT), None
-    return parent, [trace.Link(host)]
+def _unsampled_step() -> bool:
+    """Whether this runs inside a step that records no span (its task is not sampled)."""
+    step = _step.get()
+    return step is not None and step.span is None
 
 
 @contextlib.contextmanager
-def functions_context(context: Any) -> Iterator[otel_context.Context]:
-    """Continue the Azure Functions host's trace inside the block.
-
-    `context` is the invocation's ``azure.functions.Context``; its
-    ``trace_context.trace_parent`` is the host's span. Inside the block spans Cadre starts
-    (a task submitted over HTTP) are its children, and a delivery's process span nests
-    under it when the host continued the message's trace. Without a trace context this
-    changes nothing.
-    """
-    carrier = _carrier(getattr(context, "trace_context", None))
-    if not carrier:
-        yield otel_context.get_current()
-        return
-    ctx = _propagator.extract(carrier)
-    span_context = trace.get_current_span(ctx).get_span_context()
-    if not span_context.is_valid:
-        yield otel_context.get_current()
-        return
+def host_span(span_context: trace.SpanContext) -> Iterator[otel_context.Context]:
+    """Inside the block the host's span (`span_context`, e.g. an Azure Functions
+    invocation's) is the current span: a task submitted inside is its child, and a
+    delivery's process span nests under it when it continued the message's trace (a host
+    span of another trace only gets a link: a task stays one trace)."""
+    ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_context), _ROOT)
     host_token = _host_span.set(span_context)
     token = otel_context.attach(ctx)
     try:
@@ -197,21 +203,20 @@ def functions_context(context: Any) -> Iterator[otel_context.Context]:
         _host_span.reset(host_token)
 
 
-def _carrier(trace_context: Any) -> dict[str, str]:
-    """The W3C headers of a Functions `TraceContext` (the worker's class spells them
-    ``Traceparent``/``Tracestate`` too)."""
-    if trace_context is None:
-        return {}
-    parent = getattr(trace_context, "trace_parent", None) or getattr(
-        trace_context, "Traceparent", None
-    )
-    state = getattr(trace_context, "trace_state", None) or getattr(
-        trace_context, "Tracestate", None
-    )
-    carrier = {"traceparent": parent} if isinstance(parent, str) and parent else {}
-    if carrier and isinstance(state, str) and state:
-        carrier["tracestate"] = state
-    return carrier
+def _process_parent(
+    traceparent: str | None,
+) -> tuple[otel_context.Context, list[trace.Link] | None]:
+    """The parent of a process span: the step (or client) in the envelope; or, under a
+    host that continued that trace (Functions reads the message's Diagnostic-Id), the
+    host's span, so it sits between. A host span of another trace only gets a link."""
+    parent = _parent_context(traceparent)
+    host = _host_span.get()
+    if host is None:
+        return parent, None
+    producer = trace.get_current_span(parent).get_span_context()
+    if not producer.is_valid or producer.trace_id == host.trace_id:
+        return trace.set_span_in_context(trace.NonRecordingSpan(host), _ROOT), None
+    return parent, [trace.Link(host)]
 
 
 _DISABLED_PROVIDERS = {
@@ -248,6 +253,9 @@ class _Instruments:
     tasks: metrics.Counter
     task_duration: metrics.Histogram
     limiter_wait: metrics.Histogram
+    queue_depth: metrics._Gauge  # the API's (only) name for a synchronous gauge
+    in_flight: metrics._Gauge
+    timers_waiting: metrics._Gauge
 
 
 class Telemetry:
@@ -271,10 +279,11 @@ class Telemetry:
             capture_content if capture_content is not None else _flag("CADRE_TRACE_CONTENT", False)
         )
         self.trace_sends = (
-            trace_sends if trace_sends is not None else _flag("CADRE_TRACE_SENDS", True)
+            trace_sends if trace_sends is not None else _flag("CADRE_TRACE_SENDS", False)
         )
-        """False: a message sent inside a step carries the step's process span as its
-        parent instead of a send span of its own (one span per message, still one tree)."""
+        """True: a message sent inside a step gets a send span of its own, child of the
+        step's span. False (the default): it carries the step's process span as its
+        parent (one span per message, still one tree)."""
         self._seen_tracer_provider: object = None
         self._seen_meter_provider: object = None
         self._tracer: trace.Tracer | None = None
@@ -327,21 +336,35 @@ class Telemetry:
         envelope_id: str,
         payload: Mapping[str, Any] | None = None,
     ) -> str | None:
-        """Record a `send`/`publish` PRODUCER span under the current context (ended at
-        once: the message is created) and return its W3C traceparent for the envelope.
+        """The W3C traceparent for the envelopes of a message being sent.
 
-        None when tracing is off: the caller keeps the incoming traceparent, so a trace
-        still flows through a process that does not record it.
+        Inside a step: the step's span's (with `trace_sends`, a `send`/`publish` PRODUCER
+        span of its own, child of the step's). Outside any step, under a current span (an
+        HTTP request's, a host's): that span's, or a PRODUCER span under it with
+        `trace_sends`; with no current span, a PRODUCER span (ended at once: the message is
+        created) that starts the task's trace, where the sampler decides for the task.
+
+        None when tracing is off or the step's task is not sampled: the caller keeps the
+        incoming traceparent, so a trace (and its sampling decision) flows through.
         """
+        step = _step.get()
+        if step is not None and step.span is None and not self.measuring:
+            return None  # tracing off, or a task not sampled: the incoming traceparent goes on
         self.refresh()
         if self.measuring:
             self.instruments.sent.add(1, {MESSAGE_NAME: message, "messaging.system": "cadre"})
         if not self.tracing:
             return None
-        if not self.trace_sends:
-            current = trace.get_current_span()
-            if current.is_recording():  # inside a step: its span is the parent
-                return _traceparent(current.get_span_context())
+        if step is not None:
+            if not isinstance(step, _Processing) or step.span is None:
+                return None
+            if not self.trace_sends:  # the step's span is the parent
+                return step.traceparent()
+        else:
+            current = trace.get_current_span().get_span_context()
+            if current.is_valid and (not current.trace_flags.sampled or not self.trace_sends):
+                # An HTTP request's span, or a task not sampled: no span of its own.
+                return _traceparent(current)
         assert self._tracer is not None
         attributes: dict[str, Any] = {
             "messaging.system": MESSAGING_SYSTEM,
@@ -362,33 +385,38 @@ class Telemetry:
 
     # -- consuming ------------------------------------------------------------------
 
-    def processing(self, envelope: Envelope) -> _Processing:
+    def processing(self, envelope: Envelope) -> _Processing | _Quiet:
         """Around one step (``with tel.processing(envelope) as scope``): a CONSUMER span child
-        of the envelope's producer, the task id for log records, and the step's metrics once
-        the outcome is known."""
-        self.refresh()
-        return _Processing(self, envelope)
+        of the step (or client) that sent the envelope, unless its task is not sampled; the
+        task id for log records; and the step's metrics once the outcome is known (set
+        ``scope.outcome``, ``scope.reason``, ``scope.error``). The caller has called
+        `refresh` (the processor does, once per delivery)."""
+        tp = envelope.traceparent
+        if self.measuring or (
+            self.tracing and (not tp or len(tp) != 55 or tp[54] in _SAMPLED_LAST)
+        ):
+            return _Processing(self, envelope)
+        return _Quiet(envelope.task_id)  # a task not sampled: nothing to record
 
     def _start_process_span(self, envelope: Envelope) -> trace.Span:
         assert self._tracer is not None
         parent, links = _process_parent(envelope.traceparent)
         agent_type, _, key = (envelope.recipient or "").partition("/")
+        # The fewest attributes that find a step (each costs the SDK about 3 µs): the
+        # message name is in the span's name; the message id, the attempt and the outcome
+        # are added when a step does not end `handled` (`_Processing.__exit__`), the
+        # version when it is not 1.
         attributes: dict[str, Any] = {
-            "messaging.system": MESSAGING_SYSTEM,
-            "messaging.operation.type": "process",
-            "messaging.destination.name": agent_type,
-            "messaging.message.id": envelope.id,
-            "messaging.message.conversation_id": envelope.task_id,
             AGENT_TYPE: agent_type,
             AGENT_KEY: key,
-            MESSAGE_NAME: envelope.message,
-            MESSAGE_VERSION: envelope.version,
-            ATTEMPT: envelope.attempt,
+            "messaging.message.conversation_id": envelope.task_id,
         }
+        if envelope.version != 1:
+            attributes[MESSAGE_VERSION] = envelope.version
         if self.capture_content:
             attributes[CONTENT] = _json(envelope.payload)
         return self._tracer.start_span(
-            f"process {envelope.message}",
+            _process_name(envelope.message),
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
@@ -407,9 +435,10 @@ class Telemetry:
         provider: str = "openai",
     ) -> Iterator[trace.Span]:
         """A `chat <model>` CLIENT span, current inside the block; call `record_tokens`
-        with the usage inside it. An exception marks it failed (``error.type``)."""
+        with the usage inside it. An exception marks it failed (``error.type``). Inside a
+        step whose task is not sampled it is not made."""
         self.refresh()
-        if not self.tracing:
+        if not self.tracing or _unsampled_step():
             yield trace.INVALID_SPAN
             return
         assert self._tracer is not None
@@ -474,13 +503,28 @@ class Telemetry:
         if self.measuring:
             self.instruments.limiter_wait.record(seconds, {MODEL_DEPLOYMENT: deployment})
 
+    def record_worker_status(
+        self, partitions: Mapping[int, tuple[int, bool]], in_flight: int, timers: int
+    ) -> None:
+        """A worker's gauges: per partition the messages waiting in its queue and whether
+        this worker is its active consumer; the steps it runs; the timers waiting."""
+        self.refresh()
+        if not self.measuring:
+            return
+        inst = self.instruments
+        for partition, (ready, active) in partitions.items():
+            inst.queue_depth.set(ready, {PARTITION: partition, PARTITION_ACTIVE: active})
+        inst.in_flight.set(in_flight)
+        inst.timers_waiting.set(timers)
+
     @contextlib.contextmanager
     def tool_span(
         self, name: str, *, call_id: str | None = None, agent_name: str | None = None
     ) -> Iterator[trace.Span]:
-        """An `execute_tool <name>` span around one tool call, current inside the block."""
+        """An `execute_tool <name>` span around one tool call, current inside the block
+        (not made inside a step whose task is not sampled)."""
         self.refresh()
-        if not self.tracing:
+        if not self.tracing or _unsampled_step():
             yield trace.INVALID_SPAN
             return
         assert self._tracer is not None
@@ -518,72 +562,127 @@ class Telemetry:
         self.instruments.task_duration.record(duration_seconds, attributes)
 
 
-class _Processing:
-    """The context manager `Telemetry.processing` returns (a class, not a generator: it
-    runs twice per message on the hot path)."""
+_names: dict[str, str] = {}
 
-    __slots__ = ("_span", "_task_token", "_token", "scope", "telemetry")
+
+def _process_name(message: str) -> str:
+    """``process <message>``, made once per message name."""
+    name = _names.get(message)
+    if name is None:
+        name = _names[message] = f"process {message}" if len(_names) < 4096 else message
+    return name
+
+
+class _Processing:
+    """One step's telemetry: the context manager `Telemetry.processing` returns and the scope
+    the processor reports the outcome on (a class, not a generator: it runs on the hot
+    path). `span` is None when tracing is off or the task is not sampled."""
+
+    __slots__ = (
+        "_started",
+        "_step_token",
+        "_token",
+        "_traceparent",
+        "envelope",
+        "error",
+        "outcome",
+        "reason",
+        "span",
+        "task_id",
+        "telemetry",
+    )
 
     def __init__(self, telemetry: Telemetry, envelope: Envelope) -> None:
         self.telemetry = telemetry
-        self.scope = ProcessScope(telemetry, envelope)
-        self._span: trace.Span | None = None
+        self.envelope = envelope
+        self.task_id = envelope.task_id
+        self.outcome = "handled"
+        self.reason: str | None = None
+        self.error: str | None = None
+        self.span: trace.Span | None = None
         self._token: object = None
+        self._traceparent: str | None = None
+        self._started = time.perf_counter() if telemetry.measuring else 0.0
 
-    def __enter__(self) -> ProcessScope:
-        self._task_token = _task_id.set(self.scope.envelope.task_id)
-        if self.telemetry.tracing:
-            self._span = self.telemetry._start_process_span(self.scope.envelope)
-            self._token = otel_context.attach(trace.set_span_in_context(self._span))
-        return self.scope
+    def traceparent(self) -> str:
+        """The W3C traceparent of this step's span (made once)."""
+        if self._traceparent is None:
+            assert self.span is not None
+            self._traceparent = _traceparent(self.span.get_span_context())
+        return self._traceparent
+
+    def __enter__(self) -> _Processing:
+        self._step_token = _step.set(self)
+        tel = self.telemetry
+        if tel.tracing and _sampled(self.envelope.traceparent):
+            span = self.span = tel._start_process_span(self.envelope)
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._token is not None:
             otel_context.detach(self._token)  # type: ignore[arg-type]
-        _task_id.reset(self._task_token)
-        self.scope.finish(self._span)
-        if self._span is not None:
-            self._span.end()
-
-
-class ProcessScope:
-    """What one step reports: its outcome (set by the processor) and its duration."""
-
-    __slots__ = ("_started", "_telemetry", "envelope", "error", "outcome", "reason")
-
-    def __init__(self, telemetry: Telemetry, envelope: Envelope) -> None:
-        self._telemetry = telemetry
-        self.envelope = envelope
-        self.outcome = "handled"
-        self.reason: str | None = None
-        self.error: str | None = None
-        self._started = time.perf_counter()
-
-    def finish(self, span: trace.Span | None) -> None:
-        """Put the outcome on the span and into the metrics."""
-        tel = self._telemetry
-        agent_type = (self.envelope.recipient or "").partition("/")[0]
+        _step.reset(self._step_token)
+        span = self.span
         if span is not None:
-            span.set_attribute(OUTCOME, self.outcome)
+            if self.outcome != "handled":
+                span.set_attributes(
+                    {
+                        OUTCOME: self.outcome,
+                        "messaging.message.id": self.envelope.id,
+                        ATTEMPT: self.envelope.attempt,
+                    }
+                )
             if self.reason:
                 span.set_attribute(DEAD_LETTER_REASON, self.reason)
             if self.error:
                 span.set_status(Status(StatusCode.ERROR, self.error[:500]))
-        if not tel.measuring:
-            return
+            span.end()
+        if self.telemetry.measuring:
+            self._measure()
+
+    def _measure(self) -> None:
+        """The step's metrics: duration, count by outcome, dead letters, errors."""
+        agent_type = (self.envelope.recipient or "").partition("/")[0]
         attributes = {
             AGENT_TYPE: agent_type,
             MESSAGE_NAME: self.envelope.message,
             OUTCOME: self.outcome,
             "messaging.system": MESSAGING_SYSTEM,
         }
-        inst = tel.instruments
+        inst = self.telemetry.instruments
         inst.process_duration.record(time.perf_counter() - self._started, attributes)
         inst.consumed.add(1, attributes)
         if self.outcome == "dead_lettered":
             inst.dead_letters.add(1, {AGENT_TYPE: agent_type, DEAD_LETTER_REASON: self.reason})
         if self.error:
             inst.step_errors.add(1, {AGENT_TYPE: agent_type, OUTCOME: self.outcome})
+
+
+class _Quiet:
+    """The scope of a step with nothing to record (its task is not sampled, and metrics
+    are off): it only makes the task id known to log records."""
+
+    __slots__ = ("_step_token", "error", "outcome", "reason", "task_id")
+    span: trace.Span | None = None
+    # The processor sets these; nothing reads them.
+    outcome: str
+    reason: str | None
+    error: str | None
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+
+    def __enter__(self) -> _Quiet:
+        self._step_token = _step.set(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _step.reset(self._step_token)
+
+
+ProcessScope = _Processing
+"""What one step reports: its outcome (set by the processor) and its duration."""
 
 
 def _make_instruments(meter: metrics.Meter) -> _Instruments:
@@ -613,6 +712,19 @@ def _make_instruments(meter: metrics.Meter) -> _Instruments:
             unit="s",
             description="Time model calls waited for their deployment's quota",
         ),
+        queue_depth=meter.create_gauge(
+            QUEUE_DEPTH,
+            unit="{message}",
+            description="Messages waiting in a partition queue (the lag), as a worker sees it",
+        ),
+        in_flight=meter.create_gauge(
+            STEPS_IN_FLIGHT, unit="{step}", description="Steps a worker is running"
+        ),
+        timers_waiting=meter.create_gauge(
+            TIMERS_WAITING,
+            unit="{message}",
+            description="Timers waiting in the delay queues a worker declared",
+        ),
     )
 
 
@@ -632,7 +744,8 @@ class LogContextFilter(logging.Filter):
         record.trace_id = f"{ctx.trace_id:032x}" if ctx.is_valid else ""
         record.span_id = f"{ctx.span_id:016x}" if ctx.is_valid else ""
         if not getattr(record, "task_id", None):
-            record.task_id = _task_id.get() or ""
+            step = _step.get()
+            record.task_id = step.task_id if step is not None else ""
         return True
 
 
