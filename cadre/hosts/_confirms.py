@@ -21,9 +21,12 @@ again; and the sender's next publish sends its lost envelopes first, so a later 
 never overtakes an earlier one on the way to a receiver. `settle` raises for it, and the
 worker returns the message to its queue instead of acknowledging it.
 
-With a `local` deliverer (the worker, see `cadre.hosts.worker`), an envelope for an agent
+With a `local` deliverer (the worker's, see `cadre.hosts._local`), an envelope for an agent
 of a partition the worker owns is not published: the deliverer runs it, and its confirm is
 its recipient's committed step. Everything above holds for it unchanged.
+
+`Confirms.store` and `Confirms.transport` are the step's views (`ConfirmedStore`,
+`ConfirmedTransport`); the bookkeeping stays in `Confirms`.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ import functools
 import itertools
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..envelope import Envelope
 from ..errors import TransportError
 from ..ids import AgentId
 from ..stores.base import AgentRecord, StateStore
-from ..transports.rabbitmq import RabbitMQTransport
+from ._confirmed import ConfirmedStore, ConfirmedTransport
 
 log = logging.getLogger("cadre.worker")
 
@@ -54,6 +57,18 @@ MAX_FAILED = 10_000
 """How many failed confirms are remembered for `Confirms.settle`."""
 
 
+class Publisher(Protocol):
+    """What `Confirms` needs of the broker: publishes that end at their confirms."""
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> list[asyncio.Task[None]]:
+        """Start publishing, in order; one task per envelope ends at its confirm."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
 class LocalDelivery(Protocol):
     """Runs envelopes for agents this process owns, instead of the broker."""
 
@@ -61,7 +76,7 @@ class LocalDelivery(Protocol):
         """Whether `envelope` should run in this process."""
         ...
 
-    def deliver(self, envelope: Envelope) -> asyncio.Task[None]:
+    def deliver(self, envelope: Envelope) -> asyncio.Future[None]:
         """Start it (in publish order); the task ends at its recipient's commit."""
         ...
 
@@ -69,12 +84,14 @@ class LocalDelivery(Protocol):
 class Confirms:
     """Tracks envelopes published but not yet confirmed (or lost), per sender agent."""
 
-    def __init__(self, store: StateStore, transport: RabbitMQTransport) -> None:
+    def __init__(
+        self, store: StateStore, transport: Publisher, local: LocalDelivery | None = None
+    ) -> None:
         self.inner_store = store
         self.inner_transport = transport
-        self.local: LocalDelivery | None = None
+        self.local = local
         self._seq = itertools.count()
-        self._flight: dict[str, dict[str, tuple[int, Envelope, asyncio.Task[None]]]] = {}
+        self._flight: dict[str, dict[str, tuple[int, Envelope, asyncio.Future[None]]]] = {}
         self._lost: dict[str, dict[str, tuple[int, Envelope]]] = {}  # failed, not republished
         # the last record this process saved per agent whose stored outbox is not empty:
         # cleared once nothing of the agent is in flight or lost
@@ -82,9 +99,9 @@ class Confirms:
         self._failed: dict[str, BaseException] = {}  # envelope id -> why, until settled
         # confirmed after a save carried them: still in the stored outbox, hidden on load
         self._confirmed: dict[str, set[str]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.store = _Store(self)
-        self.transport = _Transport(self)
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.store = ConfirmedStore(self)
+        self.transport = ConfirmedTransport(self)
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Start publishing; each envelope is in flight for its sender until confirmed.
@@ -100,6 +117,7 @@ class Confirms:
         )
         batch = [env for _, env in lost] + list(envelopes)
         local = self.local
+        tasks: Sequence[asyncio.Future[None]]
         if local is None:
             tasks = await self.inner_transport.publish(batch)
         else:
@@ -114,7 +132,7 @@ class Confirms:
             self._flight.setdefault(sender, {})[env.id] = (next(self._seq), env, task)
             task.add_done_callback(functools.partial(self._done, sender, env.id))
 
-    def _done(self, sender: str, envelope_id: str, task: asyncio.Task[None]) -> None:
+    def _done(self, sender: str, envelope_id: str, task: asyncio.Future[None]) -> None:
         error = task.exception() if not task.cancelled() else asyncio.CancelledError()
         self._settle(sender, envelope_id, task, error)
 
@@ -130,7 +148,7 @@ class Confirms:
         self,
         sender: str,
         envelope_id: str,
-        task: asyncio.Task[None],
+        task: asyncio.Future[None],
         error: BaseException | None,
     ) -> None:
         flight = self._flight.get(sender)
@@ -165,7 +183,7 @@ class Confirms:
             self._tasks.add(clear)
             clear.add_done_callback(self._tasks.discard)
 
-    def in_flight(self, agent: str) -> dict[str, tuple[int, Envelope, asyncio.Task[None]]]:
+    def in_flight(self, agent: str) -> dict[str, tuple[int, Envelope, asyncio.Future[None]]]:
         """The agent's envelopes awaiting their confirm, in publish order."""
         return self._flight.get(agent, {})
 
@@ -199,24 +217,16 @@ class Confirms:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-
-class _Store:
-    """The step's view of the store: unconfirmed envelopes carried forward, in-flight ones
-    hidden on load (lost ones are shown, so the step publishes them again first)."""
-
-    def __init__(self, confirms: Confirms) -> None:
-        self._confirms = confirms
-        self._inner = confirms.inner_store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    # --- the step's view of the store --------------------------------------------------------
 
     async def load(self, agent_id: AgentId) -> AgentRecord:
-        record = await self._inner.load(agent_id)
+        """The stored record with its in-flight (and confirmed) envelopes hidden; lost ones
+        are shown, so the step publishes them again first."""
+        record = await self.inner_store.load(agent_id)
         if record.outbox:
             key = str(agent_id)
-            flying = self._confirms.in_flight(key)
-            confirmed = self._confirms._confirmed.get(key)
+            flying = self.in_flight(key)
+            confirmed = self._confirmed.get(key)
             if flying or confirmed:
                 outbox = tuple(
                     e
@@ -227,52 +237,39 @@ class _Store:
         return record
 
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
+        """Save with the agent's unconfirmed envelopes carried in front of its outbox."""
         key = str(record.agent_id)
         new_count = len(record.outbox)
-        unconfirmed = self._confirms.unconfirmed(key)
+        unconfirmed = self.unconfirmed(key)
         if unconfirmed:
             new = {e.id for e in record.outbox}
             carried = tuple(env for env in unconfirmed if env.id not in new)
             record = record.with_outbox((*carried, *record.outbox))
-        confirms = self._confirms
-        dropped = confirms._confirmed.pop(key, None)  # not carried: gone once saved
+        dropped = self._confirmed.pop(key, None)  # not carried: gone once saved
         try:
-            etag = await self._inner.save(record, if_match=if_match)
+            etag = await self.inner_store.save(record, if_match=if_match)
         except BaseException:
             if dropped:  # the stored outbox may still hold them
-                confirms._confirmed.setdefault(key, set()).update(dropped)
+                self._confirmed.setdefault(key, set()).update(dropped)
             raise
         handling = HANDLING.get()
         if handling is not None:
-            confirms.confirm_handled(handling)
+            self.confirm_handled(handling)
         if record.outbox:
-            confirms._latest[key] = (record.agent_id, etag)
-            if not new_count and not confirms.unconfirmed(key):
+            self._latest[key] = (record.agent_id, etag)
+            if not new_count and not self.unconfirmed(key):
                 # it stored only carried envelopes, all confirmed during the save: nothing
                 # else would clear them (a step with new envelopes clears after sending)
-                confirms._clear_latest(key)
+                self._clear_latest(key)
         return etag
 
     async def clear_outbox(self, agent_id: AgentId, etag: str) -> None:
+        """Clear the stored outbox once nothing of the agent is in flight or lost (else
+        the last confirm, or a later step, clears it)."""
         key = str(agent_id)
-        if key in self._confirms._lost:  # a later step publishes them again, then clears
+        if key in self._lost or self.in_flight(key):
             return
-        if self._confirms.in_flight(key):  # the last confirm clears it
-            return
-        latest = self._confirms._latest.get(key)
+        latest = self._latest.get(key)
         if latest is not None and latest[1] == etag:
-            del self._confirms._latest[key]
-        await self._inner.clear_outbox(agent_id, etag)
-
-
-class _Transport:
-    """The step's view of the transport: `send` returns once the publishes are started."""
-
-    def __init__(self, confirms: Confirms) -> None:
-        self._confirms = confirms
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._confirms.inner_transport, name)
-
-    async def send(self, envelopes: Sequence[Envelope]) -> None:
-        await self._confirms.publish(envelopes)
+            del self._latest[key]
+        await self.inner_store.clear_outbox(agent_id, etag)

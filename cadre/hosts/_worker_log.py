@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..stores._postgres_admin import safe_dsn
 from ..transports.rabbitmq import RECONNECT_FIRST, RECONNECT_MAX
@@ -89,12 +89,11 @@ class ConnectionWatch:
         self.worker = worker
         self.lost_at: float | None = None
 
-    def attach(self, connection: Any) -> None:
-        """Listen to the robust connection's close and reconnect callbacks."""
-        connection.close_callbacks.add(self.on_close)
-        connection.reconnect_callbacks.add(self.on_reconnect)
+    def attach(self) -> None:
+        """Listen to the transport's connection losses and restores."""
+        self.worker.transport.watch(self.on_close, self.on_reconnect)
 
-    def on_close(self, _connection: Any, exc: BaseException | None = None) -> None:
+    def on_close(self, exc: BaseException | None = None) -> None:
         """The connection closed: lost (unless we are stopping), and retrying."""
         if self.worker.stopping or self.lost_at is not None:
             return
@@ -109,7 +108,7 @@ class ConnectionWatch:
             RECONNECT_MAX,
         )
 
-    def on_reconnect(self, _connection: Any) -> None:
+    def on_reconnect(self) -> None:
         """The connection is back (aio-pika restored the channels and the consumers)."""
         lost_at, self.lost_at = self.lost_at, None
         took = f" after {time.monotonic() - lost_at:.1f} s" if lost_at is not None else ""
@@ -129,5 +128,5 @@ async def logged(worker: Worker) -> None:
 
 
 def _connected(worker: Worker) -> None:
-    ConnectionWatch(worker).attach(worker.transport.connection)
+    ConnectionWatch(worker).attach()
     started(worker)

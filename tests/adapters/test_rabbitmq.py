@@ -1,9 +1,8 @@
 """RabbitMQ transport and worker quirks: routing, persistence, timers, retries in place.
 
-The Transport+Consumer conformance suite (tests/conformance/test_transport.py) is not run
-over RabbitMQ: it asserts transport-level deduplication of ids sent twice before an ack
-and per-recipient (not per-partition) blocking, which a partitioned broker does not give;
-on RabbitMQ the step deduplicates and a partition blocks as a whole (docs/workers.md).
+The Transport + Consumer contract (tests/conformance/test_transport.py) runs over RabbitMQ
+through `RabbitMQConsumer`; the worker consumes deliveries itself, and what it adds
+(steps of several, local delivery, acknowledgements in runs, the relay) is tested here.
 """
 
 from __future__ import annotations
@@ -54,17 +53,23 @@ async def rabbit() -> AsyncIterator[object]:
 
 
 async def get_all(transport, queue_name: str, count: int, within: float = 5.0) -> list:  # type: ignore[no-untyped-def]
+    """Up to `count` messages of a queue, acknowledged, through a consumer (a quorum queue
+    with a single active consumer refuses basic.get)."""
     channel = await transport.connection.channel()
+    await channel.set_qos(prefetch_count=max(1, count))
     queue = await channel.get_queue(queue_name)
+    inbox: asyncio.Queue = asyncio.Queue()
+    tag = await queue.consume(inbox.put)
     got = []
     deadline = time.monotonic() + within
-    while len(got) < count and time.monotonic() < deadline:
-        message = await queue.get(fail=False)
-        if message is None:
-            await asyncio.sleep(0.02)
-            continue
+    while len(got) < count and (left := deadline - time.monotonic()) > 0:
+        try:
+            message = await asyncio.wait_for(inbox.get(), left)
+        except TimeoutError:
+            break
         await message.ack()
         got.append(message)
+    await queue.cancel(tag)
     await channel.close()
     return got
 
@@ -102,7 +107,9 @@ async def test_reconnects_back_off_while_the_broker_stays_away(monkeypatch) -> N
         0.5, 0.5, 1.5, 10, 30, 30
     ]  # fmt: skip
     clock = [1000.0]
-    monkeypatch.setattr(rabbitmq.time, "monotonic", lambda: clock[0])
+    from cadre.transports.rabbitmq import _connection
+
+    monkeypatch.setattr(_connection.time, "monotonic", lambda: clock[0])
     connection = rabbitmq.backoff_connection()(URL(RABBITMQ_URL), reconnect_interval=0.5)
     waits = []
     for outage in (0, 4, 30, 200):  # not connected: the factory asks before each attempt
@@ -417,7 +424,6 @@ async def test_a_local_delivery_is_confirmed_by_its_recipients_commit() -> None:
     from cadre.stores.memory import MemoryStore
 
     store = MemoryStore()
-    confirms = Confirms(store, _Broker())  # type: ignore[arg-type]
     step_ends: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     class Local:  # the recipient's task: its step commits, then ends when the test says
@@ -427,7 +433,8 @@ async def test_a_local_delivery_is_confirmed_by_its_recipients_commit() -> None:
         def deliver(self, env: Envelope, gate: object = None) -> asyncio.Future[None]:
             return asyncio.ensure_future(asyncio.shield(step_ends))
 
-    confirms.local = Local()  # type: ignore[assignment]
+    confirms = Confirms(store, _Broker(), Local())  # type: ignore[arg-type]
+
     sender = AgentId("splitter", "x")
     sent = envelope("sink/x", 1, sender=str(sender))
     etag = await confirms.store.save(AgentRecord(sender, outbox=(sent,)), if_match=None)
@@ -448,7 +455,7 @@ async def test_a_local_delivery_is_confirmed_by_its_recipients_commit() -> None:
 
 
 async def test_acks_go_in_runs_and_never_cover_a_gap() -> None:
-    from cadre.hosts._acks import AckRuns
+    from cadre.transports.rabbitmq import AckRuns
 
     class Channel:  # records what would go to the broker
         def __init__(self) -> None:
@@ -508,22 +515,23 @@ async def test_many_local_conversations_run_each_message_once_and_leave_no_outbo
 
 
 async def test_the_relay_asks_for_left_and_lost_outboxes_not_for_ones_under_way() -> None:
-    from cadre.hosts.worker import Worker, WorkerConfig
+    from cadre.hosts._confirms import Confirms
+    from cadre.hosts._relay import OutboxRelay
     from cadre.stores.memory import MemoryStore
 
-    worker = Worker(WorkerConfig(), store=MemoryStore(), registry=make_registry())
     broker = _Broker()
-    worker.confirms.inner_transport = broker  # type: ignore[assignment]
-    worker.confirms.local = None
+    confirms = Confirms(MemoryStore(), broker)  # type: ignore[arg-type]
     asked: list[str] = []
 
-    async def flushes(agents: list[str]) -> None:  # what would go to the broker
-        asked.extend(agents)
+    class Flushes:  # what would go to the broker
+        async def send(self, envelopes: list[Envelope]) -> None:
+            assert {e.message for e in envelopes} == {"cadre.FlushOutbox"}
+            asked.extend(str(e.recipient) for e in envelopes)
 
-    worker._send_flushes = flushes  # type: ignore[method-assign]
+    relay = OutboxRelay(None, confirms, Flushes(), relay_after=5.0)
     under_way, lost, left = AgentId("left", "a"), AgentId("left", "b"), AgentId("left", "c")
-    await worker.confirms.publish([envelope("right/a", 1, sender=str(under_way))])
-    await worker.confirms.publish([envelope("right/b", 1, sender=str(lost))])
+    await confirms.publish([envelope("right/a", 1, sender=str(under_way))])
+    await confirms.publish([envelope("right/b", 1, sender=str(lost))])
     broker.published[1][1].set_exception(RuntimeError("connection cut"))
     await asyncio.sleep(0.01)
     stored = [(agent, "7", ()) for agent in (under_way, lost, left)]
@@ -531,14 +539,14 @@ async def test_the_relay_asks_for_left_and_lost_outboxes_not_for_ones_under_way(
     async def stale(older_than: float) -> list[tuple[AgentId, str, tuple[Envelope, ...]]]:
         return stored
 
-    assert await worker.relay_once(stale, 5.0) == 2
+    assert await relay.relay_once(stale, 5.0) == 2
     assert asked == [str(lost), str(left)]  # in flight here: not left behind
-    assert await worker.relay_once(stale, 5.0) == 0  # asked once per stored version
+    assert await relay.relay_once(stale, 5.0) == 0  # asked once per stored version
     stored[2] = (left, "8", ())
-    assert await worker.relay_once(stale, 5.0) == 1
+    assert await relay.relay_once(stale, 5.0) == 1
     assert asked == [str(lost), str(left), str(left)]
     broker.published[0][1].set_result(None)
-    await worker.confirms.close()
+    await confirms.close()
 
 
 @pytest.mark.parametrize(("scan", "most", "least"), [(0.0, None, 12), (0.05, 3, 1)])
@@ -547,7 +555,8 @@ async def test_the_relay_spaces_its_passes_by_how_long_the_scan_took(
 ) -> None:
     """Every relay_after / 2 s when the store answers at once; at least RELAY_SPACING times
     a slow scan's duration apart (the store's query is a sequential scan)."""
-    from cadre.hosts.worker import RELAY_SPACING, Worker, WorkerConfig
+    from cadre.hosts._relay import RELAY_SPACING
+    from cadre.hosts.worker import Worker, WorkerConfig
     from cadre.stores.memory import MemoryStore
 
     store = MemoryStore()
@@ -560,7 +569,7 @@ async def test_the_relay_spaces_its_passes_by_how_long_the_scan_took(
 
     store.stale_outboxes = stale_outboxes  # type: ignore[attr-defined]
     worker = Worker(WorkerConfig(relay_after=0.1), store=store, registry=make_registry())
-    relay = asyncio.create_task(worker._relay())
+    relay = asyncio.create_task(worker.relay.run())
     await asyncio.sleep(1.2)
     relay.cancel()
     with contextlib.suppress(asyncio.CancelledError):
