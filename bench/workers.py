@@ -22,7 +22,12 @@ acknowledged). Step latency (p50/p99) is measured inside the Cadre workers aroun
     pip install -e ".[bench,workers]" && python bench/workers.py [--pairs 16000] [--chains 32]
     python bench/workers.py --quick           # smaller sizes, one pass, for a smoke check
 
-The last line printed is one JSON object (ratios are Cadre msgs/s / autogen gRPC's).
+The last line printed is one JSON object (ratios are Cadre msgs/s / autogen gRPC's). It also
+holds `pg_step_limit`, PostgreSQL alone doing a serial conversation's database work (one
+connection: load a small row, conditionally upsert it, autocommit, one step after the other;
+measured in each pass just before the serial run with one worker, as disk latency drifts),
+and `serial_over_pg_limit`, serial ping-pong's msgs/s with one worker over it (goal >= 0.8);
+`fanout_1worker_ratio` is the fan-out goal (>= 1).
 """
 
 import argparse
@@ -272,6 +277,41 @@ async def cadre_fanout(workers: int, publishes: int, folder: Path) -> tuple[floa
     return SUBSCRIBERS * publishes / elapsed, cluster.latencies()
 
 
+# --- PostgreSQL alone: the step limit of one serial conversation on this database ---------
+
+
+async def pg_step_limit(steps: int) -> float:
+    """Steps/s of what a serial conversation needs from PostgreSQL and no more: one
+    connection (autocommit) loading a small row, then upserting it (jsonb state, the
+    version checked), one step after the other, so one commit (fsync) per step."""
+    import psycopg
+
+    table = f"pglimit{uuid.uuid4().hex[:8]}"
+    load = f"SELECT state, version FROM {table} WHERE id = %s"
+    upsert = (
+        f"INSERT INTO {table} AS t (id, state, version) VALUES (%s, %s::jsonb, 1)"
+        " ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = t.version + 1"
+        " WHERE t.version = %s"
+    )
+    async with await psycopg.AsyncConnection.connect(POSTGRES, autocommit=True) as conn:
+        await conn.execute(
+            f"CREATE TABLE {table} (id text PRIMARY KEY, state jsonb NOT NULL,"
+            " version bigint NOT NULL) WITH (fillfactor = 40)"
+        )
+        try:
+            started = time.perf_counter()
+            for seq in range(steps):
+                key = ("ponger/0", "pinger/0")[seq % 2]  # the two agents, in turn
+                cur = await conn.execute(load, (key,))
+                row = await cur.fetchone()
+                state = json.dumps({"last": seq, "text": TEXT})
+                await conn.execute(upsert, (key, state, row[1] if row else 0))
+            rate = steps / (time.perf_counter() - started)
+        finally:
+            await conn.execute(f"DROP TABLE {table}")
+    return rate
+
+
 # --- RabbitMQ alone: the floor under any durable pipeline on this broker -----------------
 
 
@@ -452,6 +492,10 @@ def measure_pass(args: Any, folder: Path, progress: Any) -> dict[str, tuple[floa
                 autogen_measure(kind, workers, size, chains),
                 [],
             )
+            if (workload, workers) == ("serial", 1):  # just before the run it divides
+                steps = max(1000, 2 * size)
+                progress(f"PostgreSQL alone, {steps} load + conditional upsert steps")
+                found["pg_step_limit"] = (asyncio.run(pg_step_limit(steps)), [])
             progress(f"cadre {what}")
             if workload == "fanout":
                 found[f"cadre_{workload}_{workers}"] = asyncio.run(
@@ -535,6 +579,19 @@ def report(args: Any, passes: list[dict[str, tuple[float, list[float]]]]) -> dic
         result[f"scaling_{workload}_2_over_1"] = round(
             rates[f"cadre_{workload}_2"] / rates[f"cadre_{workload}_1"], 3
         )
+    # the two goals of the serial and fan-out gaps: serial over what PostgreSQL allows one
+    # conversation (>= 0.8), fan-out with one worker over autogen's (>= 1, the ratio above)
+    print(
+        f"PostgreSQL alone (one connection, load + conditional upsert, autocommit): "
+        f"{rates['pg_step_limit']:,.0f} steps/s; serial ping-pong, 1 worker, is "
+        f"{rates['cadre_serial_1'] / rates['pg_step_limit']:.2f} of it"
+    )
+    result["pg_step_limit"] = round(rates["pg_step_limit"])
+    result["serial_over_pg_limit"] = round(rates["cadre_serial_1"] / rates["pg_step_limit"], 3)
+    result["pg_step_limit_passes"] = [round(p["pg_step_limit"][0]) for p in passes]
+    result["serial_over_pg_limit_passes"] = [
+        round(p["cadre_serial_1"][0] / p["pg_step_limit"][0], 3) for p in passes
+    ]
     result["chains"] = args.chains
     print()
     print(json.dumps(result))
