@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ids import AgentId
-from .base import LogEntry
+from .base import LogEntry, evicted_text
 
 log = logging.getLogger("cadre.stores.postgres")
 
@@ -83,9 +83,9 @@ _LOG_CTE = (
 
 _EVICTED_CTE = (
     """, ev AS (
-    INSERT INTO {p}evicted (agent, id)
-    SELECT e.agent, e.id
-    FROM unnest(%b::int[], %b::text[], %b::text[]) AS e(n, agent, id)
+    INSERT INTO {p}evicted (agent, first, ids)
+    SELECT e.agent, e.first, e.ids
+    FROM unnest(%b::int[], %b::text[], %b::text[], %b::text[]) AS e(n, agent, first, ids)
     """
     + _WRITTEN.format(a="e")
     + """
@@ -269,8 +269,13 @@ class GroupCommit:
                 [e.data for _, e in entries],
             )
         if has_evicted:
-            ids = [(n, str(s.agent_id), i) for n, s in enumerate(batch) for i in s.evicted]
-            params += ([n for n, _, _ in ids], [a for _, a, _ in ids], [i for _, _, i in ids])
+            rows = [(n, s) for n, s in enumerate(batch) if s.evicted]
+            params += (
+                [n for n, _ in rows],
+                [str(s.agent_id) for _, s in rows],
+                [s.evicted[0] for _, s in rows],
+                [evicted_text(s.evicted) for _, s in rows],
+            )
         if has_log or has_evicted:
             sql = self._statements[has_log, has_evicted]
         if batch:

@@ -75,6 +75,12 @@ def seen_text(seen: tuple[str, ...]) -> str:
     return " ".join(seen)
 
 
+def evicted_text(ids: tuple[str, ...]) -> str:
+    """The ids one save evicted as the SQL stores keep them: one row per save, the ids
+    between spaces (`` a b c ``), so `` <id> `` occurs in it exactly when the id is one."""
+    return " " + " ".join(ids) + " "
+
+
 def seen_ids(text: str | None) -> tuple[str, ...]:
     """The seen ids `seen_text` wrote."""
     return tuple(text.split(" ")) if text else ()
@@ -199,7 +205,8 @@ class StateStore(Protocol):
       already keeps the first: no entry is doubled;
     - `save` records `record.evicted` with the same guarantee (with the record, or kept in
       it until recorded), and `was_evicted` answers True for every id a save of that agent
-      recorded, for good, and False for any other: one indexed read, whatever the count;
+      recorded, for good, and False for any other (a read of that agent's evicted ids:
+      `Step` asks only for late arrivals);
     - `read_log` returns a stream's entries in `seq` order, from `start`, at most `limit`:
       its cost depends on `limit`, not on the length of the log;
     - `clear_outbox` empties the outbox of the record written with `etag`, and does nothing

@@ -36,7 +36,8 @@ Agents' logs (a team's transcript) are rows of ``<prefix>log`` keyed by (stream,
 save that appends entries (a team manager's step) joins the group commit like any other:
 the batch's statement inserts each entry only if its save's conditional write succeeded,
 so the entries are in the log exactly when the record is. The ids a save moves out of
-`seen` are rows of ``<prefix>evicted`` keyed by (agent, id), written the same way.
+`seen` are one row of ``<prefix>evicted`` per save, keyed by (agent, first id), written the
+same way.
 """
 
 from __future__ import annotations
@@ -97,8 +98,9 @@ CREATE TABLE IF NOT EXISTS {p}log (
 );
 CREATE TABLE IF NOT EXISTS {p}evicted (
     agent text NOT NULL,
-    id    text NOT NULL,
-    PRIMARY KEY (agent, id)
+    first text NOT NULL,
+    ids   text NOT NULL,
+    PRIMARY KEY (agent, first)
 );
 CREATE TABLE IF NOT EXISTS {p}dead_letters (
     id        text PRIMARY KEY,
@@ -295,11 +297,11 @@ class PostgresStore:
         return [LogEntry(stream, seq, data) for seq, data in rows]
 
     async def was_evicted(self, agent_id: AgentId, envelope_id: str) -> bool:
-        """One primary-key lookup (the group commit holding the id has returned: the step
-        that evicted it waited for its save)."""
+        """A range of the primary key: the agent's rows, one per evicting save (its group
+        commit has returned: the step that evicted the id waited for its save)."""
         rows = await self._execute(
-            f"SELECT 1 FROM {self.prefix}evicted WHERE agent = %s AND id = %s",
-            (str(agent_id), envelope_id),
+            f"SELECT 1 FROM {self.prefix}evicted WHERE agent = %s AND strpos(ids, %s) > 0 LIMIT 1",
+            (str(agent_id), f" {envelope_id} "),
         )
         return bool(rows)
 

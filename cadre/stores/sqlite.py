@@ -41,6 +41,7 @@ from .base import (
     AgentRecord,
     DeadLetter,
     LogEntry,
+    evicted_text,
     outbox_json,
     refuse_surrogates,
     seen_ids,
@@ -77,10 +78,11 @@ CREATE TABLE IF NOT EXISTS log (
     data TEXT NOT NULL,
     PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS evicted (
+CREATE TABLE IF NOT EXISTS evicted_ids (
     agent TEXT NOT NULL,
-    id TEXT NOT NULL,
-    PRIMARY KEY (agent, id)
+    first TEXT NOT NULL,
+    ids TEXT NOT NULL,
+    PRIMARY KEY (agent, first)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY,
@@ -124,7 +126,7 @@ class SQLiteStore:
         self._records: OrderedDict[str, AgentRecord] = OrderedDict()  # least recent first
         self._dirty: dict[str, AgentRecord] = {}
         self._log: dict[tuple[str, int], str] = {}  # entries to write at the next commit
-        self._evicted: set[tuple[str, str]] = set()  # (agent, id) to write at the next commit
+        self._evicted: dict[tuple[str, str], str] = {}  # one row per save, for the next commit
         self._json: dict[str, str] = {}  # saved envelopes as JSON, until the next commit
         self._cache_size = max(cache_size, 1)
         self._writer = GroupCommit(
@@ -174,7 +176,7 @@ class SQLiteStore:
         for entry in record.log:
             self._log.setdefault((entry.stream, entry.seq), entry.data)
         if record.evicted:
-            self._evicted.update((key, envelope_id) for envelope_id in record.evicted)
+            self._evicted[key, record.evicted[0]] = evicted_text(record.evicted)
         self._writer.wrote()
         return etag
 
@@ -211,11 +213,15 @@ class SQLiteStore:
         return entries
 
     async def was_evicted(self, agent_id: AgentId, envelope_id: str) -> bool:
-        """The ids of the next commit, then one primary-key lookup."""
-        key = str(agent_id)
-        if (key, envelope_id) in self._evicted:
+        """The rows of the next commit, then the agent's rows (one per evicting save: a
+        range of the primary key)."""
+        key, needle = str(agent_id), f" {envelope_id} "
+        if any(a == key and needle in ids for (a, _), ids in self._evicted.items()):
             return True
-        rows = self._query("SELECT 1 FROM evicted WHERE agent = ? AND id = ?", (key, envelope_id))
+        rows = self._query(
+            "SELECT 1 FROM evicted_ids WHERE agent = ? AND instr(ids, ?) > 0 LIMIT 1",
+            (key, needle),
+        )
         return bool(rows)
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
@@ -317,9 +323,10 @@ class SQLiteStore:
             self._log = {}
         if self._evicted:
             self._db.executemany(
-                "INSERT OR IGNORE INTO evicted (agent, id) VALUES (?, ?)", self._evicted
+                "INSERT OR IGNORE INTO evicted_ids (agent, first, ids) VALUES (?, ?, ?)",
+                [(agent, first, ids) for (agent, first), ids in self._evicted.items()],
             )
-            self._evicted = set()
+            self._evicted = {}
         if not self._dirty:
             return
         self._db.executemany(
@@ -344,7 +351,7 @@ class SQLiteStore:
     def _forget(self) -> None:
         """A commit failed: what this store holds may be ahead of the file; drop it."""
         self._records.clear()
-        self._dirty, self._log, self._evicted = {}, {}, set()
+        self._dirty, self._log, self._evicted = {}, {}, {}
 
     def _check_writable(self) -> None:
         if self.readonly:
