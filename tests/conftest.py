@@ -33,11 +33,11 @@ def unavailable(reason: str) -> None:
 
 @asynccontextmanager
 async def workers_backend(
-    partitions: int, letter: str = "t"
+    partitions: int, letter: str = "t", **transport_options: Any
 ) -> AsyncIterator[tuple[str, Any, Any]]:
-    """A PostgreSQL store (migrated) and a RabbitMQ transport (connected) under a fresh name,
-    as ``(name, store, transport)``; both are dropped afterwards. Unavailable services skip
-    locally and fail in CI."""
+    """A PostgreSQL store (migrated) and a RabbitMQ transport (connected, with
+    `transport_options`) under a fresh name, as ``(name, store, transport)``; both are
+    dropped afterwards. Unavailable services skip locally and fail in CI."""
     try:
         from cadre.stores.postgres import PostgresStore
         from cadre.transports.rabbitmq import RabbitMQTransport
@@ -45,7 +45,9 @@ async def workers_backend(
         name = f"{letter}{uuid.uuid4().hex[:10]}"
         store = PostgresStore(POSTGRES_DSN, prefix=f"{name}_", max_size=2)
         await store.migrate()
-        transport = RabbitMQTransport(RABBITMQ_URL, name=name, partitions=partitions)
+        transport = RabbitMQTransport(
+            RABBITMQ_URL, name=name, partitions=partitions, **transport_options
+        )
         await transport.connect()
     except Exception as exc:
         unavailable(f"RabbitMQ or PostgreSQL: {exc}")

@@ -21,7 +21,7 @@ import pytest
 
 from cadre.envelope import Envelope, new_id, utcnow
 from cadre.ids import AgentId
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable
+from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable, workers_backend
 from tests.support.crash_app import Blow
 from tests.support.worker_app import Item, make_registry
 
@@ -33,24 +33,8 @@ LIMIT = 2
 async def backend() -> AsyncIterator[tuple[str, Any, Any]]:
     """A migrated PostgreSQL store and a RabbitMQ transport (delivery limit `LIMIT`) under
     a fresh name; dropped afterwards."""
-    try:
-        from cadre.stores.postgres import PostgresStore
-        from cadre.transports.rabbitmq import RabbitMQTransport
-
-        name = f"q{uuid.uuid4().hex[:10]}"
-        store = PostgresStore(POSTGRES_DSN, prefix=f"{name}_", max_size=2)
-        await store.migrate()
-        transport = RabbitMQTransport(RABBITMQ_URL, name=name, partitions=2, delivery_limit=LIMIT)
-        await transport.connect()
-    except Exception as exc:
-        unavailable(f"RabbitMQ or PostgreSQL: {exc}")
-    try:
-        yield name, store, transport
-    finally:
-        await transport.delete_topology()
-        await transport.close()
-        await store.drop()
-        await store.close()
+    async with workers_backend(partitions=2, letter="q", delivery_limit=LIMIT) as parts:
+        yield parts
 
 
 def worker_process(name: str, log: Path) -> subprocess.Popen[bytes]:
