@@ -81,6 +81,11 @@ def evicted_text(ids: tuple[str, ...]) -> str:
     return " " + " ".join(ids) + " "
 
 
+def evicted_needle(envelope_id: str) -> str:
+    """What occurs in an `evicted_text` exactly when `envelope_id` is one of its ids."""
+    return f" {envelope_id} "
+
+
 def seen_ids(text: str | None) -> tuple[str, ...]:
     """The seen ids `seen_text` wrote."""
     return tuple(text.split(" ")) if text else ()

@@ -65,6 +65,7 @@ from .base import (
     AgentRecord,
     DeadLetter,
     LogEntry,
+    evicted_needle,
     record_outbox_json,
     seen_ids,
     seen_text,
@@ -301,7 +302,7 @@ class PostgresStore:
         commit has returned: the step that evicted the id waited for its save)."""
         rows = await self._execute(
             f"SELECT 1 FROM {self.prefix}evicted WHERE agent = %s AND strpos(ids, %s) > 0 LIMIT 1",
-            (str(agent_id), f" {envelope_id} "),
+            (str(agent_id), evicted_needle(envelope_id)),
         )
         return bool(rows)
 

@@ -41,6 +41,7 @@ from .base import (
     AgentRecord,
     DeadLetter,
     LogEntry,
+    evicted_needle,
     evicted_text,
     outbox_json,
     refuse_surrogates,
@@ -215,7 +216,7 @@ class SQLiteStore:
     async def was_evicted(self, agent_id: AgentId, envelope_id: str) -> bool:
         """The rows of the next commit, then the agent's rows (one per evicting save: a
         range of the primary key)."""
-        key, needle = str(agent_id), f" {envelope_id} "
+        key, needle = str(agent_id), evicted_needle(envelope_id)
         if any(a == key and needle in ids for (a, _), ids in self._evicted.items()):
             return True
         rows = self._query(

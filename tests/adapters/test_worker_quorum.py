@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from cadre.envelope import Envelope, new_id, utcnow
+from cadre.envelope import Envelope
 from cadre.ids import AgentId
+from tests.adapters.test_rabbitmq import envelope
 from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable, workers_backend
 from tests.support.crash_app import Blow
-from tests.support.worker_app import Item, make_registry
+from tests.support.worker_app import make_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 2
@@ -131,19 +132,6 @@ def _partition(agent: AgentId, transport: Any) -> int:
     return partition_of(str(agent), transport.partitions)
 
 
-def item(recipient: str, seq: int, **extra: Any) -> Envelope:
-    return Envelope(
-        id=new_id(),
-        message=Item.message_name,
-        version=1,
-        payload={"seq": seq},
-        task_id="t1",
-        recipient=recipient,
-        created_at=utcnow(),
-        **extra,
-    )
-
-
 async def old_topology(name: str, partitions: int, envelopes: list[Envelope]) -> None:
     """What the previous version declared (classic partition queues and delay bucket),
     with `envelopes` in them: due ones in their partition queues, timers in the 2048 ms
@@ -194,9 +182,9 @@ async def test_classic_queues_of_the_previous_version_are_migrated_with_their_me
 
     name = f"m{uuid.uuid4().hex[:10]}"
     agents = [f"sink/{k}" for k in ("a", "b", "c", "d")]
-    due = [item(agent, seq) for seq in range(30) for agent in agents]
+    due = [envelope(agent, seq) for seq in range(30) for agent in agents]
     later = datetime.now(UTC) + timedelta(seconds=3)  # waits in the old bucket meanwhile
-    timer = item("sink/t", 1, not_before=later)
+    timer = envelope("sink/t", 1, not_before=later)
     try:
         await old_topology(name, 2, [*due, timer])
     except Exception as exc:
@@ -217,7 +205,7 @@ async def test_classic_queues_of_the_previous_version_are_migrated_with_their_me
     try:
         await transport.connect()
         soon = datetime.now(UTC) + timedelta(seconds=2.5)  # the 2048 ms bucket: migrated
-        await transport.send([item("sink/t", 2, not_before=soon)])
+        await transport.send([envelope("sink/t", 2, not_before=soon)])
         deadline = time.monotonic() + 20
         expected = {agent: list(range(30)) for agent in agents}
         got: dict[str, list[int]] = {}
@@ -258,7 +246,7 @@ async def test_another_delivery_limit_on_existing_queues_is_refused_and_changes_
     from cadre.transports.rabbitmq._migrate import Admin
 
     name, _store, transport = backend
-    await transport.send([item("sink/a", 1)])
+    await transport.send([envelope("sink/a", 1)])
     other = RabbitMQTransport(RABBITMQ_URL, name=name, partitions=2, delivery_limit=LIMIT + 1)
     try:
         with pytest.raises(TransportError, match="another delivery limit"):
@@ -284,7 +272,7 @@ async def test_a_classic_queue_an_old_worker_still_consumes_is_not_migrated() ->
 
     name = f"m{uuid.uuid4().hex[:10]}"
     try:
-        await old_topology(name, 1, [item("sink/a", seq) for seq in range(3)])
+        await old_topology(name, 1, [envelope("sink/a", seq) for seq in range(3)])
         old = await aio_pika.connect(RABBITMQ_URL)
     except Exception as exc:
         unavailable(f"RabbitMQ: {exc}")
