@@ -7,11 +7,23 @@ not delayed: its commit starts at once. Each row's write stays conditional on it
 version, so batching changes no outcome: a stale write changes nothing and comes back as
 a conflict while the others commit.
 
-Outbox clears are not waited for: they ride along with the next batch of saves (or go
-alone, without waiting for the disk, after `clear_delay` seconds when no save comes), so
-in steady traffic they cost no commit of their own. A clear is dropped when a save of the
-same agent is in the batch (the save writes the outbox anyway); a dropped or lost clear
-only means the outbox is published again with the same ids, which receivers drop.
+A batch of one plain save (a serial conversation's every step) is a plain conditional
+``UPDATE``: it costs the server and the client about a third less than the batch statement.
+
+Outbox clears are not waited for: they ride along with the next batch of several saves (or
+go alone, without waiting for the disk, `clear_delay` seconds after they were asked for),
+so in steady traffic they cost no commit of their own. A clear is dropped when a save of
+the same agent comes first (the save writes the whole outbox, without what was cleared); a
+dropped or lost clear only means the outbox is published again with the same ids, which
+receivers drop.
+
+The commits go over a connection of their own, kept open between batches: no pool to take
+it from and no liveness query before each commit (a round trip that cost a serial
+conversation about a fifth of its speed). A connection the server dropped while it was idle
+(a restart, a failover) is found by the statement itself: it is replaced and the statement
+sent once more. That is safe because every write is conditional on its version: a statement
+that did commit before the break comes back as conflicts, and the steps read again and find
+their envelopes handled.
 
 If a batch fails as a whole (a bad value, a lost connection), its saves are retried one
 by one, so one bad write fails only itself.
@@ -22,8 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +76,15 @@ UNION ALL SELECT NULL, version, agent_type, agent_key FROM ins
 """One statement for a whole batch: one array per column (``sv`` null: a clear; ``ver``
 null: an insert), sent in binary, so the server neither escapes nor parses anything but
 the state (to jsonb); the seen ids and the outbox are text, written as they come."""
+
+_ONE = """
+UPDATE {p}agents
+SET state = %s::jsonb, state_version = %s, seen = %s, outbox = %s,
+    version = version + 1, updated_at = now()
+WHERE agent_type = %s AND agent_key = %s AND version = %s
+RETURNING version
+"""
+"""A batch of one save of an existing row, with no log entries, evicted ids or clears."""
 
 _WRITTEN = """WHERE {a}.n IN (SELECT upd.n FROM upd)
         OR {a}.n IN (SELECT i.n FROM i JOIN ins ON ins.agent_type = i.t AND ins.agent_key = i.k)"""
@@ -124,22 +144,25 @@ class GroupCommit:
     def __init__(
         self,
         prefix: str,
-        connection: Callable[[], AbstractAsyncContextManager[Any]],
+        connect: Callable[[], Awaitable[Any]],
         translate: Callable[[BaseException], BaseException],
         *,
         clear_delay: float = 0.05,
     ) -> None:
         self._sql = _SQL.format(p=prefix)
+        self._sql_one = _ONE.format(p=prefix)
         self._statements = {
             (log, evicted): statement(prefix, log=log, evicted=evicted)
             for log in (False, True)
             for evicted in (False, True)
         }
-        self._connection = connection  # an async context manager factory (the pool's)
+        self._connect = connect  # opens the commits' own connection
+        self._conn: Any = None
         self._translate = translate
         self._clear_delay = clear_delay
         self._saves: list[Save] = []
         self._clears: dict[AgentId, int] = {}
+        self._clears_due = False  # the pending clears' delay is over: the next commit takes them
         self._flusher: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -157,6 +180,7 @@ class GroupCommit:
         """The new version, or None when the stored version is not `if_match`; `log`'s
         entries and the `evicted` ids are written if and only if the write succeeds."""
         done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._clears.pop(agent_id, None)  # the save writes the outbox: no clear needed
         self._saves.append(
             Save(agent_id, state, state_version, seen, outbox, if_match, done, log, evicted)
         )
@@ -168,32 +192,53 @@ class GroupCommit:
         self._clears[agent_id] = version
         self._arm()
 
+    async def connect(self) -> None:
+        """Open the commits' connection now (it is opened on the first commit otherwise)."""
+        await self._connection()
+
+    async def close(self) -> None:
+        """Commit everything pending, then close the commits' connection."""
+        await self.flush()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
     async def flush(self) -> None:
         """Commit everything pending, clears included."""
         while self._flusher is not None or self._clears or self._saves:
-            self._start(clears=True)
+            self._clears_due = True
+            self._start()
             if self._flusher is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._flusher)
 
     def _arm(self) -> None:
-        """Commit the pending clears after `clear_delay` unless saves take them along first."""
-        if self._clears and self._flusher is None and self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._clear_delay, self._start, True)
+        """Make the pending clears due after `clear_delay` (unless a batch of several
+        saves takes them along first)."""
+        if not self._clears:
+            return
+        if self._clears_due:
+            self._start()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._clear_delay, self._due)
 
-    def _start(self, clears: bool = False) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._flusher is None and (self._saves or (clears and self._clears)):
-            self._flusher = asyncio.create_task(self._flush(clears))
+    def _due(self) -> None:
+        self._timer = None
+        if self._clears:
+            self._clears_due = True
+            self._start()
 
-    async def _flush(self, clears: bool) -> None:
+    def _pending(self) -> bool:
+        return bool(self._saves) or (self._clears_due and bool(self._clears))
+
+    def _start(self) -> None:
+        if self._flusher is None and self._pending():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
         try:
-            async with self._connection() as conn:
-                while self._saves or (clears and self._clears):
-                    await self._commit_next(conn)
+            while self._pending():
+                await self._commit_next()
         except Exception as exc:  # no connection: fail what waits; the steps retry
             error = self._translate(exc)
             saves, self._saves = self._saves, []
@@ -203,12 +248,32 @@ class GroupCommit:
             log.warning("PostgreSQL group commit failed: %s", exc)
         finally:
             self._flusher = None
-            if self._saves:
+            if self._pending():
                 self._start()
             else:
                 self._arm()
 
-    async def _commit_next(self, conn: Any) -> None:
+    async def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = await self._connect()
+        return self._conn
+
+    async def _send(self, batch: list[Save], clears: dict[AgentId, int]) -> list[int | None]:
+        """`_execute` on the commits' connection; once more on a new one if it was broken
+        (see the module docstring)."""
+        conn = await self._connection()
+        try:
+            return await self._execute(conn, batch, clears)
+        except Exception:
+            if not (conn.broken or conn.closed):
+                raise
+            log.info("the PostgreSQL connection of the group commit was lost; reconnecting")
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await conn.close()
+            return await self._execute(await self._connection(), batch, clears)
+
+    async def _commit_next(self) -> None:
         batch: list[Save] = []
         agents: set[AgentId] = set()
         later: list[Save] = []
@@ -219,10 +284,12 @@ class GroupCommit:
                 agents.add(save.agent_id)
                 batch.append(save)
         self._saves = later
-        clears = {a: v for a, v in self._clears.items() if a not in agents}
-        self._clears = {}
+        clears: dict[AgentId, int] = {}
+        if len(batch) != 1 or self._clears_due:  # a lone save goes as a plain UPDATE
+            clears = {a: v for a, v in self._clears.items() if a not in agents}
+            self._clears, self._clears_due = {}, False
         try:
-            results = await self._execute(conn, batch, clears)
+            results = await self._send(batch, clears)
         except Exception as exc:
             if len(batch) + len(clears) <= 1:
                 for save in batch:
@@ -232,7 +299,7 @@ class GroupCommit:
                 return
             for save in batch:  # isolate the write that failed the batch
                 try:
-                    one = await self._execute(conn, [save], {})
+                    one = await self._send([save], {})
                 except Exception as exc_one:
                     save.done.set_exception(self._translate(exc_one))
                 else:
@@ -246,6 +313,14 @@ class GroupCommit:
         self, conn: Any, batch: list[Save], clears: dict[AgentId, int]
     ) -> list[int | None]:
         """Run one statement; the new version of each save (None: conflict), in order."""
+        if len(batch) == 1 and not clears:
+            one = batch[0]
+            if one.if_match is not None and not one.log and not one.evicted:
+                aid = one.agent_id
+                values = (one.state, one.state_version, one.seen, one.outbox)
+                cur = await conn.execute(self._sql_one, (*values, aid.type, aid.key, one.if_match))
+                row = await cur.fetchone()
+                return [row[0] if row else None]
         pad: list[None] = [None] * len(clears)
         params: tuple[list[Any], ...] = (
             [*range(len(batch)), *pad],

@@ -175,7 +175,7 @@ class PostgresStore:
         self._pool: Any = None
         self._cache: dict[AgentId, AgentRecord] = {}
         self._cache_size = cache_size
-        self._commits = GroupCommit(prefix, self._connection, self._translate)
+        self._commits = GroupCommit(prefix, self._connect_commits, self._translate)
         self._opening = asyncio.Lock()
         self._connect_timeout = connect_timeout
         p = prefix
@@ -222,6 +222,27 @@ class PostgresStore:
                 raise StoreError(f"cannot connect to PostgreSQL at {self.dsn}: {exc}") from exc
             self._pool = pool
         return self._pool
+
+    async def connect(self) -> None:
+        """Open the pool and the group commit's connection now rather than at the first
+        step (a worker does this before it consumes: its first steps then run as fast as
+        the rest); raises `StoreError` when PostgreSQL cannot be reached."""
+        await self._open()
+        try:
+            await self._commits.connect()
+        except Exception as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {self.dsn}: {exc}") from exc
+
+    async def _connect_commits(self) -> Any:
+        """The group commit's own connection (see `cadre.stores._postgres_commit`)."""
+        psycopg, _ = _psycopg()
+        return await psycopg.AsyncConnection.connect(
+            self.dsn,
+            autocommit=True,
+            prepare_threshold=1,
+            application_name=f"cadre {self.prefix} commits",
+            connect_timeout=max(1, round(self._connect_timeout)),
+        )
 
     async def _execute(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         psycopg, _ = _psycopg()
@@ -417,8 +438,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Commit the writes under way and the pending outbox clears, then close the pool."""
-        if self._pool is not None:
-            await self._commits.flush()
+        await self._commits.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -126,14 +126,14 @@ async def test_a_steps_update_is_a_hot_one_no_index_but_the_primary_key(postgres
     async with pool.connection() as conn:
         assert await _layout(conn, prefix) == ([f"{prefix}agents_pkey"], HOT_LAYOUT)
     store = PostgresStore(POSTGRES_DSN, prefix=prefix, min_size=1, max_size=1)
-    try:  # one connection: its statistics can be flushed on demand
+    try:
         etag = await store.save(AgentRecord(A, state='{"n": 0}'), if_match=None)
         for n in range(1, 21):
             seen = tuple(f"e{i}" for i in range(n))
             etag = await store.save(AgentRecord(A, state=f'{{"n": {n}}}', seen=seen), if_match=etag)
+        # the saves went over the group commit's own connection: flush its statistics
+        await store._commits._conn.execute("SELECT pg_stat_force_next_flush()")
         async with (await store._open()).connection() as conn:
-            await conn.execute("SELECT pg_stat_force_next_flush()")
-            await conn.commit()
             cur = await conn.execute(
                 "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = %s",
                 (f"{prefix}agents",),
@@ -319,6 +319,38 @@ async def test_an_outbox_clear_rides_along_and_lands(postgres_store) -> None:
     assert (await postgres_store.load(A)).outbox == ()  # and the table too
 
 
+async def test_a_pending_clear_lands_while_lone_saves_keep_coming(postgres_store) -> None:
+    """A lone save goes as a plain UPDATE without the pending clears; they still land once
+    their delay is over, though the saves never stop."""
+    import asyncio
+
+    from cadre.envelope import Envelope, new_id, utcnow
+
+    out = Envelope(
+        id=new_id(), message="m", version=1, payload={}, task_id="t", recipient="sink/a",
+        created_at=utcnow(),
+    )  # fmt: skip
+    etag = await postgres_store.save(AgentRecord(A, state="{}", outbox=(out,)), if_match=None)
+    await postgres_store.clear_outbox(A, etag)
+    other = AgentId("counter", "busy")
+    busy = await postgres_store.save(AgentRecord(other, state="0"), if_match=None)
+    pool = await postgres_store._open()
+    stored = "?"
+    for n in range(200):  # a serial conversation's saves, one after the other
+        busy = await postgres_store.save(AgentRecord(other, state=str(n)), if_match=busy)
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT outbox FROM {postgres_store.prefix}agents WHERE agent_key = %s",
+                (A.key,),
+            )
+            stored = (await cur.fetchone())[0]
+        if stored == "[]":
+            break
+        await asyncio.sleep(0.001)
+    assert stored == "[]"
+    assert n > 0  # the first saves went without it: the clear waited for its delay
+
+
 async def test_stale_outboxes_lists_what_a_crash_left_oldest_first(postgres_store) -> None:
     import asyncio
 
@@ -426,15 +458,15 @@ async def test_a_dead_letter_whose_text_has_nul_is_kept_with_it_escaped(postgres
 
 
 async def _terminate_backends(store) -> int:  # type: ignore[no-untyped-def]
-    """End this store's server connections (its own application_name only), as a database
-    restart or failover would."""
+    """End this store's server connections (the pool's and the group commit's, by their
+    application_name), as a database restart or failover would."""
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (f"cadre {store.prefix}",),
+            "WHERE application_name IN (%s, %s) AND pid <> pg_backend_pid()",
+            (f"cadre {store.prefix}", f"cadre {store.prefix} commits"),
         )
         row = await cur.fetchone()
         return int(row[0]) if row else 0
