@@ -211,7 +211,7 @@ class Confirms:
             entry = self.in_flight(env.sender or "").get(env.id)
             if entry is not None:
                 waiting.append(entry[2])
-        results = await asyncio.gather(*waiting, return_exceptions=True)
+        results = await asyncio.gather(*waiting, return_exceptions=True) if waiting else []
         failed = [r for r in results if isinstance(r, BaseException)]
         failed += [e for e in (self._failed.pop(env.id, None) for env in envelopes) if e]
         if failed:
