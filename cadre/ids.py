@@ -71,11 +71,17 @@ class TopicId:
 
     @classmethod
     def parse(cls, text: str) -> TopicId:
-        """Parse ``type/source`` back into a `TopicId`."""
-        topic_type, sep, source = text.partition("/")
-        if not sep:
-            raise ValueError(f"invalid topic id {text!r}: expected 'type/source'")
-        return cls(topic_type, source)
+        """Parse ``type/source`` back into a `TopicId` (cached: every subscriber's copy of a
+        published message carries its topic)."""
+        return _parse_topic_id(text)
+
+
+@lru_cache(maxsize=8192)
+def _parse_topic_id(text: str) -> TopicId:
+    topic_type, sep, source = text.partition("/")
+    if not sep:
+        raise ValueError(f"invalid topic id {text!r}: expected 'type/source'")
+    return TopicId(topic_type, source)
 
 
 @lru_cache(maxsize=8192)
