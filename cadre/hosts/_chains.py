@@ -46,6 +46,10 @@ class AgentChains(Generic[P]):
         self._chains[agent] = mine
         return previous, mine
 
+    def agents(self) -> list[str | None]:
+        """The agents with a place taken that has not left yet."""
+        return list(self._chains)
+
     def order(self, agent: str | None) -> int:
         """How many places `agent`'s chain has had so far (the last one's number)."""
         return self._joins[agent]

@@ -5,13 +5,17 @@ The channel's prefetch lets the broker hand over several messages at once, and t
 concurrently when they are for different agents; messages for one agent wait for each
 other, in delivery order (one chain per agent, see `_chains`; local deliveries join the
 same chains). A message is acknowledged only after its steps have committed and their
-outboxes are confirmed (`_settle`).
+outboxes are confirmed (`_settle`). A delivery of a partition being released (`held`) does
+not start: it stays unacknowledged, and the channel's close returns it to its queue in its
+place, for the partition's next consumer (`cadre.hosts._rebalance`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +37,7 @@ class Place:
     items: Items
     order: int  # its place among all of the chain's places (local deliveries' too)
     absorbed: tuple[Envelope, ...] | None = None  # run in an earlier place's step: its outbox
+    go: asyncio.Future[None] | None = None  # set when the place before it left, or absorbed
     alone: bool = False  # in a step of several that failed: it runs on its own
 
 
@@ -49,11 +54,17 @@ class Deliveries:
         step_batch: int,
         seen_limit: int,
         stopping: Callable[[], bool],
+        held: Callable[[int], bool] = lambda _partition: False,
     ) -> None:
         self._chains, self._steps, self._settling, self._slots = chains, steps, settling, slots
         self._limit = min(step_batch, seen_limit)
-        self._stopping = stopping
+        self._stopping, self._held = stopping, held
+        self._partitions: Counter[int] = Counter()  # partition -> deliveries not yet settled
         self.handled_together = 0
+
+    def in_flight(self, partition: int) -> int:
+        """Deliveries of `partition` taken and not yet settled (or given up)."""
+        return self._partitions[partition]
 
     async def on_delivery(self, delivery: Delivery) -> None:
         """Run a delivery's envelopes and settle it.
@@ -62,6 +73,15 @@ class Deliveries:
         the message's envelopes take their places in their agents' chains: per-agent order
         is delivery order. A message may carry several envelopes; those of one agent run
         one after another in one place of its chain."""
+        self._partitions[delivery.partition] += 1
+        try:
+            await self._run(delivery)
+        finally:
+            self._partitions[delivery.partition] -= 1
+            if not self._partitions[delivery.partition]:
+                del self._partitions[delivery.partition]
+
+    async def _run(self, delivery: Delivery) -> None:
         chains = self._chains
         groups: dict[str | None, Items] = {}
         for body, envelope in delivery.items:
@@ -111,8 +131,13 @@ class Deliveries:
 
         The deliveries waiting right behind it in the agent's chain run in the same step
         when they can (`_together`); their places then only hand on the outcome."""
-        if previous is not None:
-            await previous
+        if place.absorbed is None and previous is not None and not previous.done():
+            # Wait for the place before to leave, unless an earlier place's step takes this
+            # one along first (`_together` sets `go` then): the places a step absorbed end
+            # together, not each one after the delivery before it has ended.
+            go = place.go = asyncio.get_running_loop().create_future()
+            previous.add_done_callback(functools.partial(_proceed, go))
+            await go
         if agent is not None:
             self._chains.start(agent, place)
         if place.absorbed is not None:  # committed in an earlier place's step
@@ -120,10 +145,10 @@ class Deliveries:
         delivery, confirm = place.delivery, list[Envelope]()
         async with self._slots:
             for n, (body, envelope) in enumerate(place.items):
+                if delivery.closed or self._held(delivery.partition):
+                    return _SKIPPED  # the channel's close returns it, in its place
                 if self._stopping() or self._chains.requeued(agent):
                     return None
-                if delivery.closed:
-                    return _SKIPPED
                 if n == 0 and agent is not None:
                     published = await self._together(agent, place)
                     if published is not None:
@@ -148,6 +173,8 @@ class Deliveries:
                 break
             if count + len(other.items) > limit or other.delivery.closed:
                 break
+            if self._held(other.delivery.partition):
+                break
             later.append(other)
             order, count = other.order, count + len(other.items)
         if count < 2:
@@ -163,8 +190,15 @@ class Deliveries:
         for other in later:
             other.absorbed = published
             self._chains.start(agent, other)
+            if other.go is not None:
+                _proceed(other.go)
         self.handled_together += len(envelopes)
         return published
+
+
+def _proceed(go: asyncio.Future[None], _previous: object = None) -> None:
+    if not go.done():
+        go.set_result(None)
 
 
 def _plain(items: Items) -> bool:
@@ -176,7 +210,8 @@ def _plain(items: Items) -> bool:
 
 
 _SKIPPED = object()
-"""A delivery whose channel closed before its turn: neither acknowledged nor returned."""
+"""A delivery whose channel closed (or whose partition is being released) before its turn:
+neither acknowledged nor returned."""
 
 
 async def _outcome(run: Any) -> Any:

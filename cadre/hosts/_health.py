@@ -4,9 +4,11 @@ few seconds (``health_file``), and an HTTP endpoint (``health_port``) for Kubern
     GET /livez    200 while the process's event loop answers
     GET /readyz   200 while the broker connection is open, the worker consumes and is not
                   stopping; 503 otherwise (a body says why)
-    GET /status   200, JSON: the health file's fields, and per partition whether this
-                  worker is its active consumer and the messages ready in its queue (the
-                  lag), with the timers waiting in the delay buckets this process declared
+    GET /status   200, JSON: the health file's fields (with this worker's member id, the
+                  members it hears, the partitions assigned to it and how many it released),
+                  and per partition whether this worker is its active consumer and the
+                  messages ready in its queue (the lag), with the timers waiting in the
+                  delay buckets this process declared
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class Health:
             "relayed": worker.relayed,
             "in_flight": worker.chains.in_flight,
             "ready": self.not_ready() is None,
+            "member": worker.membership.me.id,
+            "members": len(worker.membership.live()),
+            "assigned": worker.assigned_partitions(),
+            "released": worker.rebalancer.released,
         }
 
     def not_ready(self) -> str | None:

@@ -2,19 +2,25 @@
 on the PostgreSQL store (`cadre worker`).
 
 Each partition queue is consumed on its own channel, and the queue has a single active
-consumer across all workers (`cadre.transports.rabbitmq`). A message a step sends to an
-agent of a partition this worker owns (in practice: an agent with the same key, the same
-task) skips the broker and runs here (*local delivery*, `_local`). An outbox that a crash
-left behind is republished through the broker by every worker's *relay* (`_relay`).
+consumer across all workers (`cadre.transports.rabbitmq`). Every worker consumes every
+partition; the workers announce themselves to each other (`_membership`), every one
+computes the same owner for each partition, and a worker that is not a partition's owner
+hands it over to it without breaking any agent's order (`_rebalance`): a worker that joins
+gets its share within a few seconds, and one that leaves hands its share on. A message a
+step sends to an agent of a partition this worker owns (in practice: an agent with the
+same key, the same task) skips the broker and runs here (*local delivery*, `_local`). An
+outbox that a crash left behind is republished through the broker by every worker's
+*relay* (`_relay`).
 
 Messages for one agent run one at a time in delivery order (`_chains`), several waiting
 ones as one step; messages for different agents run concurrently (`_deliveries`). A
 message is acknowledged only after its step has committed and its outbox is confirmed
 (`_settle`, `_confirms`). A failing handler is retried in place, so nothing later for that
 agent overtakes it (`_steps`). Dead letters go to the store (``cadre dlq``) and to the
-``.dlq`` queue with the reason in headers. SIGTERM stops consuming, lets steps under way
-finish and acknowledge, returns the messages that have not started to their queues, and
-exits 0.
+``.dlq`` queue with the reason in headers. SIGTERM announces that the worker leaves, starts
+no more steps, lets those under way finish and acknowledge, then closes the partitions'
+channels (the messages that have not started go back to their queues in their order, and
+only then to the next consumer), and exits 0.
 """
 
 from __future__ import annotations
@@ -38,13 +44,15 @@ from ..retry import RetryPolicy
 from ..settings import DEFAULT_SEEN_LIMIT, Settings, WorkersSettings
 from ..step import Step
 from ..stores.base import StateStore
-from ..transports.rabbitmq import RabbitMQTransport
+from ..transports.rabbitmq import RabbitMQTransport, partition_of
 from ._chains import AgentChains
 from ._confirms import Confirms
 from ._database import check_database, migrate
 from ._deliveries import Deliveries, Place
 from ._health import Health
 from ._local import LocalDelivery
+from ._membership import HEARTBEAT, LEASE, Member, Membership
+from ._rebalance import SETTLE, Rebalancer
 from ._relay import OutboxRelay
 from ._settle import Settling
 from ._steps import StepRunner
@@ -75,15 +83,19 @@ class WorkerConfig:
     delivery_limit: int | None = None  # quorum queues with this limit (docs/workers.md)
     health_port: int | None = None
     health_host: str = "0.0.0.0"
+    heartbeat: float = HEARTBEAT  # membership (docs/workers.md, "Rebalancing")
+    member_lease: float = LEASE
+    settle: float = SETTLE
 
 
 class Worker:
-    """Consumes every partition (its own share first, the rest as standby) and runs steps.
+    """Consumes every partition (its pinned share first, if any) and runs steps; hands the
+    partitions assigned to other members over to them.
 
     The lifecycle; the work is done by parts that own their state: the agent chains
     (`_chains`), broker deliveries (`_deliveries`), local delivery (`_local`), settling
-    (`_settle`), the steps (`_steps`), publisher confirms (`_confirms`) and the outbox
-    relay (`_relay`)."""
+    (`_settle`), the steps (`_steps`), publisher confirms (`_confirms`), the outbox
+    relay (`_relay`), the membership (`_membership`) and rebalancing (`_rebalance`)."""
 
     def __init__(
         self,
@@ -142,10 +154,29 @@ class Worker:
             step_batch=config.step_batch,
             seen_limit=config.seen_limit,
             stopping=stopping,
+            held=lambda partition: stopping() or self.transport.held(partition),
         )
         stale = getattr(self.store, "stale_outboxes", None)  # PostgreSQL's: others have none
         self.relay = OutboxRelay(
             stale, self.confirms, self.transport, relay_after=config.relay_after
+        )
+        self.membership = Membership(
+            self.transport,
+            Member.new(config.worker_index, config.worker_count),
+            heartbeat=config.heartbeat,
+            lease=config.member_lease,
+        )
+        self.rebalancer = Rebalancer(
+            self.membership,
+            self.transport,
+            self.deliveries,
+            self.chains,
+            partitions=config.partitions,
+            consume=self._consume,
+            lost_senders=self.confirms.lost_senders,
+            flush=self.relay.send_flushes,
+            stopping=stopping,
+            settle=config.settle,
         )
 
     async def _run_local(self, envelope: Envelope) -> bool:
@@ -157,9 +188,15 @@ class Worker:
         return max(1, self.config.prefetch or self.config.concurrency)
 
     def own_partitions(self) -> list[int]:
-        """This worker's share; it consumes the others only as a standby."""
+        """The partitions consumed first: the pinned share (``worker_index`` of
+        ``worker_count``, when the count is above 1), else all of them."""
         cfg = self.config
         return [p for p in range(cfg.partitions) if p % cfg.worker_count == cfg.worker_index]
+
+    def assigned_partitions(self) -> list[int]:
+        """The partitions this worker should own by the current membership."""
+        me = self.membership.me.id
+        return [p for p, owner in sorted(self.rebalancer.owners().items()) if owner == me]
 
     @property
     def stopping(self) -> bool:
@@ -199,9 +236,14 @@ class Worker:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         await self.transport.connect()
+        from ..stores.postgres import PostgresStore
+
+        if isinstance(self.store, PostgresStore):  # connected before the first step, not at it
+            await self.store.connect()
         if on_connected is not None:
             on_connected()
         background = [asyncio.create_task(self.relay.run())]
+        rebalancing: list[asyncio.Task[None]] = []
         health = Health(self)
         background.append(asyncio.create_task(health.report()))
         if self.config.health_file is not None:
@@ -215,6 +257,11 @@ class Worker:
             own = self.own_partitions()
             for p in own:
                 await self._consume(p)
+            await self.membership.start()  # consuming its first partitions: now it says so
+            rebalancing += [
+                asyncio.create_task(self.membership.run()),
+                asyncio.create_task(self.rebalancer.run()),
+            ]
             self._consuming = True
             others = [p for p in range(self.config.partitions) if p not in own]
             if others:
@@ -223,16 +270,18 @@ class Worker:
                 for p in others if not self._stopping.is_set() else []:
                     await self._consume(p)
             await self._stopping.wait()
-            await self.transport.stop_consuming()
+            await self.membership.leave()  # the others reassign its partitions now
+            await _cancel(rebalancing)
+            await self.rebalancer.close()
+            for p in self.transport.consumed():  # nothing starts any more (`stopping` too)
+                self.transport.hold(p)
             await self.chains.idle()
+            await self.transport.stop_consuming()  # (what has not started goes back, in order)
             await self.confirms.close()  # every confirm (and local delivery) has reported
             with contextlib.suppress(Exception):  # else the relay finds them later
                 await self.relay.send_flushes(self.confirms.lost_senders())
         finally:
-            for task in background:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await _cancel(rebalancing + background)
             if probes is not None:
                 await probes.close()
             try:
@@ -248,7 +297,31 @@ class Worker:
         self._stopping.set()
 
     async def _consume(self, partition: int) -> None:
-        await self.transport.consume(partition, self.deliveries.on_delivery, prefetch=self.prefetch)
+        await self.transport.consume(
+            partition,
+            self.deliveries.on_delivery,
+            prefetch=self.prefetch,
+            on_active=self._took,
+        )
+
+    def _took(self, partition: int) -> None:
+        """This worker became the partition's active consumer (its first delivery on a new
+        channel). Records of its agents that the store cached while this worker last had
+        the partition may be stale now (another worker wrote them since), and a read that
+        no write follows (a flush message's) would trust them: the store forgets them."""
+        from ..stores.postgres import PostgresStore
+
+        if isinstance(self.store, PostgresStore):  # its read cache
+            n = self.config.partitions
+            self.store.forget(lambda agent: partition_of(str(agent), n) == partition)
+        self.rebalancer.took(partition)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def submit(

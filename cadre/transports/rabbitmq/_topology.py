@@ -72,6 +72,15 @@ class Topology:
         return f"{self.name}.delay.{ms}"
 
     @property
+    def members_exchange(self) -> str:
+        """The fanout exchange workers announce themselves on (`cadre.hosts._membership`)."""
+        return f"{self.name}.members"
+
+    def member_queue(self, member: str) -> str:
+        """The exclusive queue where worker `member` hears the announcements."""
+        return f"{self.name}.members.{member}"
+
+    @property
     def lock_name(self) -> str:
         """The exclusive queue a process holds while it migrates queues."""
         return f"{self.name}.migrating"
@@ -175,3 +184,4 @@ class Topology:
             await channel.queue_delete(queue)
         await channel.exchange_delete(self.name)
         await channel.exchange_delete(self.delay_exchange)
+        await channel.exchange_delete(self.members_exchange)

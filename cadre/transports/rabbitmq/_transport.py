@@ -18,6 +18,8 @@ from ._topology import BATCH_CONTENT_TYPE, Topology, delay_bucket, partition_of
 
 MAX_BATCH = 100
 MAX_BATCH_BYTES = 256 * 1024
+MEMBER_MESSAGE_TTL_MS = 10_000
+"""Announcements older than this are dropped unread (a member queue never grows)."""
 
 
 class RabbitMQTransport:
@@ -51,8 +53,10 @@ class RabbitMQTransport:
         self._buckets: set[int] = set()
         self._declare_lock = asyncio.Lock()
         self._acks = AckRuns()
-        self._consumers: list[tuple[Any, str]] = []
+        self._consumers: dict[int, _Consumer] = {}  # partition -> its consumer
         self._active: dict[int, Any] = {}  # partition -> the channel its deliveries came on
+        self._held: set[int] = set()  # partitions being released: deliveries must not start
+        self._members: Any = None  # the exchange announcements go to (`join_members`)
 
     def queue_name(self, partition: int) -> str:
         """The name of partition queue `partition`."""
@@ -225,37 +229,117 @@ class RabbitMQTransport:
         on_delivery: Callable[[Delivery], Awaitable[None]],
         *,
         prefetch: int,
+        on_active: Callable[[int], None] | None = None,
     ) -> None:
         """Consume partition queue `partition` on a channel of its own with `prefetch`
         unacknowledged messages. The queue has a single active consumer across all
-        processes: deliveries come only while this one is it (see `owns`)."""
+        processes: deliveries come only while this one is it (see `owns`); `on_active`
+        is called with the partition at the first delivery on this channel."""
         await self.connect()
+        if partition in self._consumers:
+            raise TransportError(f"partition {partition} is consumed already")
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         queue = await channel.declare_queue(
             self.queue_name(partition), durable=True, arguments=self.topology.partition_arguments()
         )
+        consumer = _Consumer(channel, queue)
+        self._consumers[partition] = consumer
 
         async def on_message(message: Any) -> None:
-            with contextlib.suppress(Exception):  # a closed channel: not ours any more
-                self._active[partition] = message.channel
+            if self._consumers.get(partition) is consumer and partition not in self._held:
+                with contextlib.suppress(Exception):  # a closed channel: not ours any more
+                    if self._active.get(partition) is not message.channel:
+                        self._active[partition] = message.channel
+                        if on_active is not None:
+                            on_active(partition)
             await on_delivery(Delivery(message, partition, self._acks))
 
-        tag = await queue.consume(on_message)
-        self._consumers.append((queue, tag))
+        consumer.tag = await queue.consume(on_message)
+
+    def consumed(self) -> list[int]:
+        """The partitions this process has a consumer on (active or standing by)."""
+        return sorted(self._consumers)
 
     def owns(self, partition: int) -> bool:
         """Whether this process is the partition's active consumer: a delivery came from
-        its queue on a channel that is still open."""
+        its queue on a channel that is still open, and it is not releasing it (`hold`)."""
         channel = self._active.get(partition)
-        return channel is not None and not getattr(channel, "is_closed", True)
+        if channel is None or partition in self._held:
+            return False
+        return not getattr(channel, "is_closed", True)
 
-    async def stop_consuming(self) -> None:
-        """Cancel every consumer: no new deliveries (those under way may still settle)."""
-        consumers, self._consumers = self._consumers, []
-        for queue, tag in consumers:
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
+    def hold(self, partition: int) -> None:
+        """Begin releasing `partition`: `owns` is False and `held` True from now on, so the
+        host starts none of its deliveries any more (they stay unacknowledged until
+        `stop_consuming` closes the channel)."""
+        if partition in self._consumers:
+            self._held.add(partition)
+
+    def held(self, partition: int) -> bool:
+        """Whether `partition` is being released (its deliveries must not start)."""
+        return partition in self._held
+
+    async def stop_consuming(self, partition: int | None = None) -> None:
+        """Stop consuming `partition` (None: every partition): send the acknowledgements
+        gathered, then close its channel. The broker puts the deliveries not acknowledged
+        back in their queue in their original order and only then makes the next consumer
+        active, so nothing of this process's runs beside the next one's. (A basic.cancel
+        would hand the queue over at once and keep the unacknowledged ones here.)"""
+        await self._acks.wait()
+        parts = list(self._consumers) if partition is None else [partition]
+        for part in parts:
+            consumer = self._consumers.get(part)
+            if consumer is not None:  # held (if it was) until closed: nothing new starts
+                with contextlib.suppress(Exception):
+                    await consumer.channel.close()
+            self._consumers.pop(part, None)
+            self._active.pop(part, None)
+            self._held.discard(part)
+
+    # --- membership (see cadre.hosts._membership) --------------------------------------------
+
+    async def join_members(self, member: str, on_message: Callable[[bytes], None]) -> None:
+        """Hear every announcement sent to this name's members exchange (fanout), on an
+        exclusive queue of `member`'s that goes with this connection (restored with it)."""
+        await self.connect()
+        pika = aio_pika()
+        channel = await self.connection.channel()
+        exchange = await channel.declare_exchange(
+            self.topology.members_exchange, pika.ExchangeType.FANOUT, durable=True
+        )
+        queue = await channel.declare_queue(
+            self.topology.member_queue(member),
+            exclusive=True,
+            auto_delete=True,
+            arguments={"x-message-ttl": MEMBER_MESSAGE_TTL_MS},
+        )
+        await queue.bind(exchange)
+
+        async def on_announcement(message: Any) -> None:
+            on_message(message.body)
+
+        await queue.consume(on_announcement, no_ack=True)
+        self._members = exchange
+
+    async def announce(self, body: bytes) -> None:
+        """Send an announcement to every member (not persistent, not confirmed)."""
+        if self._members is None:
+            return
+        await self._members.publish(aio_pika().Message(body), routing_key="")
+
+    async def member_present(self, member: str) -> bool:
+        """Whether `member`'s exclusive queue exists (its process's connection is open)."""
+        from aiormq.exceptions import ChannelNotFoundEntity
+
+        async with self._declaring() as (_connection, channel):
+            try:
+                await channel.declare_queue(self.topology.member_queue(member), passive=True)
+            except ChannelNotFoundEntity:
+                return False
+            except Exception:  # RESOURCE_LOCKED: exclusive to its owner, so it is there
+                return True
+        return True
 
     async def queue_depths(self) -> dict[str, int]:
         """Messages ready in each partition queue and each delay bucket this process has
@@ -289,6 +373,16 @@ class RabbitMQTransport:
         if self.connection is not None:
             await self.connection.close()
             self.connection = None
+
+
+class _Consumer:
+    """A partition queue's consumer: its channel (closed to stop it) and queue."""
+
+    __slots__ = ("channel", "queue", "tag")
+
+    def __init__(self, channel: Any, queue: Any) -> None:
+        self.channel, self.queue = channel, queue
+        self.tag: str | None = None
 
 
 def _chunks(group: list[tuple[Envelope, bytes]]) -> list[list[tuple[Envelope, bytes]]]:
