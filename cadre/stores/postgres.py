@@ -47,7 +47,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -326,6 +326,13 @@ class PostgresStore:
             (str(agent_id), evicted_needle(envelope_id)),
         )
         return bool(rows)
+
+    def forget(self, which: Callable[[AgentId], bool]) -> None:
+        """Drop the cached records of the agents `which` selects: another process may have
+        written them since (a worker calls this when it becomes a partition's active
+        consumer again; a read that no conditional write follows must not trust them)."""
+        for agent in [a for a in self._cache if which(a)]:
+            del self._cache[agent]
 
     def _remember(self, record: AgentRecord) -> None:
         if not self._cache_size:

@@ -351,6 +351,27 @@ async def test_a_pending_clear_lands_while_lone_saves_keep_coming(postgres_store
     assert n > 0  # the first saves went without it: the clear waited for its delay
 
 
+async def test_forget_drops_cached_records_another_process_may_have_written(
+    postgres_store,
+) -> None:
+    from cadre.stores.postgres import PostgresStore
+
+    b = AgentId("counter", "b")
+    etags = [
+        await postgres_store.save(AgentRecord(a, state='{"n": 1}'), if_match=None) for a in (A, b)
+    ]
+    other = PostgresStore(POSTGRES_DSN, prefix=postgres_store.prefix, cache_size=0)
+    try:  # another worker writes both while this store holds their records in its cache
+        for agent, etag in zip((A, b), etags, strict=True):
+            await other.save(AgentRecord(agent, state='{"n": 2}'), if_match=etag)
+    finally:
+        await other.close()
+    assert (await postgres_store.load(A)).state == '{"n": 1}'  # the cache: stale
+    postgres_store.forget(lambda agent: agent == A)
+    assert (await postgres_store.load(A)).state == '{"n": 2}'  # read afresh
+    assert (await postgres_store.load(b)).state == '{"n": 1}'  # not selected: still cached
+
+
 async def test_stale_outboxes_lists_what_a_crash_left_oldest_first(postgres_store) -> None:
     import asyncio
 
