@@ -334,6 +334,37 @@ async def test_queued_messages_for_one_agent_run_as_steps_of_several_in_order(ra
     ]
 
 
+async def test_the_messages_of_a_step_of_several_are_acknowledged_together(
+    rabbit, monkeypatch
+) -> None:
+    """The deliveries a step of several took along end when that step ends, all at once,
+    not each after the one before it has ended (one event-loop turn each): their acks go
+    out as a few runs, not one frame per message."""
+    import aiormq
+
+    from cadre.hosts.worker import submit
+
+    acks: list[int] = []
+    basic_ack = aiormq.Channel.basic_ack
+
+    def counting(self, delivery_tag, multiple=False, wait=True):  # type: ignore[no-untyped-def]
+        acks.append(delivery_tag)
+        return basic_ack(self, delivery_tag, multiple=multiple, wait=wait)
+
+    monkeypatch.setattr(aiormq.Channel, "basic_ack", counting)
+    sink = AgentId("sink", "acks")
+    for seq in range(60):
+        await submit(rabbit, sink, Item(seq=seq))
+
+    async def done(store) -> bool:  # type: ignore[no-untyped-def]
+        record = await store.load(sink)
+        return bool(record.state) and len(json.loads(record.state)["got"]) == 60
+
+    worker = await run_worker(rabbit, done)
+    assert worker.handled == 60 and worker.handled_together >= 30
+    assert len(acks) <= 12, acks  # one message at a time would be about 60
+
+
 async def test_agents_sharing_a_partition_run_concurrently_each_in_order(rabbit) -> None:
     from cadre.hosts.worker import submit
 
