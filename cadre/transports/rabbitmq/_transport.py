@@ -285,7 +285,9 @@ class RabbitMQTransport:
         gathered, then close its channel. The broker puts the deliveries not acknowledged
         back in their queue in their original order and only then makes the next consumer
         active, so nothing of this process's runs beside the next one's. (A basic.cancel
-        would hand the queue over at once and keep the unacknowledged ones here.)"""
+        keeps the unacknowledged deliveries here, out of the queue, while the next consumer
+        is made active; on RabbitMQ 3.10 that consumer then got nothing at all for seconds,
+        not even the messages ready in the queue: tests/adapters/test_rabbitmq_release.py.)"""
         await self._acks.wait()
         parts = list(self._consumers) if partition is None else [partition]
         for part in parts:
