@@ -158,6 +158,7 @@ class GroupCommit:
         }
         self._connect = connect  # opens the commits' own connection
         self._conn: Any = None
+        self._cur: Any = None
         self._translate = translate
         self._clear_delay = clear_delay
         self._saves: list[Save] = []
@@ -256,7 +257,13 @@ class GroupCommit:
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
             self._conn = await self._connect()
+            self._cur = None
         return self._conn
+
+    def _cursor(self, conn: Any) -> Any:
+        if self._cur is None or self._cur.connection is not conn:
+            self._cur = conn.cursor()
+        return self._cur
 
     async def _send(self, batch: list[Save], clears: dict[AgentId, int]) -> list[int | None]:
         """`_execute` on the commits' connection; once more on a new one if it was broken
@@ -318,7 +325,8 @@ class GroupCommit:
             if one.if_match is not None and not one.log and not one.evicted:
                 aid = one.agent_id
                 values = (one.state, one.state_version, one.seen, one.outbox)
-                cur = await conn.execute(self._sql_one, (*values, aid.type, aid.key, one.if_match))
+                cur = self._cursor(conn)  # one per connection: a step's commit makes none
+                await cur.execute(self._sql_one, (*values, aid.type, aid.key, one.if_match))
                 row = await cur.fetchone()
                 return [row[0] if row else None]
         pad: list[None] = [None] * len(clears)
