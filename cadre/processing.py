@@ -107,7 +107,11 @@ class Processor:
         tel.refresh()
         if not (tel.tracing or tel.measuring):
             return await self._run(envelope)
-        with tel.processing(envelope) as scope:
+        scope = tel.processing(envelope)
+        if scope.quiet:  # a task not sampled, metrics off: only the task id for logs
+            with scope:
+                return await self._run(envelope)
+        with scope:
             try:
                 processed = await self._run(envelope)
             except Exception as exc:  # not even a dead letter could be recorded
@@ -122,16 +126,20 @@ class Processor:
 
     async def process_many(self, envelopes: Sequence[Envelope]) -> list[Processed] | None:
         """Several envelopes for one agent as one step (`Step.run_many`: one load, one save),
-        or None when they must go through `process` one by one: with telemetry on (each
-        message has its own span), or when anything fails (a bad payload, a failing
-        handler, a lost race): nothing was saved, and `process` retries and dead-letters
-        each as usual (a handler that ran before the failure runs again)."""
+        or None when they must go through `process` one by one: when there is telemetry to
+        record for them (a task that is sampled has one span per message; metrics count
+        each message), or when anything fails (a bad payload, a failing handler, a lost
+        race): nothing was saved, and `process` retries and dead-letters each as usual (a
+        handler that ran before the failure runs again). Envelopes of tasks not sampled
+        are batched with tracing on too: they have no span to keep apart."""
         tel = telemetry.current()
         tel.refresh()
-        if tel.tracing or tel.measuring:
+        scope = tel.quiet(envelopes)
+        if scope is None:
             return None
         try:
-            results = await self.step.run_many(envelopes)
+            with scope:
+                results = await self.step.run_many(envelopes)
         except Exception as exc:  # ConcurrencyConflict, DeliveryError, a handler's error
             log.debug("%d envelopes go one by one: %s", len(envelopes), exc)
             return None

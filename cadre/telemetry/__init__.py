@@ -38,7 +38,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -149,6 +149,11 @@ def _sampled(traceparent: str | None) -> bool:
     return not traceparent or len(traceparent) != 55 or traceparent[54] in _SAMPLED_LAST
 
 
+_FLAGS = {f"{flags:02x}": trace.TraceFlags(flags) for flags in range(256)}
+"""The trace flags of each traceparent flags field (made once, not per message)."""
+_FLAG_TEXT = {flags: text for text, flags in _FLAGS.items()}
+
+
 def _parent_context(traceparent: str | None) -> otel_context.Context:
     """The context a traceparent names; the root (a new trace) when there is none.
 
@@ -157,13 +162,11 @@ def _parent_context(traceparent: str | None) -> otel_context.Context:
     """
     if not traceparent:
         return _ROOT
-    if len(traceparent) == 55 and traceparent[:3] == "00-":
+    flags = _FLAGS.get(traceparent[53:])
+    if flags is not None and len(traceparent) == 55 and traceparent[:3] == "00-":
         try:
             ctx = trace.SpanContext(
-                trace_id=int(traceparent[3:35], 16),
-                span_id=int(traceparent[36:52], 16),
-                is_remote=True,
-                trace_flags=trace.TraceFlags(int(traceparent[53:], 16)),
+                int(traceparent[3:35], 16), int(traceparent[36:52], 16), True, flags
             )
         except ValueError:
             ctx = trace.INVALID_SPAN_CONTEXT
@@ -348,8 +351,11 @@ class Telemetry:
         incoming traceparent, so a trace (and its sampling decision) flows through.
         """
         step = _step.get()
-        if step is not None and step.span is None and not self.measuring:
-            return None  # tracing off, or a task not sampled: the incoming traceparent goes on
+        if step is not None and not self.measuring:  # the processor refreshed at the start
+            if step.span is None:
+                return None  # tracing off, or a task not sampled: the incoming one goes on
+            if not self.trace_sends and isinstance(step, _Processing):
+                return step.traceparent()  # the step's span is the parent
         self.refresh()
         if self.measuring:
             self.instruments.sent.add(1, {MESSAGE_NAME: message, "messaging.system": "cadre"})
@@ -391,12 +397,23 @@ class Telemetry:
         task id for log records; and the step's metrics once the outcome is known (set
         ``scope.outcome``, ``scope.reason``, ``scope.error``). The caller has called
         `refresh` (the processor does, once per delivery)."""
-        tp = envelope.traceparent
-        if self.measuring or (
-            self.tracing and (not tp or len(tp) != 55 or tp[54] in _SAMPLED_LAST)
-        ):
-            return _Processing(self, envelope)
+        sampled = self.tracing and _sampled(envelope.traceparent)
+        if sampled or self.measuring:
+            return _Processing(self, envelope, sampled)
         return _Quiet(envelope.task_id)  # a task not sampled: nothing to record
+
+    def quiet(self, envelopes: Sequence[Envelope]) -> _Quiet | None:
+        """The scope of one step over `envelopes` (`Step.run_many`) when it has nothing to
+        record: metrics off, and tracing off or none of their tasks sampled. None when
+        there is (each message then goes through `processing` on its own). The scope gives
+        log records the task id (when the envelopes share one). The caller has called
+        `refresh`."""
+        if self.measuring:
+            return None
+        if self.tracing and any(_sampled(e.traceparent) for e in envelopes):
+            return None
+        task_ids = {e.task_id for e in envelopes}
+        return _Quiet(task_ids.pop() if len(task_ids) == 1 else "")
 
     def _start_process_span(self, envelope: Envelope) -> trace.Span:
         assert self._tracer is not None
@@ -579,6 +596,7 @@ class _Processing:
     path). `span` is None when tracing is off or the task is not sampled."""
 
     __slots__ = (
+        "_sampled",
         "_started",
         "_step_token",
         "_token",
@@ -592,7 +610,9 @@ class _Processing:
         "telemetry",
     )
 
-    def __init__(self, telemetry: Telemetry, envelope: Envelope) -> None:
+    quiet = False
+
+    def __init__(self, telemetry: Telemetry, envelope: Envelope, sampled: bool) -> None:
         self.telemetry = telemetry
         self.envelope = envelope
         self.task_id = envelope.task_id
@@ -600,22 +620,35 @@ class _Processing:
         self.reason: str | None = None
         self.error: str | None = None
         self.span: trace.Span | None = None
+        self._sampled = sampled
         self._token: object = None
         self._traceparent: str | None = None
         self._started = time.perf_counter() if telemetry.measuring else 0.0
 
     def traceparent(self) -> str:
-        """The W3C traceparent of this step's span (made once)."""
+        """The W3C traceparent of this step's span (made once). Its trace is the incoming
+        traceparent's, so only the span id and the flags are formatted."""
         if self._traceparent is None:
             assert self.span is not None
-            self._traceparent = _traceparent(self.span.get_span_context())
+            ctx = self.span.get_span_context()
+            incoming = self.envelope.traceparent
+            flags = _FLAG_TEXT.get(ctx.trace_flags)
+            if (
+                flags is not None
+                and incoming
+                and len(incoming) == 55
+                and int(incoming[3:35], 16) == ctx.trace_id
+                and incoming == incoming.lower()  # W3C: lower case only
+            ):
+                self._traceparent = f"{incoming[:36]}{ctx.span_id:016x}-{flags}"
+            else:
+                self._traceparent = _traceparent(ctx)
         return self._traceparent
 
     def __enter__(self) -> _Processing:
         self._step_token = _step.set(self)
-        tel = self.telemetry
-        if tel.tracing and _sampled(self.envelope.traceparent):
-            span = self.span = tel._start_process_span(self.envelope)
+        if self._sampled:
+            span = self.span = self.telemetry._start_process_span(self.envelope)
             self._token = otel_context.attach(trace.set_span_in_context(span))
         return self
 
@@ -665,6 +698,7 @@ class _Quiet:
 
     __slots__ = ("_step_token", "error", "outcome", "reason", "task_id")
     span: trace.Span | None = None
+    quiet = True
     # The processor sets these; nothing reads them.
     outcome: str
     reason: str | None

@@ -18,10 +18,15 @@ from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, TraceIdRat
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from cadre import AgentId, LocalRuntime, telemetry
+from cadre.envelope import Envelope, new_id, utcnow
 from cadre.models import OfflineClient
+from cadre.processing import Disposition, Processor
+from cadre.step import Step
+from cadre.stores.memory import MemoryStore
 from cadre.teams import Assistant, RoundRobinTeam, TextMention
 from cadre.teams.tasks import Tasks
 from tests.support.contracts import Add, make_registry
+from tests.support.faults import RecordingTransport
 
 TASKS = 40
 
@@ -101,6 +106,44 @@ async def test_a_team_task_not_sampled_records_no_model_or_tool_span(
     assert started["process"] == 0
     assert exporter.get_finished_spans() == ()
     provider.shutdown()
+
+
+async def test_envelopes_of_tasks_not_sampled_run_as_one_step_and_a_sampled_one_alone(
+    spans: InMemorySpanExporter,
+) -> None:
+    # Batching (`Processor.process_many`, as a worker does for one agent's queue) keeps one
+    # span per step of a sampled task: a batch holding one goes one by one; a batch of
+    # tasks not sampled has no span to keep apart, so it is one step, tracing on or off.
+    sent = RecordingTransport()
+    processor = Processor(Step(MemoryStore(), sent, registry=make_registry()))
+    quiet = [_add(i, "00") for i in range(3)]
+    processed = await processor.process_many(quiet)
+    assert processed is not None
+    assert {p.disposition for p in processed} == {Disposition.HANDLED}
+    assert spans.get_finished_spans() == ()
+    # what they sent carries their traceparents on: the task stays unsampled downstream
+    assert sent.sent and {e.traceparent for e in sent.sent} <= {e.traceparent for e in quiet}
+    mixed = [_add(3, "00"), _add(4, "01")]
+    assert await processor.process_many(mixed) is None
+    for envelope in mixed:
+        await processor.process(envelope)
+    (span,) = spans.get_finished_spans()  # the sampled one, alone in its step
+    assert span.attributes["messaging.message.conversation_id"] == mixed[1].task_id  # type: ignore[index]
+
+
+def _add(amount: int, flags: str) -> Envelope:
+    task = new_id()
+    return Envelope(
+        id=new_id(),
+        message=Add.message_name,
+        version=Add.message_version,
+        payload={"amount": amount},
+        task_id=task,
+        recipient="counter/a",
+        reply_to="recorder/a",
+        created_at=utcnow(),
+        traceparent=f"00-{task}-{new_id()[:16]}-{flags}",
+    )
 
 
 def _unsampled_context() -> SpanContext:
