@@ -53,6 +53,7 @@ class Health:
             "member": worker.membership.me.id,
             "members": len(worker.membership.live()),
             "assigned": worker.assigned_partitions(),
+            "active": [p for p in range(worker.config.partitions) if worker.transport.owns(p)],
             "released": worker.rebalancer.released,
         }
 

@@ -11,6 +11,8 @@ exit timeout and one warning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -108,6 +110,26 @@ def key_for_worker(worker: int, partitions: int = 4, count: int = 2) -> str:
     raise AssertionError("no key found")
 
 
+def wait_for_shares(health_files: list[Path], timeout: float = 30.0) -> None:
+    """Until every worker hears the others and has released every partition not assigned
+    to it (then each partition's owner is next in its queue's line: the hand-over after a
+    start is over; an idle queue tells nobody who its active consumer is)."""
+    deadline, states = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        states = []
+        for path in health_files:
+            with contextlib.suppress(OSError, ValueError):
+                states.append(json.loads(path.read_text()))
+        total = sum(len(s["assigned"]) for s in states)
+        if len(states) == len(health_files) and all(
+            s["members"] == len(health_files) and s["released"] >= total - len(s["assigned"])
+            for s in states
+        ):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the workers did not settle their shares within {timeout} s: {states}")
+
+
 def run_through_workers(backend: dict[str, str], collector: Collector, tmp_path: Path) -> None:
     common = {**backend, **FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
     names = [{}, {"OTEL_SERVICE_NAME": "worker-b"}]  # the default name, and one set
@@ -125,6 +147,7 @@ def run_through_workers(backend: dict[str, str], collector: Collector, tmp_path:
         )
         for i in range(2)
     ]
+    wait_for_shares([tmp_path / f"w{i}" for i in range(2)])  # else a task may change hands
     api_env = {**common, "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=ci"}
     server = start_serve(
         tmp_path / "unused.db", "--transport", "rabbitmq", "--store", "postgres", env=api_env
