@@ -304,15 +304,20 @@ async def test_a_write_that_fails_its_batch_fails_alone(postgres_store) -> None:
     ]  # fmt: skip
 
 
-async def test_an_outbox_clear_rides_along_and_lands(postgres_store) -> None:
+async def _saved_and_cleared(store) -> None:  # type: ignore[no-untyped-def]
+    """A saved with one outgoing envelope, then its outbox cleared (not waited for)."""
     from cadre.envelope import Envelope, new_id, utcnow
 
     out = Envelope(
         id=new_id(), message="m", version=1, payload={}, task_id="t", recipient="sink/a",
         created_at=utcnow(),
     )  # fmt: skip
-    etag = await postgres_store.save(AgentRecord(A, state="{}", outbox=(out,)), if_match=None)
-    await postgres_store.clear_outbox(A, etag)
+    etag = await store.save(AgentRecord(A, state="{}", outbox=(out,)), if_match=None)
+    await store.clear_outbox(A, etag)
+
+
+async def test_an_outbox_clear_rides_along_and_lands(postgres_store) -> None:
+    await _saved_and_cleared(postgres_store)
     assert (await postgres_store.load(A)).outbox == ()  # this process sees it at once
     await postgres_store._commits.flush()
     postgres_store._cache.clear()
@@ -324,14 +329,7 @@ async def test_a_pending_clear_lands_while_lone_saves_keep_coming(postgres_store
     their delay is over, though the saves never stop."""
     import asyncio
 
-    from cadre.envelope import Envelope, new_id, utcnow
-
-    out = Envelope(
-        id=new_id(), message="m", version=1, payload={}, task_id="t", recipient="sink/a",
-        created_at=utcnow(),
-    )  # fmt: skip
-    etag = await postgres_store.save(AgentRecord(A, state="{}", outbox=(out,)), if_match=None)
-    await postgres_store.clear_outbox(A, etag)
+    await _saved_and_cleared(postgres_store)
     other = AgentId("counter", "busy")
     busy = await postgres_store.save(AgentRecord(other, state="0"), if_match=None)
     pool = await postgres_store._open()
