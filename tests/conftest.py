@@ -31,6 +31,20 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def worker_config(name: str, partitions: int, **overrides: Any) -> Any:
+    """The `WorkerConfig` of a worker on `workers_backend`'s queues and tables `name`."""
+    from cadre.hosts.worker import WorkerConfig
+
+    return WorkerConfig(
+        rabbitmq_url=RABBITMQ_URL,
+        postgres_dsn=POSTGRES_DSN,
+        name=name,
+        table_prefix=f"{name}_",
+        partitions=partitions,
+        **overrides,
+    )
+
+
 @asynccontextmanager
 async def workers_backend(
     partitions: int, letter: str = "t", **transport_options: Any

@@ -21,7 +21,7 @@ import pytest
 from cadre.envelope import Envelope, new_id, utcnow
 from cadre.errors import ConfigurationError
 from cadre.ids import AgentId
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable
+from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable, worker_config
 from tests.support.worker_app import Item, make_registry
 
 
@@ -183,17 +183,10 @@ async def test_a_timer_goes_through_a_delay_bucket_and_arrives_when_due(rabbit) 
 
 
 async def run_worker(rabbit, until, within: float = 20.0):  # type: ignore[no-untyped-def]
-    from cadre.hosts.worker import Worker, WorkerConfig
+    from cadre.hosts.worker import Worker
     from cadre.processing import RetryPolicy
 
-    config = WorkerConfig(
-        rabbitmq_url=RABBITMQ_URL,
-        postgres_dsn=POSTGRES_DSN,
-        name=rabbit.name,
-        table_prefix=f"{rabbit.name}_",
-        partitions=rabbit.partitions,
-        standby_delay=0.0,
-    )
+    config = worker_config(rabbit.name, rabbit.partitions, standby_delay=0.0)
     worker = Worker(
         config, registry=make_registry(), policy=RetryPolicy(max_attempts=3, base_delay=0.05)
     )

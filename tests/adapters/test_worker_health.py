@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from cadre.ids import AgentId
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, workers_backend
+from tests.conftest import worker_config, workers_backend
 from tests.support.worker_app import Item, make_registry
 
 
@@ -27,7 +27,7 @@ async def test_probes_say_ready_while_consuming_and_show_each_partitions_lag() -
     consumes; /status counts the messages waiting in the partition nobody consumes and
     names the one it is the active consumer of; not ready while it drains on stop; gone
     after."""
-    from cadre.hosts.worker import Worker, WorkerConfig, submit
+    from cadre.hosts.worker import Worker, submit
     from cadre.transports.rabbitmq import partition_of
 
     async with workers_backend(partitions=2, letter="h") as (name, store, transport):
@@ -35,12 +35,9 @@ async def test_probes_say_ready_while_consuming_and_show_each_partitions_lag() -
         other = next(
             AgentId("sink", f"o{i}") for i in range(50) if not partition_of(f"sink/o{i}", 2)
         )
-        config = WorkerConfig(
-            rabbitmq_url=RABBITMQ_URL,
-            postgres_dsn=POSTGRES_DSN,
-            name=name,
-            table_prefix=f"{name}_",
-            partitions=2,
+        config = worker_config(
+            name,
+            2,
             worker_index=1,
             worker_count=2,
             standby_delay=60.0,  # partition 0 stays unconsumed

@@ -22,7 +22,7 @@ import pytest
 from cadre.envelope import Envelope
 from cadre.ids import AgentId
 from tests.adapters.test_rabbitmq import envelope
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable, workers_backend
+from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable, worker_config, workers_backend
 from tests.support.crash_app import Blow
 from tests.support.worker_app import make_registry
 
@@ -175,7 +175,7 @@ async def test_classic_queues_of_the_previous_version_are_migrated_with_their_me
     the new worker's start turns the partition queues into quorum queues, keeping every
     message in order; a new timer for the old timer's bucket migrates the bucket (the old
     timer with it); every envelope runs once, in order, and no temporary queue is left."""
-    from cadre.hosts.worker import Worker, WorkerConfig
+    from cadre.hosts.worker import Worker
     from cadre.stores.postgres import PostgresStore
     from cadre.transports.rabbitmq import RabbitMQTransport
     from cadre.transports.rabbitmq._migrate import Admin
@@ -189,12 +189,9 @@ async def test_classic_queues_of_the_previous_version_are_migrated_with_their_me
         await old_topology(name, 2, [*due, timer])
     except Exception as exc:
         unavailable(f"RabbitMQ: {exc}")
-    config = WorkerConfig(
-        rabbitmq_url=RABBITMQ_URL,
-        postgres_dsn=POSTGRES_DSN,
-        name=name,
-        table_prefix=f"{name}_",
-        partitions=2,
+    config = worker_config(
+        name,
+        2,
         standby_delay=0.0,
         delivery_limit=LIMIT,  # quorum queues
     )

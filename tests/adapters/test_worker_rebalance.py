@@ -12,7 +12,7 @@ from typing import Any
 
 from cadre import Agent, AgentId, Context, Registry, handler
 from cadre.transports.rabbitmq import partition_of
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, workers_backend
+from tests.conftest import worker_config, workers_backend
 from tests.support.worker_app import Ball, Item, Transcript, make_registry
 
 PARTITIONS = 8
@@ -26,18 +26,7 @@ def new_worker(name: str, registry: Registry) -> Any:
 
 
 def config(name: str, **overrides: Any) -> Any:
-    from cadre.hosts.worker import WorkerConfig
-
-    values: dict[str, Any] = {
-        "rabbitmq_url": RABBITMQ_URL,
-        "postgres_dsn": POSTGRES_DSN,
-        "name": name,
-        "table_prefix": f"{name}_",
-        "partitions": PARTITIONS,
-        "concurrency": 8,
-        **overrides,
-    }
-    return WorkerConfig(**values)
+    return worker_config(name, PARTITIONS, **{"concurrency": 8, **overrides})
 
 
 async def until(check: Callable[[], bool], within: float, what: str) -> float:

@@ -8,13 +8,13 @@ import time
 
 from cadre.ids import AgentId
 from cadre.telemetry import PARTITION, PARTITION_ACTIVE, QUEUE_DEPTH, STEPS_IN_FLIGHT
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, workers_backend
+from tests.conftest import worker_config, workers_backend
 from tests.observability.conftest import Otel
 from tests.support.worker_app import Item, make_registry
 
 
 async def test_a_worker_records_each_partitions_lag_and_its_steps_in_flight(otel: Otel) -> None:
-    from cadre.hosts.worker import Worker, WorkerConfig, submit
+    from cadre.hosts.worker import Worker, submit
     from cadre.transports.rabbitmq import partition_of
 
     async with workers_backend(partitions=2, letter="g") as (name, _store, transport):
@@ -23,12 +23,9 @@ async def test_a_worker_records_each_partitions_lag_and_its_steps_in_flight(otel
         )
         for seq in range(3):
             await submit(transport, other, Item(seq=seq))
-        config = WorkerConfig(
-            rabbitmq_url=RABBITMQ_URL,
-            postgres_dsn=POSTGRES_DSN,
-            name=name,
-            table_prefix=f"{name}_",
-            partitions=2,
+        config = worker_config(
+            name,
+            2,
             worker_index=1,
             worker_count=2,
             standby_delay=60.0,  # partition 0 stays unconsumed: its 3 messages wait
