@@ -257,7 +257,6 @@ class GroupCommit:
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
             self._conn = await self._connect()
-            self._cur = None
         return self._conn
 
     def _cursor(self, conn: Any) -> Any:
