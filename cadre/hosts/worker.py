@@ -111,6 +111,8 @@ class Worker:
         self.store: StateStore = store or PostgresStore(  # writes are group-committed
             config.postgres_dsn, prefix=config.table_prefix, max_size=8
         )
+        # PostgreSQL's extras: connected before the first step, a read cache to forget
+        self._postgres = self.store if isinstance(self.store, PostgresStore) else None
         self.transport = RabbitMQTransport(
             config.rabbitmq_url,
             name=config.name,
@@ -236,10 +238,8 @@ class Worker:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         await self.transport.connect()
-        from ..stores.postgres import PostgresStore
-
-        if isinstance(self.store, PostgresStore):  # connected before the first step, not at it
-            await self.store.connect()
+        if self._postgres is not None:  # connected before the first step, not at it
+            await self._postgres.connect()
         if on_connected is not None:
             on_connected()
         background = [asyncio.create_task(self.relay.run())]
@@ -309,11 +309,9 @@ class Worker:
         channel). Records of its agents that the store cached while this worker last had
         the partition may be stale now (another worker wrote them since), and a read that
         no write follows (a flush message's) would trust them: the store forgets them."""
-        from ..stores.postgres import PostgresStore
-
-        if isinstance(self.store, PostgresStore):  # its read cache
+        if self._postgres is not None:
             n = self.config.partitions
-            self.store.forget(lambda agent: partition_of(str(agent), n) == partition)
+            self._postgres.forget(lambda agent: partition_of(str(agent), n) == partition)
         self.rebalancer.took(partition)
 
 
