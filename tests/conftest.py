@@ -31,6 +31,18 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def worker_env(name: str, partitions: int, rabbitmq_url: str = RABBITMQ_URL) -> dict[str, str]:
+    """The settings of a `cadre worker` (or `cadre serve`) process on `workers_backend`'s
+    queues and tables `name`."""
+    return {
+        "CADRE_RABBITMQ_URL": rabbitmq_url,
+        "CADRE_POSTGRES_URL": POSTGRES_DSN,
+        "CADRE_POSTGRES_PREFIX": f"{name}_",
+        "CADRE_QUEUE_NAME": name,
+        "CADRE_PARTITIONS": str(partitions),
+    }
+
+
 def worker_config(name: str, partitions: int, **overrides: Any) -> Any:
     """The `WorkerConfig` of a worker on `workers_backend`'s queues and tables `name`."""
     from cadre.hosts.worker import WorkerConfig

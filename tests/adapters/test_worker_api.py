@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, workers_backend
+from tests.conftest import worker_env, workers_backend
 from tests.e2e.conftest import APP, ROOT, start_serve, wait_for
 
 
@@ -25,11 +25,7 @@ from tests.e2e.conftest import APP, ROOT, start_serve, wait_for
 async def workers_env(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     async with workers_backend(4) as (name, _store, _transport):
         env = {
-            "CADRE_RABBITMQ_URL": RABBITMQ_URL,
-            "CADRE_POSTGRES_URL": POSTGRES_DSN,
-            "CADRE_POSTGRES_PREFIX": f"{name}_",
-            "CADRE_QUEUE_NAME": name,
-            "CADRE_PARTITIONS": "4",
+            **worker_env(name, 4),
             "CADRE_APP": APP,
             "CADRE_HEALTH_FILE": str(tmp_path / "worker.health"),
         }

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from cadre.ids import AgentId
-from tests.conftest import POSTGRES_DSN, unavailable
+from tests.conftest import POSTGRES_DSN, unavailable, worker_env
 from tests.support.rabbitmq_node import RabbitMQNode, private_rabbitmq
 from tests.support.worker_app import Ball, Item, make_registry
 
@@ -53,11 +53,7 @@ class Run:
             **os.environ,
             "CADRE_APP": app,
             "CADRE_TEST_LOG": "INFO",  # worker_app's level: the reconnect shows in its log
-            "CADRE_RABBITMQ_URL": self.node.url,
-            "CADRE_POSTGRES_URL": POSTGRES_DSN,
-            "CADRE_POSTGRES_PREFIX": f"{self.name}_",
-            "CADRE_QUEUE_NAME": self.name,
-            "CADRE_PARTITIONS": str(PARTITIONS),
+            **worker_env(self.name, PARTITIONS, self.node.url),
             "CADRE_CONCURRENCY": "8",
             "CADRE_RELAY_AFTER_SECONDS": "0.5",
             **extra,

@@ -22,7 +22,14 @@ import pytest
 from cadre.envelope import Envelope
 from cadre.ids import AgentId
 from tests.adapters.test_rabbitmq import envelope
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, unavailable, worker_config, workers_backend
+from tests.conftest import (
+    POSTGRES_DSN,
+    RABBITMQ_URL,
+    unavailable,
+    worker_config,
+    worker_env,
+    workers_backend,
+)
 from tests.support.crash_app import Blow
 from tests.support.worker_app import make_registry
 
@@ -43,11 +50,7 @@ def worker_process(name: str, log: Path) -> subprocess.Popen[bytes]:
     delivery limit set by its setting."""
     env = {
         **os.environ,
-        "CADRE_RABBITMQ_URL": RABBITMQ_URL,
-        "CADRE_POSTGRES_URL": POSTGRES_DSN,
-        "CADRE_POSTGRES_PREFIX": f"{name}_",
-        "CADRE_QUEUE_NAME": name,
-        "CADRE_PARTITIONS": "2",
+        **worker_env(name, 2),
         "CADRE_DELIVERY_LIMIT": str(LIMIT),
         "CADRE_APP": "tests.support.crash_app",
     }

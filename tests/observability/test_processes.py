@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, workers_backend
+from tests.conftest import worker_env, workers_backend
 from tests.e2e.conftest import APP, ROOT, free_port, start_serve, wait_for
 
 from .conftest import Collector, span_attributes
@@ -82,14 +82,7 @@ def check_one_trace_per_task(
 @pytest.fixture
 async def backend(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     async with workers_backend(4, letter="v") as (name, _store, _transport):
-        yield {
-            "CADRE_RABBITMQ_URL": RABBITMQ_URL,
-            "CADRE_POSTGRES_URL": POSTGRES_DSN,
-            "CADRE_POSTGRES_PREFIX": f"{name}_",
-            "CADRE_QUEUE_NAME": name,
-            "CADRE_PARTITIONS": "4",
-            "CADRE_APP": APP,
-        }
+        yield {**worker_env(name, 4), "CADRE_APP": APP}
 
 
 async def test_a_task_submitted_over_http_to_workers_is_one_trace_from_the_request(

@@ -23,7 +23,7 @@ from cadre.envelope import Envelope, new_id, utcnow
 from cadre.inbox import INBOX_TYPE
 from cadre.teams.manager import FINISHED, MANAGER_TYPE, TeamState
 from cadre.teams.messages import StartTask
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, workers_backend
+from tests.conftest import worker_env, workers_backend
 
 from .conftest import Collector, Otel
 
@@ -54,11 +54,7 @@ def start_worker(broker: Broker, collector: Collector) -> subprocess.Popen[bytes
     env.update(
         {
             "CADRE_APP": "tests.support.traced_team_app",
-            "CADRE_RABBITMQ_URL": RABBITMQ_URL,
-            "CADRE_POSTGRES_URL": POSTGRES_DSN,
-            "CADRE_POSTGRES_PREFIX": f"{broker.name}_",
-            "CADRE_QUEUE_NAME": broker.name,
-            "CADRE_PARTITIONS": "2",
+            **worker_env(broker.name, 2),
             "CADRE_CONCURRENCY": "4",
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
