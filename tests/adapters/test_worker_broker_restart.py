@@ -215,17 +215,12 @@ async def test_a_broker_restart_mid_rallies_loses_and_doubles_nothing(run: Run) 
 async def test_a_broker_restart_mid_team_tasks_gives_the_undisturbed_transcripts(
     run: Run,
 ) -> None:
-    from cadre.hosts.local import LocalRuntime
     from cadre.hosts.worker_api import WorkersRuntime
     from cadre.teams.tasks import Tasks
-    from tests.support.worker_team import TURNS, team
+    from tests.support.worker_team import TURNS, team, undisturbed_transcripts
 
     texts = [f"Plan trip number {i}" for i in range(8)]
-    async with LocalRuntime() as local:  # the undisturbed run, in-process
-        reference = Tasks(local)
-        ids = [await reference.submit(team, text) for text in texts]
-        await local.run_until_idle()
-        expected = [[(m.source, m.content) for m in await reference.messages(i)] for i in ids]
+    expected = await undisturbed_transcripts(texts)
     assert all(len(t) == TURNS for t in expected)
 
     tasks = Tasks(WorkersRuntime(run.store, run.transport))  # type: ignore[arg-type]

@@ -360,17 +360,12 @@ async def test_sigterm_during_rallies_hands_them_to_the_next_worker(cluster: Clu
 async def test_kill_9_during_team_tasks_gives_the_transcripts_of_an_undisturbed_run(
     cluster: Cluster,
 ) -> None:
-    from cadre.hosts.local import LocalRuntime
     from cadre.hosts.worker_api import WorkersRuntime
     from cadre.teams.tasks import Tasks
-    from tests.support.worker_team import TURNS, team
+    from tests.support.worker_team import TURNS, team, undisturbed_transcripts
 
     texts = [f"Plan trip number {i}" for i in range(6)]
-    async with LocalRuntime() as local:  # the undisturbed run, in-process
-        reference = Tasks(local)
-        ids = [await reference.submit(team, text) for text in texts]
-        await local.run_until_idle()
-        expected = [[(m.source, m.content) for m in await reference.messages(i)] for i in ids]
+    expected = await undisturbed_transcripts(texts)
     assert all(len(t) == TURNS for t in expected)  # the task, then 15 turns
 
     tasks = Tasks(WorkersRuntime(cluster.store, cluster.transport))  # type: ignore[arg-type]

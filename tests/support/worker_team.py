@@ -46,3 +46,16 @@ team = RoundRobinTeam(
     ],
     termination=MaxMessages(max_messages=TURNS),
 ).register()
+
+
+async def undisturbed_transcripts(texts: list[str]) -> list[list[tuple[str, str]]]:
+    """The transcripts (source, content) of `team` on each text, run in-process: what a run
+    through workers must give whatever happens to them meanwhile."""
+    from cadre.hosts.local import LocalRuntime
+    from cadre.teams.tasks import Tasks
+
+    async with LocalRuntime() as local:
+        reference = Tasks(local)
+        ids = [await reference.submit(team, text) for text in texts]
+        await local.run_until_idle()
+        return [[(m.source, m.content) for m in await reference.messages(i)] for i in ids]
