@@ -170,6 +170,66 @@ async def test_one_send_is_one_message_per_partition_in_order_in_batches_of_max_
         assert await get_all(rabbit, queue, 1, within=0.2) == []
 
 
+async def test_sends_of_one_loop_iteration_share_one_message_per_partition_in_call_order(
+    rabbit,
+) -> None:
+    """Sends made in one iteration of the event loop (a window of publishes in flight, a
+    server's concurrent requests) go out together per partition; a later one on its own."""
+    from cadre.transports.rabbitmq import BATCH_CONTENT_TYPE, partition_of, split_body
+
+    a, b = "sink/a", next(f"sink/{i}" for i in range(99) if partition_of(f"sink/{i}", 3) != 0)
+    sends = [[envelope(a, 10 * n + i) for i in range(3)] + [envelope(b, n)] for n in range(5)]
+    await asyncio.gather(*(rabbit.send(one) for one in sends))  # all start in one iteration
+    later = [envelope(a, 99)]
+    await rabbit.send(later)
+    for agent, count in ((a, 2), (b, 1)):
+        queue = rabbit.queue_name(partition_of(agent, rabbit.partitions))
+        got = await get_all(rabbit, queue, count)
+        assert len(got) == count and got[0].content_type == BATCH_CONTENT_TYPE
+        lines = [line for m in got for line in split_body(m.body, m.content_type)]
+        mine = [e.id for one in [*sends, later] for e in one if e.recipient == agent]
+        assert [Envelope.from_bytes(line).id for line in lines] == mine  # in call order
+        assert await get_all(rabbit, queue, 1, within=0.2) == []
+    assert len(split_body(got[0].body, got[0].content_type)) == 5  # b: one of each send
+
+
+async def test_a_gathered_publish_fails_only_the_sends_it_carried() -> None:
+    """`Outgoing`: a send's future ends when every message carrying its envelopes is
+    confirmed (a send over MAX_BATCH spans two), and fails with the first refusal; a
+    refused message fails the sends it carried and no other."""
+    from cadre.transports.rabbitmq import MAX_BATCH
+    from cadre.transports.rabbitmq._outgoing import Outgoing
+
+    confirms: dict[str, asyncio.Future[None]] = {}
+    published: list[tuple[str, int]] = []
+
+    async def publish(queue: str, body: bytes, content_type: str) -> None:
+        published.append((queue, body.count(b"\n") + 1))
+        await confirms.setdefault(f"{queue}#{len(published)}", asyncio.Future())
+
+    def items(n: int) -> list[tuple[Envelope, bytes]]:
+        return [(envelope("sink/a", i), b"{}") for i in range(n)]
+
+    outgoing = Outgoing(publish)
+    big = outgoing.add("q1", items(MAX_BATCH + 1))  # messages 1 (100) and 2 (1 + small's 2)
+    small = outgoing.add("q1", items(2))
+    other = outgoing.add("q2", items(1))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert published == [("q1", MAX_BATCH), ("q1", 3), ("q2", 1)]
+    confirms["q1#1"].set_result(None)
+    await asyncio.sleep(0)
+    assert not big.done()  # its second message is not confirmed yet
+    confirms["q1#2"].set_exception(ConnectionError("channel closed"))
+    confirms["q2#3"].set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    for refused in (big, small):
+        with pytest.raises(ConnectionError):
+            refused.result()
+    assert other.result() is None
+
+
 async def test_a_timer_goes_through_a_delay_bucket_and_arrives_when_due(rabbit) -> None:
     from cadre.transports.rabbitmq import partition_of
 

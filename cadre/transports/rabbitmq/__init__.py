@@ -29,11 +29,13 @@ broker's confirm.
 Envelopes that are due go straight to their partition queue through the default exchange
 (the broker's cheapest route); only timers pass through the two topic exchanges.
 
-Several due envelopes of one `send` for one partition travel as one AMQP message (content
-type ``application/x-ndjson``: one envelope's JSON per line, in send order; up to
-`MAX_BATCH` envelopes or `MAX_BATCH_BYTES`): one publish, one confirm and one ack instead
-of one each, which is what a fan-out to agents of one task costs. A lone envelope is sent
-as its own JSON (``application/json``). `split_body` gives back the envelopes' bytes.
+Due envelopes for one partition travel together as one AMQP message (content type
+``application/x-ndjson``: one envelope's JSON per line, in send order; up to `MAX_BATCH`
+envelopes or `MAX_BATCH_BYTES`): those of one `send`, and those of every other `send` made
+in the same iteration of the event loop (`_outgoing`), so a fan-out to agents of one task,
+and many publishes under way at once, cost one publish, one confirm and one ack instead of
+one each. A lone envelope is sent as its own JSON (``application/json``). `split_body` gives
+back the envelopes' bytes.
 
 Consuming (`RabbitMQTransport.consume`): each partition queue on its own channel; every AMQP
 message becomes a `Delivery` of its envelopes, settled once: acknowledged (in runs of
@@ -53,6 +55,7 @@ from ._connection import (
 )
 from ._consume import Delivery
 from ._consumer import RabbitMQConsumer
+from ._outgoing import MAX_BATCH, MAX_BATCH_BYTES
 from ._topology import (
     BATCH_CONTENT_TYPE,
     DELIVERY_LIMIT,
@@ -63,7 +66,7 @@ from ._topology import (
     partition_of,
     split_body,
 )
-from ._transport import MAX_BATCH, MAX_BATCH_BYTES, RabbitMQTransport
+from ._transport import RabbitMQTransport
 
 __all__ = [
     "BATCH_CONTENT_TYPE",

@@ -14,10 +14,9 @@ from ...errors import ConfigurationError, EnvelopeInvalid, TransportError
 from ._acks import AckRuns
 from ._connection import RECONNECT_FIRST, aio_pika, backoff_connection
 from ._consume import Delivery
-from ._topology import BATCH_CONTENT_TYPE, Topology, delay_bucket, partition_of
+from ._outgoing import Outgoing
+from ._topology import Topology, delay_bucket, partition_of
 
-MAX_BATCH = 100
-MAX_BATCH_BYTES = 256 * 1024
 MEMBER_MESSAGE_TTL_MS = 10_000
 """Announcements older than this are dropped unread (a member queue never grows)."""
 
@@ -53,6 +52,7 @@ class RabbitMQTransport:
         self._buckets: set[int] = set()
         self._declare_lock = asyncio.Lock()
         self._acks = AckRuns()
+        self._outgoing = Outgoing(self._publish_due)
         self._consumers: dict[int, _Consumer] = {}  # partition -> its consumer
         self._active: dict[int, Any] = {}  # partition -> the channel its deliveries came on
         self._held: set[int] = set()  # partitions being released: deliveries must not start
@@ -131,12 +131,13 @@ class RabbitMQTransport:
         if failed:
             raise TransportError(f"RabbitMQ did not confirm {len(failed)} publish(es): {failed[0]}")
 
-    async def publish(self, envelopes: Sequence[Envelope]) -> list[asyncio.Task[None]]:
-        """Start publishing every envelope; one task per envelope ends at its confirm
-        (envelopes sent in one AMQP message share a task).
+    async def publish(self, envelopes: Sequence[Envelope]) -> list[asyncio.Future[None]]:
+        """Start publishing every envelope; one future per envelope ends at its confirm
+        (the envelopes of one queue share one).
 
-        The publishes start in the order of `envelopes` (a batch where its first envelope
-        is) and write to one channel, so each queue receives its envelopes in that order.
+        Due envelopes go out at the end of this loop iteration, together with those of the
+        other publishes of the iteration, per queue (`_outgoing`); each queue receives its
+        envelopes in the order given, after those of earlier publishes.
         """
         if not envelopes:
             return []
@@ -155,22 +156,16 @@ class RabbitMQTransport:
             else:
                 await self._declare_bucket(bucket)
                 timers.append((env, f"d{bucket}.p{part}"))
-        tasks: dict[int, asyncio.Task[None]] = {}
-        for queue, group in due.items():
-            for chunk in _chunks(group):
-                if len(chunk) == 1:
-                    body, content_type = chunk[0][1], "application/json"
-                else:
-                    body, content_type = b"\n".join(b for _, b in chunk), BATCH_CONTENT_TYPE
-                exchange = self._channel.default_exchange
-                task = asyncio.create_task(self._publish(exchange, body, queue, content_type))
-                for env, _ in chunk:
-                    tasks[id(env)] = task
+        futures: dict[int, asyncio.Future[None]] = {}
+        for queue, group in due.items():  # gathered with this iteration's other publishes
+            future = self._outgoing.add(queue, group)
+            for env, _ in group:
+                futures[id(env)] = future
         for env, key in timers:
-            tasks[id(env)] = asyncio.create_task(
+            futures[id(env)] = asyncio.ensure_future(
                 self._publish(self._delay_exchange, env.to_bytes(), key, "application/json")
             )
-        return [tasks[id(env)] for env in envelopes]
+        return [futures[id(env)] for env in envelopes]
 
     async def dead_letter(
         self, body: bytes, *, reason: str, detail: str, attempts: int, letter_id: str
@@ -201,6 +196,10 @@ class RabbitMQTransport:
         if left > 0:
             await asyncio.sleep(left)
         return True
+
+    async def _publish_due(self, queue: str, body: bytes, content_type: str) -> None:
+        """Publish to a partition queue through the default exchange (the cheapest route)."""
+        await self._publish(self._channel.default_exchange, body, queue, content_type)
 
     async def _publish(self, exchange: Any, body: bytes, key: str, content_type: str) -> None:
         pika = aio_pika()
@@ -385,17 +384,3 @@ class _Consumer:
     def __init__(self, channel: Any, queue: Any) -> None:
         self.channel, self.queue = channel, queue
         self.tag: str | None = None
-
-
-def _chunks(group: list[tuple[Envelope, bytes]]) -> list[list[tuple[Envelope, bytes]]]:
-    """`group` in order, cut into batches of at most MAX_BATCH envelopes and (but for a
-    lone larger envelope) MAX_BATCH_BYTES."""
-    chunks: list[list[tuple[Envelope, bytes]]] = []
-    size = 0
-    for item in group:
-        if not chunks or len(chunks[-1]) >= MAX_BATCH or size + len(item[1]) > MAX_BATCH_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(item)
-        size += len(item[1]) + 1
-    return chunks
