@@ -60,8 +60,8 @@ MAX_FAILED = 10_000
 class Publisher(Protocol):
     """What `Confirms` needs of the broker: publishes that end at their confirms."""
 
-    async def publish(self, envelopes: Sequence[Envelope]) -> list[asyncio.Task[None]]:
-        """Start publishing, in order; one task per envelope ends at its confirm."""
+    async def publish(self, envelopes: Sequence[Envelope]) -> list[asyncio.Future[None]]:
+        """Start publishing, in order; one future per envelope ends at its confirm."""
         ...
 
     async def close(self) -> None:

@@ -20,6 +20,8 @@ partition (and so an agent) has one active consumer at a time: the cached record
 stored one unless another worker wrote since, and then the conditional write fails,
 the entry is dropped, and the step is redone on a fresh read. Correctness rests on the
 version check alone; the cache only saves the read round trip. `cache_size=0` disables it.
+The reads it cannot serve that are asked for in one event-loop iteration (a burst of first
+steps) go as one statement (`cadre.stores._postgres_load`).
 
 The agents table has no index but its primary key, and leaves 60 % of each page free
 (``fillfactor = 40``), so a step's update is a HOT one: the new row version goes on the
@@ -47,7 +49,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +63,7 @@ from ..errors import (
 )
 from ..ids import AgentId
 from ._postgres_commit import GroupCommit
+from ._postgres_load import GroupLoad, Row
 from .base import (
     AgentRecord,
     DeadLetter,
@@ -183,6 +186,12 @@ class PostgresStore:
             f"SELECT state::text, state_version, seen, outbox, version FROM {p}agents "
             "WHERE agent_type = %s AND agent_key = %s"
         )
+        self._sql_load_many = (
+            f"SELECT a.agent_type, a.agent_key, state::text, state_version, seen, outbox, "
+            f"version FROM {p}agents a JOIN unnest(%s::text[], %s::text[]) AS w(t, k) "
+            "ON a.agent_type = w.t AND a.agent_key = w.k"
+        )
+        self._loads = GroupLoad(self._read)
         self._sql_clear = (
             f"UPDATE {p}agents SET outbox = '[]' WHERE agent_type = %s AND agent_key = %s "
             "AND version = %s AND outbox <> '[]'"
@@ -276,10 +285,10 @@ class PostgresStore:
         cached = self._cache.get(agent_id)
         if cached is not None:
             return cached
-        rows = await self._execute(self._sql_load, (agent_id.type, agent_id.key))
-        if not rows:
+        row = await self._loads.load(agent_id)  # with the other loads of this iteration
+        if row is None:
             return AgentRecord(agent_id)
-        state, state_version, seen, outbox, version = rows[0]
+        state, state_version, seen, outbox, version = row
         return AgentRecord(
             agent_id,
             state,
@@ -288,6 +297,19 @@ class PostgresStore:
             _envelopes(outbox),
             str(version),
         )
+
+    async def _read(self, agents: Sequence[AgentId]) -> dict[AgentId, Row]:
+        """The stored rows of `agents` (`GroupLoad`'s read): one row's statement for one,
+        one lookup of the primary key for several."""
+        if len(agents) == 1:
+            (agent,) = agents
+            rows = await self._execute(self._sql_load, (agent.type, agent.key))
+            return {agent: rows[0]} if rows else {}
+        rows = await self._execute(
+            self._sql_load_many, ([a.type for a in agents], [a.key for a in agents])
+        )
+        found = {(row[0], row[1]): row[2:] for row in rows}
+        return {a: found[a.type, a.key] for a in agents if (a.type, a.key) in found}
 
     async def save(self, record: AgentRecord, *, if_match: str | None) -> str:
         """One conditional write on the version column, group-committed with others."""

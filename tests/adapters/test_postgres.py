@@ -253,6 +253,69 @@ async def test_concurrent_first_steps_share_one_connection_pool(postgres_store) 
         await store.close()
 
 
+async def test_loads_of_one_loop_iteration_are_one_read_of_the_stored_and_the_new(
+    postgres_store,
+) -> None:
+    """A burst of first steps (records not in the cache) reads its records with one
+    statement: the stored ones whole, the others empty; an agent asked for twice gets its
+    record twice; a load alone keeps the one-row statement."""
+    import asyncio
+
+    from cadre.stores.postgres import PostgresStore
+
+    stored = [AgentId("counter", f"s{i}") for i in range(3)]
+    for n, agent in enumerate(stored):
+        await postgres_store.save(AgentRecord(agent, state=f'{{"n": {n}}}'), if_match=None)
+    reader = PostgresStore(POSTGRES_DSN, prefix=postgres_store.prefix)  # an empty cache
+    statements: list[str] = []
+    execute = reader._execute
+
+    async def counted(sql: str, params: tuple) -> list:  # type: ignore[type-arg]
+        statements.append(sql)
+        return await execute(sql, params)
+
+    reader._execute = counted  # type: ignore[method-assign]
+    try:
+        wanted = [*stored, AgentId("counter", "new"), stored[1]]
+        records = await asyncio.gather(*(reader.load(agent) for agent in wanted))
+        assert [r.agent_id for r in records] == wanted
+        assert [r.state for r in records] == ['{"n": 0}', '{"n": 1}', '{"n": 2}', None, '{"n": 1}']
+        assert records[0].etag == "1" and records[3].etag is None
+        assert statements == [reader._sql_load_many]
+        alone = await reader.load(AgentId("counter", "alone"))
+        assert alone.state is None and statements[1:] == [reader._sql_load]
+    finally:
+        await reader.close()
+
+
+async def test_a_failed_read_fails_every_load_it_carried_and_a_cancelled_one_alone(
+    postgres_store,
+) -> None:
+    import asyncio
+
+    from cadre.stores.postgres import PostgresStore
+
+    await postgres_store.save(AgentRecord(A, state='{"n": 1}'), if_match=None)
+    missing = PostgresStore(POSTGRES_DSN, prefix=f"t{uuid.uuid4().hex[:12]}_")  # no tables
+    try:
+        results = await asyncio.gather(
+            *(missing.load(AgentId("counter", k)) for k in "abc"), return_exceptions=True
+        )
+        assert all(isinstance(r, ConfigurationError) for r in results), results
+    finally:
+        await missing.close()
+    reader = PostgresStore(POSTGRES_DSN, prefix=postgres_store.prefix)
+    try:
+        gone = asyncio.ensure_future(reader.load(A))
+        kept = asyncio.ensure_future(reader.load(A))
+        await asyncio.sleep(0)  # both are waiting for the one read
+        gone.cancel()
+        assert (await kept).state == '{"n": 1}'
+        assert gone.cancelled()
+    finally:
+        await reader.close()
+
+
 async def test_concurrent_saves_share_commits_and_a_stale_one_fails_alone(
     postgres_store, monkeypatch
 ) -> None:
