@@ -4,7 +4,7 @@ event loop and that the store's cache does not hold are read with one statement.
 A burst of first steps (a fan-out to agents that are new, the agents of many new tasks)
 otherwise reads its records one after another, each taking a pooled connection (and its
 liveness check) and a round trip while the loop is busy with the burst itself. A lone load
-keeps the one-row statement; several go as one ``= ANY`` lookup of the primary key.
+keeps the one-row statement; several go as one join of the primary key with the ids.
 
 Each caller gets a future of its own (a caller cancelled while waiting cancels nothing
 else); a failed read fails every load it carried.

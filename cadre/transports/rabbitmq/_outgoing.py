@@ -72,12 +72,14 @@ class Outgoing:
 
     def _confirmed(self, members: list[_Group], task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)
-        error = asyncio.CancelledError() if task.cancelled() else task.exception()
+        error = None if task.cancelled() else task.exception()
         for group in members:
             group.left -= 1
             if group.future.done():
                 continue
-            if error is not None:
+            if task.cancelled():  # the loop is closing: so are the sends it carried
+                group.future.cancel()
+            elif error is not None:
                 group.future.set_exception(error)
             elif not group.left:
                 group.future.set_result(None)
