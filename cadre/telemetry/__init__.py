@@ -37,9 +37,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 if TYPE_CHECKING:
     from ..envelope import Envelope
+    from ._sdk_spans import FastSpans
 
 INSTRUMENTATION = "cadre"
 MESSAGING_SYSTEM = "cadre"
@@ -154,32 +156,44 @@ _FLAGS = {f"{flags:02x}": trace.TraceFlags(flags) for flags in range(256)}
 _FLAG_TEXT = {flags: text for text, flags in _FLAGS.items()}
 
 
-def _parent_context(traceparent: str | None) -> otel_context.Context:
-    """The context a traceparent names; the root (a new trace) when there is none.
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+"""A version-00 traceparent as W3C writes it (lower-case hex only)."""
 
-    The common, well-formed case is parsed directly (the propagator's general parsing
-    costs several microseconds a message); anything else goes to the propagator.
-    """
+
+def _remote_parent(traceparent: str | None) -> trace.SpanContext | None:
+    """The valid span context of a well-formed version-00 traceparent, parsed directly (the
+    propagator's general parsing costs several microseconds a message); None for anything
+    else (no traceparent, or one the propagator has to judge)."""
+    matched = _TRACEPARENT.fullmatch(traceparent) if traceparent else None
+    if matched is None:
+        return None
+    trace_id, span_id, flags = matched.groups()
+    ctx = trace.SpanContext(int(trace_id, 16), int(span_id, 16), True, _FLAGS[flags])
+    return ctx if ctx.is_valid else None
+
+
+def _context_of(span_context: trace.SpanContext) -> otel_context.Context:
+    """A context whose current span is `span_context` (and nothing else)."""
+    return otel_context.Context({_SPAN_KEY: trace.NonRecordingSpan(span_context)})
+
+
+def _parent_context(traceparent: str | None) -> otel_context.Context:
+    """The context a traceparent names; the root (a new trace) when there is none."""
     if not traceparent:
         return _ROOT
-    flags = _FLAGS.get(traceparent[53:])
-    if flags is not None and len(traceparent) == 55 and traceparent[:3] == "00-":
-        try:
-            ctx = trace.SpanContext(
-                int(traceparent[3:35], 16), int(traceparent[36:52], 16), True, flags
-            )
-        except ValueError:
-            ctx = trace.INVALID_SPAN_CONTEXT
-        if ctx.is_valid:
-            return otel_context.Context({_SPAN_KEY: trace.NonRecordingSpan(ctx)})
+    parent = _remote_parent(traceparent)
+    if parent is not None:
+        return _context_of(parent)
     return _propagator.extract({"traceparent": traceparent})
 
 
 _SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, _ROOT)))
 """Where the OpenTelemetry API keeps the current span in a context."""
 
-_step: ContextVar[_Processing | _Quiet | None] = ContextVar("cadre_step", default=None)
-"""The step under way in this context (its task id, its span, the traceparent it gives)."""
+_step: ContextVar[_Processing | str | None] = ContextVar("cadre_step", default=None)
+"""The step under way in this context: its `_Processing` (its task id, its span, the
+traceparent it gives), or, for a step with nothing to record, only its task id (empty when
+its messages belong to several tasks)."""
 _host_span: ContextVar[trace.SpanContext | None] = ContextVar("cadre_host_span", default=None)
 """The span of the invocation a host runs this delivery in (`host_span`)."""
 
@@ -187,7 +201,7 @@ _host_span: ContextVar[trace.SpanContext | None] = ContextVar("cadre_host_span",
 def _unsampled_step() -> bool:
     """Whether this runs inside a step that records no span (its task is not sampled)."""
     step = _step.get()
-    return step is not None and step.span is None
+    return step is not None and (isinstance(step, str) or step.span is None)
 
 
 @contextlib.contextmanager
@@ -208,18 +222,25 @@ def host_span(span_context: trace.SpanContext) -> Iterator[otel_context.Context]
 
 def _process_parent(
     traceparent: str | None,
-) -> tuple[otel_context.Context, list[trace.Link] | None]:
+) -> tuple[trace.SpanContext | None, list[trace.Link] | None, bool]:
     """The parent of a process span: the step (or client) in the envelope; or, under a
     host that continued that trace (Functions reads the message's Diagnostic-Id), the
-    host's span, so it sits between. A host span of another trace only gets a link."""
-    parent = _parent_context(traceparent)
+    host's span, so it sits between. A host span of another trace only gets a link.
+
+    Returns the parent's span context (None: the span starts a new trace), the links, and
+    whether the span's trace is the one `traceparent` names, well-formed and lower case."""
+    parent = _remote_parent(traceparent)
+    named = parent is not None
+    if parent is None and traceparent:
+        extracted = _propagator.extract({"traceparent": traceparent})
+        span_context = trace.get_current_span(extracted).get_span_context()
+        parent = span_context if span_context.is_valid else None
     host = _host_span.get()
-    if host is None:
-        return parent, None
-    producer = trace.get_current_span(parent).get_span_context()
-    if not producer.is_valid or producer.trace_id == host.trace_id:
-        return trace.set_span_in_context(trace.NonRecordingSpan(host), _ROOT), None
-    return parent, [trace.Link(host)]
+    if host is None or not host.is_valid:
+        return parent, None, named
+    if parent is None or parent.trace_id == host.trace_id:
+        return host, None, named
+    return parent, [trace.Link(host)], named
 
 
 _DISABLED_PROVIDERS = {
@@ -233,6 +254,18 @@ _DISABLED_PROVIDERS = {
 PROVIDER_CHECK_SECONDS = 1.0
 """How often the global providers are looked up again (an SDK set up later is picked up
 within this time, or at once after `refresh(force=True)`)."""
+
+
+def _fast_spans(tracer: trace.Tracer | None) -> FastSpans | None:
+    """The fast start of Cadre's per-message spans (`_sdk_spans`) when `tracer` is the
+    OpenTelemetry SDK's and CADRE_TRACE_FAST_SPANS is not false; None otherwise."""
+    if tracer is None or type(tracer).__module__ != "opentelemetry.sdk.trace":
+        return None
+    if not _flag("CADRE_TRACE_FAST_SPANS", True):
+        return None
+    from ._sdk_spans import fast_spans
+
+    return fast_spans(tracer)
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -290,6 +323,7 @@ class Telemetry:
         self._seen_tracer_provider: object = None
         self._seen_meter_provider: object = None
         self._tracer: trace.Tracer | None = None
+        self._fast_spans: FastSpans | None = None
         self._instruments: _Instruments | None = None
         self.tracing = False
         self.measuring = False
@@ -308,6 +342,7 @@ class Telemetry:
             self._seen_tracer_provider = tp
             self.tracing = not _disabled_provider(tp)
             self._tracer = tp.get_tracer(INSTRUMENTATION) if self.tracing else None
+            self._fast_spans = _fast_spans(self._tracer)
         mp = self._meter_provider or metrics.get_meter_provider()
         if mp is not self._seen_meter_provider:
             self._seen_meter_provider = mp
@@ -352,17 +387,18 @@ class Telemetry:
         """
         step = _step.get()
         if step is not None and not self.measuring:  # the processor refreshed at the start
-            if step.span is None:
+            if isinstance(step, str) or step.span is None:
                 return None  # tracing off, or a task not sampled: the incoming one goes on
-            if not self.trace_sends and isinstance(step, _Processing):
+            if not self.trace_sends:
                 return step.traceparent()  # the step's span is the parent
         self.refresh()
         if self.measuring:
             self.instruments.sent.add(1, {MESSAGE_NAME: message, "messaging.system": "cadre"})
         if not self.tracing:
             return None
+        root = False  # whether the span starts a new trace
         if step is not None:
-            if not isinstance(step, _Processing) or step.span is None:
+            if isinstance(step, str) or step.span is None:
                 return None
             if not self.trace_sends:  # the step's span is the parent
                 return step.traceparent()
@@ -371,6 +407,7 @@ class Telemetry:
             if current.is_valid and (not current.trace_flags.sampled or not self.trace_sends):
                 # An HTTP request's span, or a task not sampled: no span of its own.
                 return _traceparent(current)
+            root = not current.is_valid
         assert self._tracer is not None
         attributes: dict[str, Any] = {
             "messaging.system": MESSAGING_SYSTEM,
@@ -383,9 +420,11 @@ class Telemetry:
         }
         if self.capture_content and payload is not None:
             attributes[CONTENT] = _json(payload)
-        span = self._tracer.start_span(
-            f"{operation} {message}", kind=SpanKind.PRODUCER, attributes=attributes
-        )
+        name = f"{operation} {message}"
+        if self._fast_spans is not None and root:
+            span = self._fast_spans.start(name, SpanKind.PRODUCER, None, attributes)
+        else:
+            span = self._tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
         span.end()
         return _traceparent(span.get_span_context())
 
@@ -402,6 +441,16 @@ class Telemetry:
             return _Processing(self, envelope, sampled)
         return _Quiet(envelope.task_id)  # a task not sampled: nothing to record
 
+    def enter_quiet(self, envelope: Envelope) -> Token[_Processing | str | None] | None:
+        """For a step over `envelope` with nothing to record (metrics off, and tracing off
+        or its task not sampled), the cheapest scope: mark this context as inside a step of
+        the envelope's task, for log records and for the messages it sends (they keep its
+        traceparent); `leave_quiet(token)` ends it. None when there is something to
+        record: then use `processing`. The caller has called `refresh`."""
+        if self.measuring or (self.tracing and _sampled(envelope.traceparent)):
+            return None
+        return _step.set(envelope.task_id)
+
     def quiet(self, envelopes: Sequence[Envelope]) -> _Quiet | None:
         """The scope of one step over `envelopes` (`Step.run_many`) when it has nothing to
         record: metrics off, and tracing off or none of their tasks sampled. None when
@@ -415,9 +464,12 @@ class Telemetry:
         task_ids = {e.task_id for e in envelopes}
         return _Quiet(task_ids.pop() if len(task_ids) == 1 else "")
 
-    def _start_process_span(self, envelope: Envelope) -> trace.Span:
+    def _start_process_span(self, envelope: Envelope) -> tuple[trace.Span, bool]:
+        """The step's span, and whether its trace is the one the envelope's traceparent
+        names (well-formed, lower case): then that traceparent's first 36 characters
+        begin the step's own."""
         assert self._tracer is not None
-        parent, links = _process_parent(envelope.traceparent)
+        parent, links, named = _process_parent(envelope.traceparent)
         agent_type, _, key = (envelope.recipient or "").partition("/")
         # The fewest attributes that find a step (each costs the SDK about 3 µs): the
         # message name is in the span's name; the message id, the attempt and the outcome
@@ -432,13 +484,18 @@ class Telemetry:
             attributes[MESSAGE_VERSION] = envelope.version
         if self.capture_content:
             attributes[CONTENT] = _json(envelope.payload)
-        return self._tracer.start_span(
-            _process_name(envelope.message),
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=links,
-        )
+        name = _process_name(envelope.message)
+        if self._fast_spans is not None and parent is not None and links is None:
+            span = self._fast_spans.start(name, SpanKind.CONSUMER, parent, attributes)
+        else:
+            span = self._tracer.start_span(
+                name,
+                context=_context_of(parent) if parent is not None else _ROOT,
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+                links=links,
+            )
+        return span, named
 
     # -- models, tools, tasks -------------------------------------------------------
 
@@ -596,6 +653,7 @@ class _Processing:
     path). `span` is None when tracing is off or the task is not sampled."""
 
     __slots__ = (
+        "_same_trace",
         "_sampled",
         "_started",
         "_step_token",
@@ -621,25 +679,20 @@ class _Processing:
         self.error: str | None = None
         self.span: trace.Span | None = None
         self._sampled = sampled
+        self._same_trace = False
         self._token: object = None
         self._traceparent: str | None = None
         self._started = time.perf_counter() if telemetry.measuring else 0.0
 
     def traceparent(self) -> str:
-        """The W3C traceparent of this step's span (made once). Its trace is the incoming
-        traceparent's, so only the span id and the flags are formatted."""
+        """The W3C traceparent of this step's span (made once). When its trace is the
+        incoming traceparent's, only the span id and the flags are formatted."""
         if self._traceparent is None:
             assert self.span is not None
             ctx = self.span.get_span_context()
             incoming = self.envelope.traceparent
             flags = _FLAG_TEXT.get(ctx.trace_flags)
-            if (
-                flags is not None
-                and incoming
-                and len(incoming) == 55
-                and int(incoming[3:35], 16) == ctx.trace_id
-                and incoming == incoming.lower()  # W3C: lower case only
-            ):
+            if self._same_trace and flags is not None and incoming:
                 self._traceparent = f"{incoming[:36]}{ctx.span_id:016x}-{flags}"
             else:
                 self._traceparent = _traceparent(ctx)
@@ -648,7 +701,8 @@ class _Processing:
     def __enter__(self) -> _Processing:
         self._step_token = _step.set(self)
         if self._sampled:
-            span = self.span = self.telemetry._start_process_span(self.envelope)
+            span, same_trace = self.telemetry._start_process_span(self.envelope)
+            self.span, self._same_trace = span, same_trace
             self._token = otel_context.attach(trace.set_span_in_context(span))
         return self
 
@@ -697,7 +751,7 @@ class _Quiet:
     are off): it only makes the task id known to log records."""
 
     __slots__ = ("_step_token", "error", "outcome", "reason", "task_id")
-    span: trace.Span | None = None
+    span: trace.Span | None = None  # (`_Processing`'s, for the processor)
     quiet = True
     # The processor sets these; nothing reads them.
     outcome: str
@@ -708,11 +762,16 @@ class _Quiet:
         self.task_id = task_id
 
     def __enter__(self) -> _Quiet:
-        self._step_token = _step.set(self)
+        self._step_token = _step.set(self.task_id)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         _step.reset(self._step_token)
+
+
+def leave_quiet(token: Token[_Processing | str | None]) -> None:
+    """End the scope `Telemetry.enter_quiet` began."""
+    _step.reset(token)
 
 
 ProcessScope = _Processing
@@ -779,7 +838,7 @@ class LogContextFilter(logging.Filter):
         record.span_id = f"{ctx.span_id:016x}" if ctx.is_valid else ""
         if not getattr(record, "task_id", None):
             step = _step.get()
-            record.task_id = step.task_id if step is not None else ""
+            record.task_id = step if isinstance(step, str) else step.task_id if step else ""
         return True
 
 

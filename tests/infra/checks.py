@@ -43,6 +43,7 @@ NOT_IN_AZURE = {
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "Azure exports to Application Insights instead",
     "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "Azure exports to Application Insights instead",
     "CADRE_OTEL_EXIT_TIMEOUT": "optional: the flush at exit (default 2 s)",
+    "CADRE_TRACE_FAST_SPANS": "optional: on by default; false uses the SDK's general path",
     "WEBSITE_SITE_NAME": "set by the platform (the function app's name)",
     "CADRE_STATE": "the local runtime's SQLite file",
     "CADRE_CONCURRENCY": "the local runtime's step concurrency",

@@ -1,0 +1,312 @@
+"""Cadre's per-message spans, started without the SDK's general path when the tracer is the
+OpenTelemetry SDK's own.
+
+Cadre makes one span for every message (the step's process span, and the producer span that
+starts a task's trace), so that span's cost is tracing's cost. `Tracer.start_span` is general:
+it looks the parent up in a context, handles links and disabled tracers, cleans every
+attribute value, builds the span through a long constructor with lists for events and links,
+and its `end` copies the span for the processors. Cadre's case is narrow: the parent is a
+span context (the envelope's) or there is none (a new trace), there are no links, and the
+attribute values are strings and integers Cadre made. For that case `FastSpans.start` does
+what `start_span` does, in fewer steps, and the span it returns is the SDK's:
+
+- the tracer's sampler decides, with the same arguments; for the SDK's parent-based sampler
+  as it comes and a sampled remote parent its answer is known (record and sample, with the
+  parent's trace state), and it is not asked;
+- the tracer's id generator makes the ids; the flags follow the SDK's rules;
+- the span is an instance of the SDK's `Span` class with every field its constructor sets
+  (copied from a template the SDK's constructor made; the per-span ones set afresh), except
+  that its lists of events and of links are made when first used;
+- the attributes go into the SDK's `BoundedAttributes` as they are when the span limits
+  cannot cut them, and through its cleaning otherwise (or when the sampler added some);
+- the processors' `on_start` runs (unless every processor's is the SDK's empty one), the
+  SDK's internal span metrics count the span, and `end` is the SDK's own `Span.end`: the
+  processors get the ended span itself, which no setter can change any more, where the SDK
+  would hand them a copy.
+
+A tracer that is not the SDK's, or an SDK whose `Span` has fields this module does not know,
+gets None from `fast_spans`, and the caller uses `Tracer.start_span`.
+
+This module imports the SDK; `cadre.telemetry` imports it only once an SDK tracer is in use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from time import time_ns
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace import export, sampling
+from opentelemetry.sdk.util import BoundedList
+
+_TRACER_FIELDS = {
+    "_sampler": "sampler",
+    "_resource": "resource",
+    "_span_processor": "span_processor",
+    "_limits": "_span_limits",
+    "_instrumentation_scope": "_instrumentation_scope",
+}
+"""The span's fields that come from the tracer (span field: tracer attribute). A provider may
+change them later (e.g. its resource), so the template follows the tracer."""
+
+_PER_SPAN_FIELDS = frozenset(
+    {
+        "_name",
+        "_kind",
+        "_context",
+        "_parent",
+        "_attributes",
+        "_events",
+        "_links",
+        "_lock",
+        "_start_time",
+        "_record_end_metrics",
+    }
+)
+"""The span's fields set afresh for each span (events and links: when first used)."""
+
+_CONSTANT_FIELDS = frozenset(
+    {
+        "_instrumentation_info",
+        "_trace_config",
+        "_record_exception",
+        "_set_status_on_exception",
+        "_end_time",
+        "_status",
+    }
+)
+"""The span's fields that are the same for every span this module starts."""
+
+_ATTRIBUTES_FIELDS = frozenset(
+    {"_dict", "maxlen", "dropped", "max_value_len", "_lock", "_immutable", "_extended_attributes"}
+)
+"""The fields of the SDK's `BoundedAttributes` (a new one's: `_dict` and `_lock` are its
+own; the others come from its limits)."""
+
+_EMPTY_ON_START = {
+    sdk_trace.SpanProcessor.on_start,
+    export.SimpleSpanProcessor.on_start,
+    export.BatchSpanProcessor.on_start,
+}
+"""`on_start` methods that do nothing (the SDK's own processors')."""
+
+
+class _Span(sdk_trace._Span):
+    """The SDK's span, whose lists of events and of links are made when first used (most
+    of Cadre's spans get neither); until then `__getattr__` answers for them."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_events":
+            made = self.__dict__[name] = BoundedList(self._limits.max_events)
+        elif name == "_links":
+            made = self.__dict__[name] = BoundedList(self._limits.max_links)
+        else:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return made
+
+    def _readable_span(self) -> sdk_trace.ReadableSpan:
+        # What `end` hands the processors. The SDK's copies the span; an ended span changes
+        # no more (every setter checks), so it is its own copy. No event or link can be
+        # added now, so lists not made are empty ones.
+        fields = self.__dict__
+        fields.setdefault("_events", ())
+        fields.setdefault("_links", ())
+        return self
+
+
+class FastSpans:
+    """Starts Cadre's per-message spans for one SDK tracer (see the module docstring)."""
+
+    def __init__(self, tracer: sdk_trace.Tracer) -> None:
+        self._tracer = tracer
+        template = sdk_trace._Span(
+            name="",
+            context=trace.INVALID_SPAN_CONTEXT,
+            sampler=tracer.sampler,
+            resource=tracer.resource,
+            span_processor=tracer.span_processor,
+            instrumentation_info=tracer.instrumentation_info,
+            limits=tracer._span_limits,
+            instrumentation_scope=tracer._instrumentation_scope,
+        )
+        fields = vars(template)
+        unknown = set(fields) - _CONSTANT_FIELDS - _PER_SPAN_FIELDS - set(_TRACER_FIELDS)
+        if unknown:
+            raise TypeError(f"the SDK's Span has fields this module does not know: {unknown}")
+        if set(vars(template._attributes)) - _ATTRIBUTES_FIELDS:
+            raise TypeError("the SDK's BoundedAttributes has fields this module does not know")
+        self._constant = {name: fields[name] for name in _CONSTANT_FIELDS if name in fields}
+        self._template: dict[str, Any] = {}
+        self._attributes_template: dict[str, Any] = {}
+        self._configuration: tuple[Any, ...] = ()
+        self._follows_parents = False
+        self._plain_start = False
+        self._has_config = hasattr(tracer, "_tracer_config")
+        self._metrics = getattr(tracer, "_tracer_metrics", None)
+        self._random_flag = getattr(trace.TraceFlags, "RANDOM_TRACE_ID", 0)
+        self._flags = {
+            (sampled, random): trace.TraceFlags(
+                (trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+                | (self._random_flag if random else 0)
+            )
+            for sampled in (False, True)
+            for random in (False, True)
+        }
+
+    def start(
+        self,
+        name: str,
+        kind: trace.SpanKind,
+        parent: trace.SpanContext | None,
+        attributes: dict[str, Any],
+    ) -> trace.Span:
+        """What ``tracer.start_span(name, context, kind, attributes)`` returns when
+        `context` holds only the span context `parent` (valid), or, with `parent` None,
+        for the current context, whose span is not valid (a new trace). `attributes`
+        holds strings and integers."""
+        tracer = self._tracer
+        if self._has_config and not tracer._tracer_config.is_enabled:
+            return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
+        sampler = tracer.sampler
+        processor = tracer.span_processor
+        configuration = (
+            sampler,
+            tracer.resource,
+            processor,
+            getattr(processor, "_span_processors", None),
+            tracer._span_limits,
+        )
+        if configuration != self._configuration:
+            self._configure(configuration)
+        known = (  # the parent-based sampler's answer is known
+            self._follows_parents
+            and parent is not None
+            and parent.is_remote
+            and parent.trace_flags & trace.TraceFlags.SAMPLED
+        )
+        context: otel_context.Context | None = None
+        if parent is not None and not (known and self._plain_start):
+            context = trace.set_span_in_context(trace.NonRecordingSpan(parent), _EMPTY)
+        if parent is not None:
+            trace_id = parent.trace_id
+            random = bool(parent.trace_flags & self._random_flag)
+        else:
+            trace_id = tracer.id_generator.generate_trace_id()
+            random = getattr(tracer.id_generator, "is_trace_id_random", bool)()
+        trace_state: trace.TraceState | None
+        if known:
+            assert parent is not None
+            decision = sampling.Decision.RECORD_AND_SAMPLE
+            trace_state = parent.trace_state
+            sampler_attributes: Mapping[str, Any] = attributes
+        else:
+            sampled = sampler.should_sample(context, trace_id, name, kind, attributes, ())
+            decision, trace_state = sampled.decision, sampled.trace_state
+            sampler_attributes = sampled.attributes
+        is_sampled: bool = decision.is_sampled()  # type: ignore[no-untyped-call]
+        span_context = trace.SpanContext(
+            trace_id,
+            tracer.id_generator.generate_span_id(),
+            False,
+            self._flags[(is_sampled, random)],
+            trace_state,
+        )
+        metrics = self._metrics
+        record_end_metrics = metrics.start_span(parent, decision) if metrics else None
+        if not decision.is_recording():  # type: ignore[no-untyped-call]
+            return trace.NonRecordingSpan(span_context)
+
+        span: sdk_trace.Span = object.__new__(_Span)
+        fields = self._template.copy()
+        fields["_name"] = name
+        fields["_kind"] = kind
+        fields["_context"] = span_context
+        fields["_parent"] = parent
+        fields["_attributes"] = self._attributes(attributes, sampler_attributes)
+        fields["_lock"] = threading.Lock()
+        fields["_record_end_metrics"] = record_end_metrics
+        fields["_start_time"] = time_ns()
+        span.__dict__ = fields
+        if not self._plain_start:
+            processor.on_start(span, parent_context=context)
+        return span
+
+    def _attributes(self, ours: dict[str, Any], sampled: Mapping[str, Any]) -> BoundedAttributes:
+        """The span's attributes: the sampler's (ours, unless it changed them), cleaned
+        and cut by the limits as the SDK does. Ours (strings and integers, in a dict this
+        takes over) are kept as they are when the limits cannot change them."""
+        limits = self._template["_limits"]
+        if (
+            sampled == ours
+            and limits.max_span_attribute_length is None
+            and (limits.max_span_attributes is None or len(ours) <= limits.max_span_attributes)
+        ):
+            bounded: BoundedAttributes = object.__new__(BoundedAttributes)
+            fields = self._attributes_template.copy()
+            fields["_dict"] = ours
+            fields["_lock"] = threading.Lock()
+            bounded.__dict__ = fields
+            return bounded
+        bounded = BoundedAttributes(
+            limits.max_span_attributes,
+            None,
+            immutable=False,
+            max_value_len=limits.max_span_attribute_length,
+        )
+        bounded._set_items(sampled)
+        return bounded
+
+    def _configure(self, configuration: tuple[Any, ...]) -> None:
+        """Follow the tracer's sampler, resource, processors and limits."""
+        self._configuration = configuration
+        tracer = self._tracer
+        self._template = {
+            **self._constant,
+            **{field: getattr(tracer, name) for field, name in _TRACER_FIELDS.items()},
+        }
+        sampler, _, processor, processors, limits = configuration
+        self._attributes_template = vars(
+            BoundedAttributes(
+                limits.max_span_attributes,
+                None,
+                immutable=False,
+                max_value_len=limits.max_span_attribute_length,
+            )
+        )
+        self._follows_parents = _follows_sampled_remote_parents(sampler)
+        self._plain_start = (
+            type(processor) is sdk_trace.SynchronousMultiSpanProcessor
+            and isinstance(processors, tuple)
+            and all(type(p).on_start in _EMPTY_ON_START for p in processors)
+        )
+
+
+_EMPTY = otel_context.Context()
+
+
+def _follows_sampled_remote_parents(sampler: sampling.Sampler) -> bool:
+    """Whether `sampler` is the SDK's parent-based sampler as it comes (its own
+    `should_sample`, AlwaysOn for a sampled remote parent): it answers a child of a sampled
+    remote parent with record-and-sample, the attributes it was given and the parent's
+    trace state."""
+    return (
+        isinstance(sampler, sampling.ParentBased)
+        and type(sampler).should_sample is sampling.ParentBased.should_sample
+        and getattr(sampler, "_remote_parent_sampled", None) is sampling.ALWAYS_ON
+    )
+
+
+def fast_spans(tracer: trace.Tracer) -> FastSpans | None:
+    """A `FastSpans` for `tracer` when it is the SDK's own and its spans look as this
+    module expects; None otherwise (the caller then uses `tracer.start_span`)."""
+    if type(tracer) is not sdk_trace.Tracer:
+        return None
+    try:
+        return FastSpans(tracer)
+    except (AttributeError, TypeError):
+        return None
