@@ -107,10 +107,13 @@ class Processor:
         tel.refresh()
         if not (tel.tracing or tel.measuring):
             return await self._run(envelope)
-        scope = tel.processing(envelope)
-        if scope.quiet:  # a task not sampled, metrics off: only the task id for logs
-            with scope:
+        quiet = tel.enter_quiet(envelope)
+        if quiet is not None:  # a task not sampled, metrics off: only the task id for logs
+            try:
                 return await self._run(envelope)
+            finally:
+                telemetry.leave_quiet(quiet)
+        scope = tel.processing(envelope)
         with scope:
             try:
                 processed = await self._run(envelope)
