@@ -299,7 +299,7 @@ def settled(run: Any) -> Any:
         gc.unfreeze()
 
 
-def tracing_ratios(pairs: int, folder: Path, rounds: int = 5) -> dict[str, float]:
+def tracing_ratios(pairs: int, folder: Path, rounds: int = 5) -> dict[str, Any]:
     """Ping-pong with tracing on against off, and Cadre traced against autogen-core traced
     (same SDK, same in-memory exporter), alternating `rounds` times (medians: this
     machine is shared, single runs are noisy). Also many small tasks sampled at
@@ -322,20 +322,22 @@ def tracing_ratios(pairs: int, folder: Path, rounds: int = 5) -> dict[str, float
         add("sampled_share", share)
         add("tasks_untraced", settled(cadre_pingpong_tasks(pairs)))
 
-    def ratio(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True))
+    def ratios(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(runs[a], runs[b], strict=True)]
 
     rates = {name: statistics.median(values) for name, values in runs.items()}
     return {
         **rates,
-        "ratio": ratio("traced", "untraced"),
-        "ratio_streaming": ratio("traced_streaming", "untraced"),
-        "vs_autogen_traced": ratio("traced", "autogen_traced"),
-        "sampled_ratio": ratio("sampled", "tasks_untraced"),
+        "ratio": statistics.median(ratios("traced", "untraced")),
+        "ratio_streaming": statistics.median(ratios("traced_streaming", "untraced")),
+        "vs_autogen_traced": statistics.median(ratios("traced", "autogen_traced")),
+        "sampled_ratio": statistics.median(ratios("sampled", "tasks_untraced")),
+        "vs_autogen_traced_rounds": ratios("traced", "autogen_traced"),
+        "sampled_ratio_rounds": ratios("sampled", "tasks_untraced"),
     }
 
 
-def print_tracing(tracing: dict[str, float]) -> None:
+def print_tracing(tracing: dict[str, Any]) -> None:
     """The tracing lines of the report."""
     print(
         f"tracing: ping-pong on memory {tracing['traced']:,.0f} msgs/s with every span recorded "
@@ -357,7 +359,11 @@ def print_tracing(tracing: dict[str, float]) -> None:
     )
 
 
-def tracing_json(tracing: dict[str, float]) -> dict[str, float]:
+def _rounded(values: list[float]) -> list[float]:
+    return [round(v, 3) for v in values]
+
+
+def tracing_json(tracing: dict[str, Any]) -> dict[str, Any]:
     """The tracing ratios of the JSON line."""
     return {
         "tracing_ratio": round(tracing["ratio"], 3),
@@ -365,6 +371,10 @@ def tracing_json(tracing: dict[str, float]) -> dict[str, float]:
         "traced_vs_autogen_traced": round(tracing["vs_autogen_traced"], 3),
         "sampled_tracing_ratio": round(tracing["sampled_ratio"], 3),
         "sampled_share": round(tracing["sampled_share"], 3),
+        "traced_vs_autogen_traced_rounds": [
+            round(r, 3) for r in tracing["vs_autogen_traced_rounds"]
+        ],
+        "sampled_tracing_ratio_rounds": [round(r, 3) for r in tracing["sampled_ratio_rounds"]],
     }
 
 

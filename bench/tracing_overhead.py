@@ -104,11 +104,21 @@ def sdk_costs() -> dict[str, float]:
     unsampled = envelope.model_copy(update={"traceparent": f"{sent[:-2]}00"})  # type: ignore[index]
 
     def cadre_message(tel: telemetry.Telemetry, envelope: Envelope) -> Callable[[], None]:
+        """One step's telemetry as `cadre.processing.Processor.process` runs it."""
+
+        def send() -> None:
+            tel.producer_traceparent(
+                "send", "bench.Pong", "pinger/1", task_id=envelope.task_id, envelope_id="x"
+            )
+
         def step() -> None:
+            quiet = tel.enter_quiet(envelope)
+            if quiet is not None:
+                send()
+                telemetry.leave_quiet(quiet)
+                return
             with tel.processing(envelope):
-                tel.producer_traceparent(
-                    "send", "bench.Pong", "pinger/1", task_id=envelope.task_id, envelope_id="x"
-                )
+                send()
 
         return step
 

@@ -147,7 +147,9 @@ class FastSpans:
         self._follows_parents = False
         self._plain_start = False
         self._has_config = hasattr(tracer, "_tracer_config")
-        self._metrics = getattr(tracer, "_tracer_metrics", None)
+        metrics = getattr(tracer, "_tracer_metrics", None)
+        self._metrics = None if type(metrics).__name__ == "NoOpTracerMetrics" else metrics
+        """The SDK's internal span metrics, unless they are off (its no-op ones)."""
         self._random_flag = getattr(trace.TraceFlags, "RANDOM_TRACE_ID", 0)
         self._flags = {
             (sampled, random): trace.TraceFlags(
@@ -202,13 +204,15 @@ class FastSpans:
         if known:
             assert parent is not None
             decision = sampling.Decision.RECORD_AND_SAMPLE
+            is_sampled = recording = True
             trace_state = parent.trace_state
             sampler_attributes: Mapping[str, Any] = attributes
         else:
             sampled = sampler.should_sample(context, trace_id, name, kind, attributes, ())
             decision, trace_state = sampled.decision, sampled.trace_state
+            is_sampled = decision.is_sampled()  # type: ignore[no-untyped-call]
+            recording = decision.is_recording()  # type: ignore[no-untyped-call]
             sampler_attributes = sampled.attributes
-        is_sampled: bool = decision.is_sampled()  # type: ignore[no-untyped-call]
         span_context = trace.SpanContext(
             trace_id,
             tracer.id_generator.generate_span_id(),
@@ -218,7 +222,7 @@ class FastSpans:
         )
         metrics = self._metrics
         record_end_metrics = metrics.start_span(parent, decision) if metrics else None
-        if not decision.is_recording():  # type: ignore[no-untyped-call]
+        if not recording:
             return trace.NonRecordingSpan(span_context)
 
         span: sdk_trace.Span = object.__new__(_Span)

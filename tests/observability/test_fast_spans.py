@@ -409,3 +409,44 @@ def _add(traceparent: str) -> Envelope:
         created_at=utcnow(),
         traceparent=traceparent,
     )
+
+
+def test_the_sdks_own_span_metrics_count_fast_spans_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    provider = TracerProvider(meter_provider=meters, shutdown_on_exit=False)
+    tracer = provider.get_tracer("cadre")
+    fast = fast_spans(tracer)
+    assert fast is not None
+
+    def points() -> dict[str, int]:
+        data = reader.get_metrics_data()
+        return {
+            metric.name: sum(p.value for p in metric.data.data_points)  # type: ignore[attr-defined]
+            for rm in (data.resource_metrics if data else [])
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            if metric.name.startswith("otel.sdk.span.")
+        }
+
+    span = tracer.start_span(
+        "sdk", context=trace.set_span_in_context(trace.NonRecordingSpan(PARENT))
+    )
+    by_sdk = points()
+    span.end()
+    after_sdk = points()
+    span = fast.start("fast", SpanKind.CONSUMER, PARENT, {})
+    by_both = points()
+    span.end()
+    after_both = points()
+    if not by_sdk:
+        pytest.skip("this SDK counts no span metrics of its own")
+    # Each counted as started, and as live until it ended.
+    assert by_both == {n: 2 * v if "started" in n else v for n, v in by_sdk.items()}
+    assert after_both == {n: 2 * v if "started" in n else v for n, v in after_sdk.items()}
+    assert set(by_sdk) == {"otel.sdk.span.started", "otel.sdk.span.live"}
+    meters.shutdown()
