@@ -143,7 +143,9 @@ class FastSpans:
         self._constant = {name: fields[name] for name in _CONSTANT_FIELDS if name in fields}
         self._template: dict[str, Any] = {}
         self._attributes_template: dict[str, Any] = {}
-        self._configuration: tuple[Any, ...] = ()
+        self._configuration: tuple[Any, ...] = (None,) * 5
+        """The tracer's sampler, resource, processor, its processors and its limits, as
+        `_configure` last saw them (compared by identity on every span)."""
         self._follows_parents = False
         self._plain_start = False
         self._has_config = hasattr(tracer, "_tracer_config")
@@ -176,15 +178,23 @@ class FastSpans:
             return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
         sampler = tracer.sampler
         processor = tracer.span_processor
-        configuration = (
-            sampler,
-            tracer.resource,
-            processor,
-            getattr(processor, "_span_processors", None),
-            tracer._span_limits,
-        )
-        if configuration != self._configuration:
-            self._configure(configuration)
+        configured = self._configuration
+        if (
+            sampler is not configured[0]
+            or processor is not configured[2]
+            or tracer.resource is not configured[1]
+            or tracer._span_limits is not configured[4]
+            or getattr(processor, "_span_processors", None) is not configured[3]
+        ):
+            self._configure(
+                (
+                    sampler,
+                    tracer.resource,
+                    processor,
+                    getattr(processor, "_span_processors", None),
+                    tracer._span_limits,
+                )
+            )
         known = (  # the parent-based sampler's answer is known
             self._follows_parents
             and parent is not None
