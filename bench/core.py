@@ -30,7 +30,9 @@ Tracing, in the same run, with the same OpenTelemetry SDK and the same in-memory
   tracing_ratio             Cadre ping-pong with every span recorded / tracing off, and
                             tracing_ratio_streaming with an exporter that lets spans go.
 These count the process's CPU time (CLOCK), over 5 alternating rounds (medians of the
-rounds' ratios), each run started with earlier garbage collected and frozen (`settled`).
+rounds' ratios; the JSON line also lists each round's traced_vs_autogen_traced and
+sampled_tracing_ratio), each run started with earlier garbage collected and frozen
+(`settled`).
 
 The last line printed is one JSON object with the ratios (Cadre / autogen-core).
 """
