@@ -147,6 +147,9 @@ class FastSpans:
         """The tracer's sampler, resource, processor, its processors and its limits, as
         `_configure` last saw them (compared by identity on every span)."""
         self._follows_parents = False
+        self._root_bound: int | None = None
+        """For the SDK's parent-based sampler with a root sampler whose answer is known: a
+        new trace is sampled when its id's low 64 bits are below this."""
         self._plain_start = False
         self._has_config = hasattr(tracer, "_tracer_config")
         metrics = getattr(tracer, "_tracer_metrics", None)
@@ -211,12 +214,22 @@ class FastSpans:
             trace_id = tracer.id_generator.generate_trace_id()
             random = getattr(tracer.id_generator, "is_trace_id_random", bool)()
         trace_state: trace.TraceState | None
+        sampler_attributes: Mapping[str, Any]
         if known:
             assert parent is not None
             decision = sampling.Decision.RECORD_AND_SAMPLE
             is_sampled = recording = True
             trace_state = parent.trace_state
-            sampler_attributes: Mapping[str, Any] = attributes
+            sampler_attributes = attributes
+        elif parent is None and self._root_bound is not None:
+            # A new trace: the parent-based sampler asks its root sampler, whose answer
+            # (a ratio of the trace id, or always, or never) is known.
+            is_sampled = recording = trace_id & _TRACE_ID_LIMIT < self._root_bound
+            if is_sampled:
+                decision, sampler_attributes = sampling.Decision.RECORD_AND_SAMPLE, attributes
+            else:
+                decision, sampler_attributes = sampling.Decision.DROP, {}
+            trace_state = None
         else:
             sampled = sampler.should_sample(context, trace_id, name, kind, attributes, ())
             decision, trace_state = sampled.decision, sampled.trace_state
@@ -293,6 +306,7 @@ class FastSpans:
             )
         )
         self._follows_parents = _follows_sampled_remote_parents(sampler)
+        self._root_bound = _root_bound(sampler) if self._follows_parents else None
         self._plain_start = (
             type(processor) is sdk_trace.SynchronousMultiSpanProcessor
             and isinstance(processors, tuple)
@@ -313,6 +327,26 @@ def _follows_sampled_remote_parents(sampler: sampling.Sampler) -> bool:
         and type(sampler).should_sample is sampling.ParentBased.should_sample
         and getattr(sampler, "_remote_parent_sampled", None) is sampling.ALWAYS_ON
     )
+
+
+_TRACE_ID_LIMIT = sampling.TraceIdRatioBased.TRACE_ID_LIMIT
+
+
+def _root_bound(sampler: sampling.Sampler) -> int | None:
+    """The bound of the root sampler of the SDK's parent-based `sampler`, when that root is
+    the SDK's own trace-id-ratio sampler (its `bound`), always on (every trace) or always
+    off (none); None for any other root sampler (it is asked)."""
+    root = getattr(sampler, "_root", None)
+    if root is sampling.ALWAYS_ON:
+        return _TRACE_ID_LIMIT + 1
+    if root is sampling.ALWAYS_OFF:
+        return 0
+    if (
+        isinstance(root, sampling.TraceIdRatioBased)
+        and type(root).should_sample is sampling.TraceIdRatioBased.should_sample
+    ):
+        return root.bound
+    return None
 
 
 def fast_spans(tracer: trace.Tracer) -> FastSpans | None:

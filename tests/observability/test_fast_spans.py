@@ -16,7 +16,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
     ALWAYS_ON,
     Decision,
     ParentBased,
@@ -186,6 +188,50 @@ def test_a_new_trace_is_sampled_by_the_root_sampler(ratio: float) -> None:
         mine, theirs = (exported(s) for s in exporter.get_finished_spans()[::-1])
         assert mine["trace_id"] != theirs["trace_id"]  # a new trace each
         assert {**mine, "trace_id": 0} == {**theirs, "trace_id": 0}
+
+
+class Repeating(RandomIdGenerator):
+    """Trace ids from a list, each given twice (once to the SDK's path, once to this one)."""
+
+    def __init__(self, trace_ids: list[int]) -> None:
+        self._trace_ids = iter(t for trace_id in trace_ids for t in (trace_id, trace_id))
+
+    def generate_trace_id(self) -> int:
+        return next(self._trace_ids)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "expected"),
+    [
+        (ParentBasedTraceIdRatio(0.5), [True, False, True, False]),
+        (ParentBased(ALWAYS_ON), [True] * 4),
+        (ParentBased(ALWAYS_OFF), [False] * 4),
+    ],
+    ids=["ratio-0.5", "always-on", "always-off"],
+)
+def test_a_new_traces_decision_is_the_root_samplers(sampler: Sampler, expected: list[bool]) -> None:
+    # Low 64 bits just under and just over the ratio's bound, and the extremes.
+    half = 1 << 63
+    trace_ids = [(7 << 64) | (half - 1), (7 << 64) | half, 1, (1 << 128) - 1]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        sampler=sampler, id_generator=Repeating(trace_ids), shutdown_on_exit=False
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("cadre")
+    fast = fast_spans(tracer)
+    assert fast is not None
+    decisions = []
+    for _ in trace_ids:
+        sdk, ours = both(tracer, fast, None, kind=SpanKind.PRODUCER)
+        assert ours.get_span_context().trace_id == sdk.get_span_context().trace_id
+        assert ours.get_span_context().trace_flags == sdk.get_span_context().trace_flags
+        decisions.append(ours.get_span_context().trace_flags.sampled)
+    assert decisions == expected
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 2 * sum(decisions)
+    for sdk_span, our_span in zip(spans[::2], spans[1::2], strict=True):
+        assert exported(our_span) == exported(sdk_span)
 
 
 @pytest.mark.parametrize(
