@@ -10,9 +10,11 @@ span context (the envelope's) or there is none (a new trace), there are no links
 attribute values are strings and integers Cadre made. For that case `FastSpans.start` does
 what `start_span` does, in fewer steps, and the span it returns is the SDK's:
 
-- the tracer's sampler decides, with the same arguments; for the SDK's parent-based sampler
-  as it comes and a sampled remote parent its answer is known (record and sample, with the
-  parent's trace state), and it is not asked;
+- the tracer's sampler decides, with the same arguments. Where the SDK's parent-based
+  sampler's answer is known it is not asked: for a sampled remote parent (record and
+  sample, with the parent's trace state), and for a new trace when its root sampler is the
+  SDK's trace-id ratio, always on or always off (the trace id's low 64 bits against the
+  ratio's bound);
 - the tracer's id generator makes the ids; the flags follow the SDK's rules;
 - the span is an instance of the SDK's `Span` class with every field its constructor sets
   (copied from a template the SDK's constructor made; the per-span ones set afresh), except
