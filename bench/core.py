@@ -373,10 +373,8 @@ def tracing_json(tracing: dict[str, Any]) -> dict[str, Any]:
         "traced_vs_autogen_traced": round(tracing["vs_autogen_traced"], 3),
         "sampled_tracing_ratio": round(tracing["sampled_ratio"], 3),
         "sampled_share": round(tracing["sampled_share"], 3),
-        "traced_vs_autogen_traced_rounds": [
-            round(r, 3) for r in tracing["vs_autogen_traced_rounds"]
-        ],
-        "sampled_tracing_ratio_rounds": [round(r, 3) for r in tracing["sampled_ratio_rounds"]],
+        "traced_vs_autogen_traced_rounds": _rounded(tracing["vs_autogen_traced_rounds"]),
+        "sampled_tracing_ratio_rounds": _rounded(tracing["sampled_ratio_rounds"]),
     }
 
 

@@ -137,15 +137,16 @@ class Processor:
         are batched with tracing on too: they have no span to keep apart."""
         tel = telemetry.current()
         tel.refresh()
-        scope = tel.quiet(envelopes)
-        if scope is None:
+        quiet = tel.enter_quiet_many(envelopes)
+        if quiet is None:
             return None
         try:
-            with scope:
-                results = await self.step.run_many(envelopes)
+            results = await self.step.run_many(envelopes)
         except Exception as exc:  # ConcurrencyConflict, DeliveryError, a handler's error
             log.debug("%d envelopes go one by one: %s", len(envelopes), exc)
             return None
+        finally:
+            telemetry.leave_quiet(quiet)
         return [_stepped(e, r) for e, r in zip(envelopes, results, strict=True)]
 
     async def _run(self, envelope: Envelope) -> Processed:

@@ -177,16 +177,6 @@ def _context_of(span_context: trace.SpanContext) -> otel_context.Context:
     return otel_context.Context({_SPAN_KEY: trace.NonRecordingSpan(span_context)})
 
 
-def _parent_context(traceparent: str | None) -> otel_context.Context:
-    """The context a traceparent names; the root (a new trace) when there is none."""
-    if not traceparent:
-        return _ROOT
-    parent = _remote_parent(traceparent)
-    if parent is not None:
-        return _context_of(parent)
-    return _propagator.extract({"traceparent": traceparent})
-
-
 _SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, _ROOT)))
 """Where the OpenTelemetry API keeps the current span in a context."""
 
@@ -430,16 +420,14 @@ class Telemetry:
 
     # -- consuming ------------------------------------------------------------------
 
-    def processing(self, envelope: Envelope) -> _Processing | _Quiet:
+    def processing(self, envelope: Envelope) -> _Processing:
         """Around one step (``with tel.processing(envelope) as scope``): a CONSUMER span child
         of the step (or client) that sent the envelope, unless its task is not sampled; the
         task id for log records; and the step's metrics once the outcome is known (set
-        ``scope.outcome``, ``scope.reason``, ``scope.error``). The caller has called
-        `refresh` (the processor does, once per delivery)."""
-        sampled = self.tracing and _sampled(envelope.traceparent)
-        if sampled or self.measuring:
-            return _Processing(self, envelope, sampled)
-        return _Quiet(envelope.task_id)  # a task not sampled: nothing to record
+        ``scope.outcome``, ``scope.reason``, ``scope.error``). For a step with nothing to
+        record, `enter_quiet` is cheaper. The caller has called `refresh` (the processor
+        does, once per delivery)."""
+        return _Processing(self, envelope, self.tracing and _sampled(envelope.traceparent))
 
     def enter_quiet(self, envelope: Envelope) -> Token[_Processing | str | None] | None:
         """For a step over `envelope` with nothing to record (metrics off, and tracing off
@@ -451,18 +439,19 @@ class Telemetry:
             return None
         return _step.set(envelope.task_id)
 
-    def quiet(self, envelopes: Sequence[Envelope]) -> _Quiet | None:
-        """The scope of one step over `envelopes` (`Step.run_many`) when it has nothing to
-        record: metrics off, and tracing off or none of their tasks sampled. None when
-        there is (each message then goes through `processing` on its own). The scope gives
-        log records the task id (when the envelopes share one). The caller has called
-        `refresh`."""
+    def enter_quiet_many(
+        self, envelopes: Sequence[Envelope]
+    ) -> Token[_Processing | str | None] | None:
+        """`enter_quiet` for one step over several envelopes (`Step.run_many`): None when
+        there is something to record (metrics on, or one of their tasks sampled: each
+        message then goes through `processing` on its own). Log records get the task id
+        when the envelopes share one. The caller has called `refresh`."""
         if self.measuring:
             return None
         if self.tracing and any(_sampled(e.traceparent) for e in envelopes):
             return None
         task_ids = {e.task_id for e in envelopes}
-        return _Quiet(task_ids.pop() if len(task_ids) == 1 else "")
+        return _step.set(task_ids.pop() if len(task_ids) == 1 else "")
 
     def _start_process_span(self, envelope: Envelope) -> tuple[trace.Span, bool]:
         """The step's span, and whether its trace is the one the envelope's traceparent
@@ -668,8 +657,6 @@ class _Processing:
         "telemetry",
     )
 
-    quiet = False
-
     def __init__(self, telemetry: Telemetry, envelope: Envelope, sampled: bool) -> None:
         self.telemetry = telemetry
         self.envelope = envelope
@@ -746,31 +733,8 @@ class _Processing:
             inst.step_errors.add(1, {AGENT_TYPE: agent_type, OUTCOME: self.outcome})
 
 
-class _Quiet:
-    """The scope of a step with nothing to record (its task is not sampled, and metrics
-    are off): it only makes the task id known to log records."""
-
-    __slots__ = ("_step_token", "error", "outcome", "reason", "task_id")
-    span: trace.Span | None = None  # (`_Processing`'s, for the processor)
-    quiet = True
-    # The processor sets these; nothing reads them.
-    outcome: str
-    reason: str | None
-    error: str | None
-
-    def __init__(self, task_id: str) -> None:
-        self.task_id = task_id
-
-    def __enter__(self) -> _Quiet:
-        self._step_token = _step.set(self.task_id)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        _step.reset(self._step_token)
-
-
 def leave_quiet(token: Token[_Processing | str | None]) -> None:
-    """End the scope `Telemetry.enter_quiet` began."""
+    """End the scope `Telemetry.enter_quiet` or `enter_quiet_many` began."""
     _step.reset(token)
 
 

@@ -281,14 +281,12 @@ class FastSpans:
             fields["_lock"] = threading.Lock()
             bounded.__dict__ = fields
             return bounded
-        bounded = BoundedAttributes(
+        return BoundedAttributes(  # as the SDK's span makes them
             limits.max_span_attributes,
-            None,
+            sampled,
             immutable=False,
             max_value_len=limits.max_span_attribute_length,
         )
-        bounded._set_items(sampled)
-        return bounded
 
     def _configure(self, configuration: tuple[Any, ...]) -> None:
         """Follow the tracer's sampler, resource, processors and limits."""
