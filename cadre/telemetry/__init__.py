@@ -49,6 +49,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from ._span_contexts import LAID_OUT, new_tuple
+
 if TYPE_CHECKING:
     from ..envelope import Envelope
     from ._sdk_spans import FastSpans
@@ -156,6 +158,8 @@ _FLAGS = {f"{flags:02x}": trace.TraceFlags(flags) for flags in range(256)}
 _FLAG_TEXT = {flags: text for text, flags in _FLAGS.items()}
 
 
+_NO_TRACE_STATE = trace.DEFAULT_TRACE_STATE
+
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 """A version-00 traceparent as W3C writes it (lower-case hex only)."""
 
@@ -167,9 +171,15 @@ def _remote_parent(traceparent: str | None) -> trace.SpanContext | None:
     matched = _TRACEPARENT.fullmatch(traceparent) if traceparent else None
     if matched is None:
         return None
-    trace_id, span_id, flags = matched.groups()
-    ctx = trace.SpanContext(int(trace_id, 16), int(span_id, 16), True, _FLAGS[flags])
-    return ctx if ctx.is_valid else None
+    trace_hex, span_hex, flags = matched.groups()
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not (trace_id and span_id):  # all zeros: invalid
+        return None
+    if LAID_OUT:
+        return new_tuple(
+            trace.SpanContext, (trace_id, span_id, True, _FLAGS[flags], _NO_TRACE_STATE, True)
+        )
+    return trace.SpanContext(trace_id, span_id, True, _FLAGS[flags])
 
 
 def _context_of(span_context: trace.SpanContext) -> otel_context.Context:
@@ -186,6 +196,24 @@ traceparent it gives), or, for a step with nothing to record, only its task id (
 its messages belong to several tasks)."""
 _host_span: ContextVar[trace.SpanContext | None] = ContextVar("cadre_host_span", default=None)
 """The span of the invocation a host runs this delivery in (`host_span`)."""
+
+
+def _current_context_variable() -> ContextVar[otel_context.Context] | None:
+    """The context variable that holds OpenTelemetry's current context, when its runtime
+    context is the API's own (one context variable; another one may be configured with
+    OTEL_PYTHON_CONTEXT): a sampled step sets and resets it directly, which costs a
+    fraction of `attach` and `detach` (they reach it through three calls). None
+    otherwise: the step uses the API."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime).__name__ != "ContextVarsRuntimeContext" or not isinstance(
+        variable, ContextVar
+    ):
+        return None
+    return variable
+
+
+_CURRENT = _current_context_variable()
 
 
 def _unsampled_step() -> bool:
@@ -211,26 +239,26 @@ def host_span(span_context: trace.SpanContext) -> Iterator[otel_context.Context]
 
 
 def _process_parent(
-    traceparent: str | None,
-) -> tuple[trace.SpanContext | None, list[trace.Link] | None, bool]:
-    """The parent of a process span: the step (or client) in the envelope; or, under a
-    host that continued that trace (Functions reads the message's Diagnostic-Id), the
-    host's span, so it sits between. A host span of another trace only gets a link.
+    traceparent: str | None, parsed: trace.SpanContext | None
+) -> tuple[trace.SpanContext | None, list[trace.Link] | None]:
+    """The parent of a process span: the step (or client) in the envelope (`parsed`:
+    its traceparent as `_remote_parent` read it, or None; the propagator judges any other
+    traceparent); or, under a host that continued that trace (Functions reads the message's
+    Diagnostic-Id), the host's span, so it sits between. A host span of another trace only
+    gets a link.
 
-    Returns the parent's span context (None: the span starts a new trace), the links, and
-    whether the span's trace is the one `traceparent` names, well-formed and lower case."""
-    parent = _remote_parent(traceparent)
-    named = parent is not None
+    Returns the parent's span context (None: the span starts a new trace) and the links."""
+    parent = parsed
     if parent is None and traceparent:
         extracted = _propagator.extract({"traceparent": traceparent})
         span_context = trace.get_current_span(extracted).get_span_context()
         parent = span_context if span_context.is_valid else None
     host = _host_span.get()
     if host is None or not host.is_valid:
-        return parent, None, named
+        return parent, None
     if parent is None or parent.trace_id == host.trace_id:
-        return host, None, named
-    return parent, [trace.Link(host)], named
+        return host, None
+    return parent, [trace.Link(host)]
 
 
 _DISABLED_PROVIDERS = {
@@ -427,7 +455,11 @@ class Telemetry:
         ``scope.outcome``, ``scope.reason``, ``scope.error``). For a step with nothing to
         record, `enter_quiet` is cheaper. The caller has called `refresh` (the processor
         does, once per delivery)."""
-        return _Processing(self, envelope, self.tracing and _sampled(envelope.traceparent))
+        traceparent = envelope.traceparent
+        sampled = self.tracing and (  # `_sampled`, inline: this runs for every step
+            not traceparent or len(traceparent) != 55 or traceparent[54] in _SAMPLED_LAST
+        )
+        return _Processing(self, envelope, sampled)
 
     def enter_quiet(self, envelope: Envelope) -> Token[_Processing | str | None] | None:
         """For a step over `envelope` with nothing to record (metrics off, and tracing off
@@ -435,7 +467,12 @@ class Telemetry:
         the envelope's task, for log records and for the messages it sends (they keep its
         traceparent); `leave_quiet(token)` ends it. None when there is something to
         record: then use `processing`. The caller has called `refresh`."""
-        if self.measuring or (self.tracing and _sampled(envelope.traceparent)):
+        if self.measuring:
+            return None
+        traceparent = envelope.traceparent
+        if self.tracing and (  # `_sampled`, inline: this runs for every step
+            not traceparent or len(traceparent) != 55 or traceparent[54] in _SAMPLED_LAST
+        ):
             return None
         return _step.set(envelope.task_id)
 
@@ -453,12 +490,17 @@ class Telemetry:
         task_ids = {e.task_id for e in envelopes}
         return _step.set(task_ids.pop() if len(task_ids) == 1 else "")
 
-    def _start_process_span(self, envelope: Envelope) -> tuple[trace.Span, bool]:
-        """The step's span, and whether its trace is the one the envelope's traceparent
-        names (well-formed, lower case): then that traceparent's first 36 characters
-        begin the step's own."""
+    def _start_process_span(self, envelope: Envelope) -> tuple[trace.Span, str | None]:
+        """The step's span, and, when its trace is the one the envelope's traceparent names
+        (well-formed, lower case), that traceparent's first 36 characters: they begin the
+        step's own."""
         assert self._tracer is not None
-        parent, links, named = _process_parent(envelope.traceparent)
+        traceparent = envelope.traceparent
+        parent = _remote_parent(traceparent)
+        prefix = traceparent[:36] if parent is not None else None  # type: ignore[index]
+        links = None
+        if parent is None or _host_span.get() is not None:
+            parent, links = _process_parent(traceparent, parent)
         agent_type, _, key = (envelope.recipient or "").partition("/")
         # The fewest attributes that find a step (each costs the SDK about 3 µs): the
         # message name is in the span's name; the message id, the attempt and the outcome
@@ -473,7 +515,7 @@ class Telemetry:
             attributes[MESSAGE_VERSION] = envelope.version
         if self.capture_content:
             attributes[CONTENT] = _json(envelope.payload)
-        name = _process_name(envelope.message)
+        name = _names.get(envelope.message) or _process_name(envelope.message)
         if self._fast_spans is not None and parent is not None and links is None:
             span = self._fast_spans.start(name, SpanKind.CONSUMER, parent, attributes)
         else:
@@ -484,7 +526,7 @@ class Telemetry:
                 attributes=attributes,
                 links=links,
             )
-        return span, named
+        return span, prefix
 
     # -- models, tools, tasks -------------------------------------------------------
 
@@ -642,7 +684,7 @@ class _Processing:
     path). `span` is None when tracing is off or the task is not sampled."""
 
     __slots__ = (
-        "_same_trace",
+        "_prefix",
         "_sampled",
         "_started",
         "_step_token",
@@ -666,7 +708,7 @@ class _Processing:
         self.error: str | None = None
         self.span: trace.Span | None = None
         self._sampled = sampled
-        self._same_trace = False
+        self._prefix: str | None = None
         self._token: object = None
         self._traceparent: str | None = None
         self._started = time.perf_counter() if telemetry.measuring else 0.0
@@ -674,28 +716,38 @@ class _Processing:
     def traceparent(self) -> str:
         """The W3C traceparent of this step's span (made once). When its trace is the
         incoming traceparent's, only the span id and the flags are formatted."""
-        if self._traceparent is None:
+        traceparent = self._traceparent
+        if traceparent is None:
             assert self.span is not None
             ctx = self.span.get_span_context()
-            incoming = self.envelope.traceparent
             flags = _FLAG_TEXT.get(ctx.trace_flags)
-            if self._same_trace and flags is not None and incoming:
-                self._traceparent = f"{incoming[:36]}{ctx.span_id:016x}-{flags}"
+            if self._prefix and flags:
+                traceparent = f"{self._prefix}{ctx.span_id:016x}-{flags}"
             else:
-                self._traceparent = _traceparent(ctx)
-        return self._traceparent
+                traceparent = _traceparent(ctx)
+            self._traceparent = traceparent
+        return traceparent
 
     def __enter__(self) -> _Processing:
         self._step_token = _step.set(self)
         if self._sampled:
-            span, same_trace = self.telemetry._start_process_span(self.envelope)
-            self.span, self._same_trace = span, same_trace
-            self._token = otel_context.attach(trace.set_span_in_context(span))
+            span, self._prefix = self.telemetry._start_process_span(self.envelope)
+            self.span = span
+            if _CURRENT is not None:  # the step's span becomes the current one
+                self._token = _CURRENT.set(
+                    otel_context.Context({**_CURRENT.get(), _SPAN_KEY: span})
+                )
+            else:
+                self._token = otel_context.attach(trace.set_span_in_context(span))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+        token = self._token
+        if token is not None:
+            if _CURRENT is not None:
+                _CURRENT.reset(token)  # type: ignore[arg-type]
+            else:
+                otel_context.detach(token)  # type: ignore[arg-type]
         _step.reset(self._step_token)
         span = self.span
         if span is not None:
@@ -733,9 +785,9 @@ class _Processing:
             inst.step_errors.add(1, {AGENT_TYPE: agent_type, OUTCOME: self.outcome})
 
 
-def leave_quiet(token: Token[_Processing | str | None]) -> None:
-    """End the scope `Telemetry.enter_quiet` or `enter_quiet_many` began."""
-    _step.reset(token)
+leave_quiet = _step.reset
+"""End the scope `Telemetry.enter_quiet` or `enter_quiet_many` began (``leave_quiet(token)``;
+the context variable's own method: no Python call on the hot path)."""
 
 
 ProcessScope = _Processing

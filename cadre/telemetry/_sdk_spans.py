@@ -34,6 +34,8 @@ This module imports the SDK; `cadre.telemetry` imports it only once an SDK trace
 
 from __future__ import annotations
 
+import random
+import sys
 import threading
 from collections.abc import Mapping
 from time import time_ns
@@ -44,7 +46,10 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import export, sampling
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
+
+from ._span_contexts import LAID_OUT, SPAN_ID_MAX, new_tuple
 
 _TRACER_FIELDS = {
     "_sampler": "sampler",
@@ -136,6 +141,10 @@ class FastSpans:
             limits=tracer._span_limits,
             instrumentation_scope=tracer._instrumentation_scope,
         )
+        if not LAID_OUT:
+            raise TypeError("the API's SpanContext is not the tuple this module expects")
+        if not hasattr(tracer.span_processor, "_span_processors"):
+            raise TypeError("the tracer's span processor is not the SDK's multi-processor")
         fields = vars(template)
         unknown = set(fields) - _CONSTANT_FIELDS - _PER_SPAN_FIELDS - set(_TRACER_FIELDS)
         if unknown:
@@ -159,13 +168,24 @@ class FastSpans:
         """The SDK's internal span metrics, unless they are off (its no-op ones)."""
         self._random_flag = getattr(trace.TraceFlags, "RANDOM_TRACE_ID", 0)
         self._flags = {
-            (sampled, random): trace.TraceFlags(
+            (sampled, random_id): trace.TraceFlags(
                 (trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
-                | (self._random_flag if random else 0)
+                | (self._random_flag if random_id else 0)
             )
             for sampled in (False, True)
-            for random in (False, True)
+            for random_id in (False, True)
         }
+        self._child_flags = {
+            random_flag: self._flags[(True, bool(random_flag))]
+            for random_flag in {0, self._random_flag}
+        }
+        """The flags of a child of a sampled parent, by the parent's random-trace-id flag."""
+        self._random_ids = type(tracer.id_generator) is RandomIdGenerator
+        """Whether the tracer's id generator is the SDK's random one (its span ids are drawn
+        here, as it draws them)."""
+        self._kept_as_they_are = -1
+        """Up to how many of Cadre's attributes the span limits keep as they are (-1: the
+        limits may cut any, as with a value length limit)."""
 
     def start(
         self,
@@ -181,59 +201,81 @@ class FastSpans:
         tracer = self._tracer
         if self._has_config and not tracer._tracer_config.is_enabled:
             return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
-        sampler = tracer.sampler
         processor = tracer.span_processor
-        configured = self._configuration
-        if (
-            sampler is not configured[0]
-            or processor is not configured[2]
-            or tracer.resource is not configured[1]
-            or tracer._span_limits is not configured[4]
-            or getattr(processor, "_span_processors", None) is not configured[3]
-        ):
-            self._configure(
-                (
-                    sampler,
-                    tracer.resource,
-                    processor,
-                    getattr(processor, "_span_processors", None),
-                    tracer._span_limits,
-                )
-            )
-        known = (  # the parent-based sampler's answer is known
-            self._follows_parents
-            and parent is not None
-            and parent.is_remote
-            and parent.trace_flags & trace.TraceFlags.SAMPLED
+        configuration = (
+            tracer.sampler,
+            tracer.resource,
+            processor,
+            processor._span_processors,
+            tracer._span_limits,
         )
+        if configuration != self._configuration:  # the same objects, as a rule
+            self._configure(configuration)
+        # Span contexts are read by position (`_span_contexts`): trace id, span id,
+        # remote, flags, trace state.
+        if parent is not None and parent[3] & _SAMPLED and parent[2] and self._follows_parents:
+            # A child of a sampled remote parent: the parent-based sampler records and
+            # samples it, with the attributes it was given and the parent's trace state.
+            if self._random_ids:  # what the SDK's RandomIdGenerator does
+                span_id = random.getrandbits(64)
+                while not span_id:
+                    span_id = random.getrandbits(64)
+            else:
+                span_id = tracer.id_generator.generate_span_id()
+            span_context = new_tuple(
+                trace.SpanContext,
+                (
+                    parent[0],
+                    span_id,
+                    False,
+                    self._child_flags[parent[3] & self._random_flag],
+                    parent[4],
+                    0 < span_id <= SPAN_ID_MAX,
+                ),
+            )
+            metrics = self._metrics
+            return self._recording(
+                name,
+                kind,
+                span_context,
+                parent,
+                self._attributes(attributes, attributes),
+                metrics.start_span(parent, _RECORD_AND_SAMPLE) if metrics else None,
+            )
+        return self._decide(name, kind, parent, attributes)
+
+    def _decide(
+        self,
+        name: str,
+        kind: trace.SpanKind,
+        parent: trace.SpanContext | None,
+        attributes: dict[str, Any],
+    ) -> trace.Span:
+        """`start` for a new trace, or a parent whose sampling decision is not known: the
+        sampler is asked, unless it is the SDK's parent-based one over a root sampler whose
+        answer is known."""
+        tracer = self._tracer
         context: otel_context.Context | None = None
-        if parent is not None and not (known and self._plain_start):
-            context = trace.set_span_in_context(trace.NonRecordingSpan(parent), _EMPTY)
         if parent is not None:
-            trace_id = parent.trace_id
-            random = bool(parent.trace_flags & self._random_flag)
+            context = trace.set_span_in_context(trace.NonRecordingSpan(parent), _EMPTY)
+            trace_id = parent[0]
+            random_id = bool(parent[3] & self._random_flag)
         else:
             trace_id = tracer.id_generator.generate_trace_id()
-            random = getattr(tracer.id_generator, "is_trace_id_random", bool)()
+            random_id = getattr(tracer.id_generator, "is_trace_id_random", bool)()
         trace_state: trace.TraceState | None
         sampler_attributes: Mapping[str, Any]
-        if known:
-            assert parent is not None
-            decision = sampling.Decision.RECORD_AND_SAMPLE
-            is_sampled = recording = True
-            trace_state = parent.trace_state
-            sampler_attributes = attributes
-        elif parent is None and self._root_bound is not None:
+        if parent is None and self._root_bound is not None:
             # A new trace: the parent-based sampler asks its root sampler, whose answer
             # (a ratio of the trace id, or always, or never) is known.
             is_sampled = recording = trace_id & _TRACE_ID_LIMIT < self._root_bound
             if is_sampled:
-                decision, sampler_attributes = sampling.Decision.RECORD_AND_SAMPLE, attributes
+                decision, sampler_attributes = _RECORD_AND_SAMPLE, attributes
             else:
                 decision, sampler_attributes = sampling.Decision.DROP, {}
             trace_state = None
         else:
-            sampled = sampler.should_sample(context, trace_id, name, kind, attributes, ())
+            sampled = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, ())
             decision, trace_state = sampled.decision, sampled.trace_state
             is_sampled = decision.is_sampled()  # type: ignore[no-untyped-call]
             recording = decision.is_recording()  # type: ignore[no-untyped-call]
@@ -242,45 +284,67 @@ class FastSpans:
             trace_id,
             tracer.id_generator.generate_span_id(),
             False,
-            self._flags[(is_sampled, random)],
+            self._flags[(is_sampled, random_id)],
             trace_state,
         )
         metrics = self._metrics
         record_end_metrics = metrics.start_span(parent, decision) if metrics else None
         if not recording:
             return trace.NonRecordingSpan(span_context)
+        return self._recording(
+            name,
+            kind,
+            span_context,
+            parent,
+            self._attributes(attributes, sampler_attributes),
+            record_end_metrics,
+            context,
+        )
 
+    def _recording(
+        self,
+        name: str,
+        kind: trace.SpanKind,
+        span_context: trace.SpanContext,
+        parent: trace.SpanContext | None,
+        attributes: BoundedAttributes,
+        record_end_metrics: Any,
+        context: otel_context.Context | None = None,
+    ) -> trace.Span:
+        """The SDK's span, started: made from the template, then announced to the
+        processors whose `on_start` does something (with the parent's context, made here
+        for a child of a sampled remote parent when one needs it)."""
         span: sdk_trace.Span = object.__new__(_Span)
-        fields = self._template.copy()
-        fields["_name"] = name
-        fields["_kind"] = kind
-        fields["_context"] = span_context
-        fields["_parent"] = parent
-        fields["_attributes"] = self._attributes(attributes, sampler_attributes)
-        fields["_lock"] = threading.Lock()
-        fields["_record_end_metrics"] = record_end_metrics
-        fields["_start_time"] = time_ns()
-        span.__dict__ = fields
+        span.__dict__ = {
+            **self._template,
+            "_name": name,
+            "_kind": kind,
+            "_context": span_context,
+            "_parent": parent,
+            "_attributes": attributes,
+            "_lock": threading.Lock(),
+            "_record_end_metrics": record_end_metrics,
+            "_start_time": time_ns(),
+        }
         if not self._plain_start:
-            processor.on_start(span, parent_context=context)
+            if context is None and parent is not None:
+                context = trace.set_span_in_context(trace.NonRecordingSpan(parent), _EMPTY)
+            self._tracer.span_processor.on_start(span, parent_context=context)
         return span
 
     def _attributes(self, ours: dict[str, Any], sampled: Mapping[str, Any]) -> BoundedAttributes:
         """The span's attributes: the sampler's (ours, unless it changed them), cleaned
         and cut by the limits as the SDK does. Ours (strings and integers, in a dict this
         takes over) are kept as they are when the limits cannot change them."""
-        limits = self._template["_limits"]
-        if (
-            sampled == ours
-            and limits.max_span_attribute_length is None
-            and (limits.max_span_attributes is None or len(ours) <= limits.max_span_attributes)
-        ):
+        if len(ours) <= self._kept_as_they_are and (sampled is ours or sampled == ours):
             bounded: BoundedAttributes = object.__new__(BoundedAttributes)
-            fields = self._attributes_template.copy()
-            fields["_dict"] = ours
-            fields["_lock"] = threading.Lock()
-            bounded.__dict__ = fields
+            bounded.__dict__ = {
+                **self._attributes_template,
+                "_dict": ours,
+                "_lock": threading.Lock(),
+            }
             return bounded
+        limits = self._template["_limits"]
         return BoundedAttributes(  # as the SDK's span makes them
             limits.max_span_attributes,
             sampled,
@@ -305,6 +369,13 @@ class FastSpans:
                 max_value_len=limits.max_span_attribute_length,
             )
         )
+        self._kept_as_they_are = (
+            -1
+            if limits.max_span_attribute_length is not None
+            else limits.max_span_attributes
+            if limits.max_span_attributes is not None
+            else sys.maxsize
+        )
         self._follows_parents = _follows_sampled_remote_parents(sampler)
         self._root_bound = _root_bound(sampler) if self._follows_parents else None
         self._plain_start = (
@@ -315,6 +386,8 @@ class FastSpans:
 
 
 _EMPTY = otel_context.Context()
+_SAMPLED = trace.TraceFlags.SAMPLED
+_RECORD_AND_SAMPLE = sampling.Decision.RECORD_AND_SAMPLE
 
 
 def _follows_sampled_remote_parents(sampler: sampling.Sampler) -> bool:

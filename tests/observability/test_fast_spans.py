@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -35,7 +35,7 @@ from cadre.envelope import Envelope, new_id, utcnow
 from cadre.processing import Processor
 from cadre.step import Step
 from cadre.stores.memory import MemoryStore
-from cadre.telemetry import _sdk_spans
+from cadre.telemetry import _sdk_spans, _span_contexts
 from cadre.telemetry._sdk_spans import FastSpans, fast_spans
 from tests.support.contracts import Add, make_registry
 from tests.support.faults import RecordingTransport
@@ -496,3 +496,99 @@ def test_the_sdks_own_span_metrics_count_fast_spans_too(monkeypatch: pytest.Monk
     assert after_both == {n: 2 * v if "started" in n else v for n, v in after_sdk.items()}
     assert set(by_sdk) == {"otel.sdk.span.started", "otel.sdk.span.live"}
     meters.shutdown()
+
+
+GOOD = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+"""A well-formed traceparent of `PARENT`."""
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["context-variable", "api"])
+async def test_a_span_started_in_a_step_is_its_child_and_the_context_is_restored_after(
+    direct: bool,
+    otel_sdk: tuple[TracerProvider, InMemorySpanExporter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A sampled step makes its span current by setting the API's context variable itself
+    # (`telemetry._CURRENT`), or through `attach`/`detach` where that is not known.
+    provider, exporter = otel_sdk
+    if direct:
+        assert telemetry._CURRENT is not None  # the API's default runtime context
+    else:
+        monkeypatch.setattr(telemetry, "_CURRENT", None)
+    processor = Processor(Step(MemoryStore(), RecordingTransport(), registry=make_registry()))
+    original = Step.__call__
+    inside: list[tuple[SpanContext, object]] = []
+
+    async def working_step(self: Step, envelope: Envelope) -> Any:
+        inside.append((trace.get_current_span().get_span_context(), baggage.get_baggage("k")))
+        with provider.get_tracer("user").start_as_current_span("user work"):
+            return await original(self, envelope)
+
+    monkeypatch.setattr(Step, "__call__", working_step)
+    token = otel_context.attach(baggage.set_baggage("k", "v"))  # the rest of the context stays
+    try:
+        with (
+            telemetry.installed(telemetry.Telemetry(tracer_provider=provider)),
+            provider.get_tracer("user").start_as_current_span("outside") as outside,
+        ):
+            await processor.process(_add(GOOD))
+            assert trace.get_current_span() is outside  # restored
+    finally:
+        otel_context.detach(token)
+    work, step, _ = exporter.get_finished_spans()
+    assert step.name == "process test.Add" and step.parent == PARENT
+    assert inside == [(step.context, "v")]
+    assert work.parent is not None and work.parent.span_id == step.context.span_id
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_the_api_span_context_is_the_tuple_read_by_position() -> None:
+    assert _span_contexts.LAID_OUT
+    parsed = telemetry._remote_parent(GOOD)
+    assert parsed == PARENT and type(parsed) is SpanContext
+    assert (parsed.is_remote, parsed.is_valid, parsed.trace_state) == (True, True, TraceState())
+    assert telemetry._remote_parent("00-" + "0" * 32 + "-b7ad6b7169203331-01") is None
+    assert telemetry._remote_parent(GOOD[:36] + "0" * 16 + "-01") is None
+
+
+async def test_span_contexts_are_made_by_the_api_where_it_is_not_that_tuple(
+    otel_sdk: tuple[TracerProvider, InMemorySpanExporter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider, exporter = otel_sdk
+    await run_tasks(provider)
+    by_position = exporter.get_finished_spans()
+    exporter.clear()
+    monkeypatch.setattr(telemetry, "LAID_OUT", False)
+    monkeypatch.setattr(_sdk_spans, "LAID_OUT", False)
+    assert fast_spans(provider.get_tracer("cadre")) is None  # the SDK's own path, then
+    parsed = telemetry._remote_parent(GOOD)
+    assert parsed == PARENT and type(parsed) is SpanContext and parsed.is_valid
+    await run_tasks(provider)
+    by_api = exporter.get_finished_spans()
+    assert len(by_position) == len(by_api) == 9
+    assert trees(by_position) == trees(by_api)
+
+
+class Numbering(IdGenerator):
+    """Span ids 1, 2, 3...; one trace id."""
+
+    def __init__(self) -> None:
+        self.span_ids = iter(range(1, 100))
+
+    def generate_span_id(self) -> int:
+        return next(self.span_ids)
+
+    def generate_trace_id(self) -> int:
+        return PARENT.trace_id
+
+
+def test_an_id_generator_of_the_users_makes_the_span_ids() -> None:
+    # The SDK's random generator's draw is made inline; any other generator is asked.
+    provider = TracerProvider(id_generator=Numbering(), shutdown_on_exit=False)
+    tracer = provider.get_tracer("cadre")
+    fast = fast_spans(tracer)
+    assert fast is not None
+    spans = [fast.start("process test.Add", SpanKind.CONSUMER, PARENT, dict(ATTRIBUTES))]
+    spans.append(fast.start("send test.Add", SpanKind.PRODUCER, None, dict(ATTRIBUTES)))
+    assert [s.get_span_context().span_id for s in spans] == [1, 2]
+    assert spans[0].get_span_context().trace_flags == TraceFlags(TraceFlags.SAMPLED)
