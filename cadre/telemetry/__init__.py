@@ -427,6 +427,11 @@ class Telemetry:
                 return _traceparent(current)
             root = not current.is_valid
         assert self._tracer is not None
+        trace_id = None
+        if root and self._fast_spans is not None:
+            trace_id, dropped = self._fast_spans.new_trace()
+            if dropped is not None:  # a task not sampled: no span, no attributes
+                return dropped
         attributes: dict[str, Any] = {
             "messaging.system": MESSAGING_SYSTEM,
             "messaging.operation.type": operation,
@@ -440,7 +445,7 @@ class Telemetry:
             attributes[CONTENT] = _json(payload)
         name = f"{operation} {message}"
         if self._fast_spans is not None and root:
-            span = self._fast_spans.start(name, SpanKind.PRODUCER, None, attributes)
+            span = self._fast_spans.start(name, SpanKind.PRODUCER, None, attributes, trace_id)
         else:
             span = self._tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
         span.end()

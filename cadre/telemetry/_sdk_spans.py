@@ -187,30 +187,42 @@ class FastSpans:
         """Up to how many of Cadre's attributes the span limits keep as they are (-1: the
         limits may cut any, as with a value length limit)."""
 
+    def new_trace(self) -> tuple[int | None, str | None]:
+        """A new trace, for a root span about to start: its trace id (None when the
+        tracer is disabled) and, when the sampler's answer is known and is to drop it,
+        the traceparent of the SDK's non-recording span for it, made without that span
+        or its attributes (None otherwise: pass the trace id to `start`). The ids are
+        drawn in the SDK's order, trace id then span id."""
+        tracer = self._tracer
+        if self._has_config and not tracer._tracer_config.is_enabled:
+            return None, None
+        self._follow(tracer)
+        trace_id = tracer.id_generator.generate_trace_id()
+        bound = self._root_bound
+        if bound is None or self._metrics or trace_id & _TRACE_ID_LIMIT < bound:
+            return trace_id, None
+        random_id = getattr(tracer.id_generator, "is_trace_id_random", bool)()
+        span_id = tracer.id_generator.generate_span_id()
+        flags = self._flags[(False, random_id)]
+        return trace_id, f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+
     def start(
         self,
         name: str,
         kind: trace.SpanKind,
         parent: trace.SpanContext | None,
         attributes: dict[str, Any],
+        trace_id: int | None = None,
     ) -> trace.Span:
         """What ``tracer.start_span(name, context, kind, attributes)`` returns when
         `context` holds only the span context `parent` (valid), or, with `parent` None,
-        for the current context, whose span is not valid (a new trace). `attributes`
-        holds strings and integers."""
+        for the current context, whose span is not valid (a new trace: of `trace_id`
+        from `new_trace`, or of one drawn here). `attributes` holds strings and
+        integers."""
         tracer = self._tracer
         if self._has_config and not tracer._tracer_config.is_enabled:
             return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
-        processor = tracer.span_processor
-        configuration = (
-            tracer.sampler,
-            tracer.resource,
-            processor,
-            processor._span_processors,
-            tracer._span_limits,
-        )
-        if configuration != self._configuration:  # the same objects, as a rule
-            self._configure(configuration)
+        self._follow(tracer)
         # Span contexts are read by position (`_span_contexts`): trace id, span id,
         # remote, flags, trace state.
         if parent is not None and parent[3] & _SAMPLED and parent[2] and self._follows_parents:
@@ -242,7 +254,21 @@ class FastSpans:
                 self._attributes(attributes, attributes),
                 metrics.start_span(parent, _RECORD_AND_SAMPLE) if metrics else None,
             )
-        return self._decide(name, kind, parent, attributes)
+        return self._decide(name, kind, parent, attributes, trace_id)
+
+    def _follow(self, tracer: sdk_trace.Tracer) -> None:
+        """Follow the tracer's sampler, resource, processors and limits (compared as one
+        tuple: the same objects, as a rule, so each comparison is one of identity)."""
+        processor = tracer.span_processor
+        configuration = (
+            tracer.sampler,
+            tracer.resource,
+            processor,
+            processor._span_processors,
+            tracer._span_limits,
+        )
+        if configuration != self._configuration:
+            self._configure(configuration)
 
     def _decide(
         self,
@@ -250,6 +276,7 @@ class FastSpans:
         kind: trace.SpanKind,
         parent: trace.SpanContext | None,
         attributes: dict[str, Any],
+        trace_id: int | None,
     ) -> trace.Span:
         """`start` for a new trace, or a parent whose sampling decision is not known: the
         sampler is asked, unless it is the SDK's parent-based one over a root sampler whose
@@ -261,7 +288,8 @@ class FastSpans:
             trace_id = parent[0]
             random_id = bool(parent[3] & self._random_flag)
         else:
-            trace_id = tracer.id_generator.generate_trace_id()
+            if trace_id is None:
+                trace_id = tracer.id_generator.generate_trace_id()
             random_id = getattr(tracer.id_generator, "is_trace_id_random", bool)()
         trace_state: trace.TraceState | None
         sampler_attributes: Mapping[str, Any]

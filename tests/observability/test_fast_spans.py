@@ -592,3 +592,56 @@ def test_an_id_generator_of_the_users_makes_the_span_ids() -> None:
     spans.append(fast.start("send test.Add", SpanKind.PRODUCER, None, dict(ATTRIBUTES)))
     assert [s.get_span_context().span_id for s in spans] == [1, 2]
     assert spans[0].get_span_context().trace_flags == TraceFlags(TraceFlags.SAMPLED)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "expected"),
+    [
+        (ParentBasedTraceIdRatio(0.5), [True, False, True, False]),
+        (ParentBased(ALWAYS_OFF), [False] * 4),
+        (ParentBased(TraceIdRatioBased(0.5), remote_parent_sampled=ALWAYS_OFF), [True] * 4),
+    ],
+    ids=["ratio-0.5", "always-off", "not-known"],
+)
+def test_a_new_trace_the_sampler_drops_gets_its_traceparent_and_no_span(
+    sampler: Sampler, expected: list[bool]
+) -> None:
+    # `new_trace` answers for a root sampler whose answer is known; where it is not known
+    # (a parent-based sampler set up otherwise), it leaves the decision to `start`.
+    half = 1 << 63
+    trace_ids = [(7 << 64) | (half - 1), (7 << 64) | half, 1, (1 << 128) - 1]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        sampler=sampler, id_generator=Repeating(trace_ids), shutdown_on_exit=False
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("cadre")
+    fast = fast_spans(tracer)
+    assert fast is not None
+    undecided = []
+    for _ in trace_ids:
+        sdk = tracer.start_span("send test.Add", kind=SpanKind.PRODUCER, attributes=ATTRIBUTES)
+        sdk.end()
+        theirs = sdk.get_span_context()
+        trace_id, dropped = fast.new_trace()
+        assert trace_id == theirs.trace_id
+        undecided.append(dropped is None)
+        if dropped is None:
+            ours = fast.start("send test.Add", SpanKind.PRODUCER, None, dict(ATTRIBUTES), trace_id)
+            ours.end()
+            assert ours.get_span_context().trace_flags == theirs.trace_flags
+            continue
+        assert not theirs.trace_flags.sampled
+        assert dropped[:36] == f"00-{theirs.trace_id:032x}-"
+        assert dropped[52:] == f"-{theirs.trace_flags:02x}"
+        assert int(dropped[36:52], 16) != 0
+    assert undecided == expected
+    spans = exporter.get_finished_spans()
+    for sdk_span, our_span in zip(spans[::2], spans[1::2], strict=True):
+        assert exported(our_span) == exported(sdk_span)
+
+
+def test_a_disabled_tracer_has_no_new_trace() -> None:
+    tracer, fast, _ = make()
+    tracer._tracer_config.is_enabled = False  # type: ignore[attr-defined]
+    assert fast.new_trace() == (None, None)
