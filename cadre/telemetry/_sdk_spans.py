@@ -15,7 +15,11 @@ what `start_span` does, in fewer steps, and the span it returns is the SDK's:
   sample, with the parent's trace state), and for a new trace when its root sampler is the
   SDK's trace-id ratio, always on or always off (the trace id's low 64 bits against the
   ratio's bound);
-- the tracer's id generator makes the ids; the flags follow the SDK's rules;
+- the tracer's id generator makes the ids (the SDK's random one's draw is made here, as it
+  makes it); the flags follow the SDK's rules. A new trace that the sampler's known answer
+  drops gets no span at all: `new_trace` gives the traceparent of the SDK's non-recording
+  span for it;
+- span contexts are made with ``tuple.__new__`` and read by position (`_span_contexts`);
 - the span is an instance of the SDK's `Span` class with every field its constructor sets
   (copied from a template the SDK's constructor made; the per-span ones set afresh), except
   that its lists of events and of links are made when first used;
@@ -26,8 +30,10 @@ what `start_span` does, in fewer steps, and the span it returns is the SDK's:
   processors get the ended span itself, which no setter can change any more, where the SDK
   would hand them a copy.
 
-A tracer that is not the SDK's, or an SDK whose `Span` has fields this module does not know,
-gets None from `fast_spans`, and the caller uses `Tracer.start_span`.
+A tracer that is not the SDK's, an SDK whose `Span` has fields this module does not know or
+whose tracer's processor is not its multi-processor, or an API whose `SpanContext` is not
+the tuple `_span_contexts` describes, gets None from `fast_spans`, and the caller uses
+`Tracer.start_span`.
 
 This module imports the SDK; `cadre.telemetry` imports it only once an SDK tracer is in use.
 """
@@ -156,7 +162,7 @@ class FastSpans:
         self._attributes_template: dict[str, Any] = {}
         self._configuration: tuple[Any, ...] = (None,) * 5
         """The tracer's sampler, resource, processor, its processors and its limits, as
-        `_configure` last saw them (compared by identity on every span)."""
+        `_configure` last saw them (compared on every span: `_follow`)."""
         self._follows_parents = False
         self._root_bound: int | None = None
         """For the SDK's parent-based sampler with a root sampler whose answer is known: a
