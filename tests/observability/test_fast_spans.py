@@ -200,6 +200,26 @@ class Repeating(RandomIdGenerator):
         return next(self._trace_ids)
 
 
+BOUNDARY_TRACE_IDS = [(7 << 64) | ((1 << 63) - 1), (7 << 64) | (1 << 63), 1, (1 << 128) - 1]
+"""Trace ids whose low 64 bits are just under and just over a ratio of 0.5's bound, and the
+extremes."""
+
+
+def with_trace_ids(
+    sampler: Sampler, trace_ids: list[int]
+) -> tuple[trace.Tracer, FastSpans, InMemorySpanExporter]:
+    """`make`, with `Repeating` trace ids."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        sampler=sampler, id_generator=Repeating(trace_ids), shutdown_on_exit=False
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("cadre")
+    fast = fast_spans(tracer)
+    assert fast is not None
+    return tracer, fast, exporter
+
+
 @pytest.mark.parametrize(
     ("sampler", "expected"),
     [
@@ -210,17 +230,8 @@ class Repeating(RandomIdGenerator):
     ids=["ratio-0.5", "always-on", "always-off"],
 )
 def test_a_new_traces_decision_is_the_root_samplers(sampler: Sampler, expected: list[bool]) -> None:
-    # Low 64 bits just under and just over the ratio's bound, and the extremes.
-    half = 1 << 63
-    trace_ids = [(7 << 64) | (half - 1), (7 << 64) | half, 1, (1 << 128) - 1]
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(
-        sampler=sampler, id_generator=Repeating(trace_ids), shutdown_on_exit=False
-    )
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("cadre")
-    fast = fast_spans(tracer)
-    assert fast is not None
+    trace_ids = BOUNDARY_TRACE_IDS
+    tracer, fast, exporter = with_trace_ids(sampler, trace_ids)
     decisions = []
     for _ in trace_ids:
         sdk, ours = both(tracer, fast, None, kind=SpanKind.PRODUCER)
@@ -608,16 +619,8 @@ def test_a_new_trace_the_sampler_drops_gets_its_traceparent_and_no_span(
 ) -> None:
     # `new_trace` answers for a root sampler whose answer is known; where it is not known
     # (a parent-based sampler set up otherwise), it leaves the decision to `start`.
-    half = 1 << 63
-    trace_ids = [(7 << 64) | (half - 1), (7 << 64) | half, 1, (1 << 128) - 1]
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(
-        sampler=sampler, id_generator=Repeating(trace_ids), shutdown_on_exit=False
-    )
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("cadre")
-    fast = fast_spans(tracer)
-    assert fast is not None
+    trace_ids = BOUNDARY_TRACE_IDS
+    tracer, fast, exporter = with_trace_ids(sampler, trace_ids)
     undecided = []
     for _ in trace_ids:
         sdk = tracer.start_span("send test.Add", kind=SpanKind.PRODUCER, attributes=ATTRIBUTES)
