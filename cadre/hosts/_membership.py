@@ -144,6 +144,7 @@ class Membership:
         self.heartbeat, self.lease, self._clock = heartbeat, lease, clock
         self._heard: dict[str, tuple[Member, float, float]] = {}  # id -> (member, first, last)
         self._started = clock()
+        self._left = False
         self.changed = asyncio.Event()
 
     async def start(self) -> None:
@@ -153,15 +154,20 @@ class Membership:
         await self._roster.announce(self.me.to_bytes())
 
     async def run(self) -> None:
-        """Announce this worker every heartbeat until cancelled; a broker away skips one."""
+        """Announce this worker every heartbeat until cancelled or it leaves; a broker away
+        skips one."""
         while True:
             await asyncio.sleep(self.heartbeat)
+            if self._left:  # a heartbeat after "leaving" would make it a member again
+                return
             with contextlib.suppress(Exception):
                 await self._roster.announce(self.me.to_bytes())
             self._expire()
 
     async def leave(self) -> None:
-        """Tell the others this worker leaves (they reassign its partitions at once)."""
+        """Tell the others this worker leaves (they reassign its partitions at once). No
+        heartbeat starts after this."""
+        self._left = True
         with contextlib.suppress(Exception):
             await self._roster.announce(self.me.to_bytes(leaving=True))
 

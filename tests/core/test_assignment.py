@@ -3,6 +3,7 @@ a member: pure functions and a fake broker, no services."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -113,3 +114,29 @@ def test_members_expire_after_the_lease_and_leave_at_once() -> None:
     now[0] += 3.5  # other last heard 3.5 s ago
     assert [m.id for m in ship.live()] == ["me"]
     assert ship.changed.is_set()
+
+
+class SlowRoster(FakeRoster):
+    """Notes each announcement as it starts; each takes 50 ms to go out."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def announce(self, body: bytes) -> None:
+        self.sent.append(body)
+        await asyncio.sleep(0.05)
+
+
+async def test_no_heartbeat_follows_the_leaving_announcement() -> None:
+    # Otherwise the others hear it leave, then hear it again and count it as a member
+    # until its lease runs out.
+    roster = SlowRoster()
+    ship = Membership(roster, Member("me"), heartbeat=0.01)
+    beating = asyncio.create_task(ship.run())
+    await asyncio.sleep(0.03)
+    await ship.leave()  # heartbeats fall due while it goes out
+    await asyncio.sleep(0.1)
+    assert beating.done() and beating.exception() is None  # it stopped by itself
+    heard = [Member.from_bytes(body) for body in roster.sent]
+    assert heard[-1] == (Member("me"), True)
+    assert heard[:-1] and all(h == (Member("me"), False) for h in heard[:-1])
