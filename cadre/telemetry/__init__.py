@@ -49,7 +49,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ._span_contexts import LAID_OUT, new_tuple
+from ._span_contexts import LAID_OUT, SPAN_KEY, context_of, new_tuple
 
 if TYPE_CHECKING:
     from ..envelope import Envelope
@@ -171,24 +171,14 @@ def _remote_parent(traceparent: str | None) -> trace.SpanContext | None:
     matched = _TRACEPARENT.fullmatch(traceparent) if traceparent else None
     if matched is None:
         return None
-    trace_hex, span_hex, flags = matched.groups()
-    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    trace_hex, span_hex, flags_hex = matched.groups()
+    trace_id, span_id, flags = int(trace_hex, 16), int(span_hex, 16), _FLAGS[flags_hex]
     if not (trace_id and span_id):  # all zeros: invalid
         return None
     if LAID_OUT:
-        return new_tuple(
-            trace.SpanContext, (trace_id, span_id, True, _FLAGS[flags], _NO_TRACE_STATE, True)
-        )
-    return trace.SpanContext(trace_id, span_id, True, _FLAGS[flags])
+        return new_tuple(trace.SpanContext, (trace_id, span_id, True, flags, _NO_TRACE_STATE, True))
+    return trace.SpanContext(trace_id, span_id, True, flags)
 
-
-def _context_of(span_context: trace.SpanContext) -> otel_context.Context:
-    """A context whose current span is `span_context` (and nothing else)."""
-    return otel_context.Context({_SPAN_KEY: trace.NonRecordingSpan(span_context)})
-
-
-_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, _ROOT)))
-"""Where the OpenTelemetry API keeps the current span in a context."""
 
 _step: ContextVar[_Processing | str | None] = ContextVar("cadre_step", default=None)
 """The step under way in this context: its `_Processing` (its task id, its span, the
@@ -404,20 +394,18 @@ class Telemetry:
         incoming traceparent, so a trace (and its sampling decision) flows through.
         """
         step = _step.get()
-        if step is not None and not self.measuring:  # the processor refreshed at the start
-            if isinstance(step, str) or step.span is None:
-                return None  # tracing off, or a task not sampled: the incoming one goes on
-            if not self.trace_sends:
-                return step.traceparent()  # the step's span is the parent
-        self.refresh()
-        if self.measuring:
-            self.instruments.sent.add(1, {MESSAGE_NAME: message, "messaging.system": "cadre"})
-        if not self.tracing:
-            return None
+        # Inside a step the processor refreshed at its start: a plain send needs nothing more.
+        if step is None or self.measuring or self.trace_sends:
+            self.refresh()
+            if self.measuring:
+                sent = {MESSAGE_NAME: message, "messaging.system": "cadre"}
+                self.instruments.sent.add(1, sent)
+            if not self.tracing:
+                return None
         root = False  # whether the span starts a new trace
         if step is not None:
             if isinstance(step, str) or step.span is None:
-                return None
+                return None  # tracing off, or a task not sampled: the incoming one goes on
             if not self.trace_sends:  # the step's span is the parent
                 return step.traceparent()
         else:
@@ -460,11 +448,7 @@ class Telemetry:
         ``scope.outcome``, ``scope.reason``, ``scope.error``). For a step with nothing to
         record, `enter_quiet` is cheaper. The caller has called `refresh` (the processor
         does, once per delivery)."""
-        traceparent = envelope.traceparent
-        sampled = self.tracing and (  # `_sampled`, inline: this runs for every step
-            not traceparent or len(traceparent) != 55 or traceparent[54] in _SAMPLED_LAST
-        )
-        return _Processing(self, envelope, sampled)
+        return _Processing(self, envelope, self.tracing and _sampled(envelope.traceparent))
 
     def enter_quiet(self, envelope: Envelope) -> Token[_Processing | str | None] | None:
         """For a step over `envelope` with nothing to record (metrics off, and tracing off
@@ -472,12 +456,7 @@ class Telemetry:
         the envelope's task, for log records and for the messages it sends (they keep its
         traceparent); `leave_quiet(token)` ends it. None when there is something to
         record: then use `processing`. The caller has called `refresh`."""
-        if self.measuring:
-            return None
-        traceparent = envelope.traceparent
-        if self.tracing and (  # `_sampled`, inline: this runs for every step
-            not traceparent or len(traceparent) != 55 or traceparent[54] in _SAMPLED_LAST
-        ):
+        if self.measuring or (self.tracing and _sampled(envelope.traceparent)):
             return None
         return _step.set(envelope.task_id)
 
@@ -520,13 +499,13 @@ class Telemetry:
             attributes[MESSAGE_VERSION] = envelope.version
         if self.capture_content:
             attributes[CONTENT] = _json(envelope.payload)
-        name = _names.get(envelope.message) or _process_name(envelope.message)
+        name = _process_name(envelope.message)
         if self._fast_spans is not None and parent is not None and links is None:
             span = self._fast_spans.start(name, SpanKind.CONSUMER, parent, attributes)
         else:
             span = self._tracer.start_span(
                 name,
-                context=_context_of(parent) if parent is not None else _ROOT,
+                context=context_of(parent) if parent is not None else _ROOT,
                 kind=SpanKind.CONSUMER,
                 attributes=attributes,
                 links=links,
@@ -739,9 +718,7 @@ class _Processing:
             span, self._prefix = self.telemetry._start_process_span(self.envelope)
             self.span = span
             if _CURRENT is not None:  # the step's span becomes the current one
-                self._token = _CURRENT.set(
-                    otel_context.Context({**_CURRENT.get(), _SPAN_KEY: span})
-                )
+                self._token = _CURRENT.set(otel_context.Context({**_CURRENT.get(), SPAN_KEY: span}))
             else:
                 self._token = otel_context.attach(trace.set_span_in_context(span))
         return self

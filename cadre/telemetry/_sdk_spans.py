@@ -55,7 +55,7 @@ from opentelemetry.sdk.trace import export, sampling
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 
-from ._span_contexts import LAID_OUT, SPAN_ID_MAX, new_tuple
+from ._span_contexts import LAID_OUT, SPAN_ID_MAX, context_of, new_tuple
 
 _TRACER_FIELDS = {
     "_sampler": "sampler",
@@ -208,7 +208,7 @@ class FastSpans:
         if bound is None or self._metrics or trace_id & _TRACE_ID_LIMIT < bound:
             return trace_id, None
         random_id = getattr(tracer.id_generator, "is_trace_id_random", bool)()
-        span_id = tracer.id_generator.generate_span_id()
+        span_id = self._span_id()
         flags = self._flags[(False, random_id)]
         return trace_id, f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
 
@@ -234,12 +234,7 @@ class FastSpans:
         if parent is not None and parent[3] & _SAMPLED and parent[2] and self._follows_parents:
             # A child of a sampled remote parent: the parent-based sampler records and
             # samples it, with the attributes it was given and the parent's trace state.
-            if self._random_ids:  # what the SDK's RandomIdGenerator does
-                span_id = random.getrandbits(64)
-                while not span_id:
-                    span_id = random.getrandbits(64)
-            else:
-                span_id = tracer.id_generator.generate_span_id()
+            span_id = self._span_id()
             span_context = new_tuple(
                 trace.SpanContext,
                 (
@@ -261,6 +256,16 @@ class FastSpans:
                 metrics.start_span(parent, _RECORD_AND_SAMPLE) if metrics else None,
             )
         return self._decide(name, kind, parent, attributes, trace_id)
+
+    def _span_id(self) -> int:
+        """A new span id from the tracer's id generator (the SDK's random one's draw made
+        here, as it makes it)."""
+        if not self._random_ids:
+            return self._tracer.id_generator.generate_span_id()
+        span_id = random.getrandbits(64)
+        while not span_id:
+            span_id = random.getrandbits(64)
+        return span_id
 
     def _follow(self, tracer: sdk_trace.Tracer) -> None:
         """Follow the tracer's sampler, resource, processors and limits (compared as one
@@ -290,7 +295,7 @@ class FastSpans:
         tracer = self._tracer
         context: otel_context.Context | None = None
         if parent is not None:
-            context = trace.set_span_in_context(trace.NonRecordingSpan(parent), _EMPTY)
+            context = context_of(parent)
             trace_id = parent[0]
             random_id = bool(parent[3] & self._random_flag)
         else:
@@ -316,7 +321,7 @@ class FastSpans:
             sampler_attributes = sampled.attributes
         span_context = trace.SpanContext(
             trace_id,
-            tracer.id_generator.generate_span_id(),
+            self._span_id(),
             False,
             self._flags[(is_sampled, random_id)],
             trace_state,
@@ -362,7 +367,7 @@ class FastSpans:
         }
         if not self._plain_start:
             if context is None and parent is not None:
-                context = trace.set_span_in_context(trace.NonRecordingSpan(parent), _EMPTY)
+                context = context_of(parent)
             self._tracer.span_processor.on_start(span, parent_context=context)
         return span
 
@@ -419,7 +424,6 @@ class FastSpans:
         )
 
 
-_EMPTY = otel_context.Context()
 _SAMPLED = trace.TraceFlags.SAMPLED
 _RECORD_AND_SAMPLE = sampling.Decision.RECORD_AND_SAMPLE
 

@@ -10,6 +10,7 @@ fields by index; otherwise it uses the constructor and the properties.
 
 from __future__ import annotations
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 TRACE_ID, SPAN_ID, REMOTE, FLAGS, STATE = range(5)
@@ -36,3 +37,13 @@ def _laid_out() -> bool:
 
 LAID_OUT = _laid_out()
 """Whether `SpanContext` is the tuple this module describes."""
+
+
+SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
+"""Where the OpenTelemetry API keeps the current span in a context."""
+
+
+def context_of(span_context: trace.SpanContext) -> otel_context.Context:
+    """A context whose current span is `span_context` (and nothing else): what
+    ``trace.set_span_in_context(trace.NonRecordingSpan(span_context), Context())`` makes."""
+    return otel_context.Context({SPAN_KEY: trace.NonRecordingSpan(span_context)})
